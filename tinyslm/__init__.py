@@ -1,0 +1,29 @@
+"""tinyslm: small-language-model architectures, from scratch, checked against transformers.
+
+    import tinyslm
+    model = tinyslm.load_pretrained("path/to/TinyLlama-1.1B")         # HF folder -> CausalLM
+    tok = tinyslm.load_tokenizer("path/to/TinyLlama-1.1B")
+    ids = torch.tensor([tok.encode("Once upon a time")])
+    out = tinyslm.generate(model, ids, max_new_tokens=32, eos_token_id=tok.eos_id)
+    print(tok.decode(out[0].tolist()))
+"""
+
+from .checkpoint import load_config, load_pretrained, save_pretrained
+from .config import LayerShape, ModelConfig
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    GenerationError,
+    TinySLMError,
+    TokenizerError,
+    UnsupportedModelError,
+)
+from .generate import generate
+from .model import CausalLM
+from .tokenizer import load_tokenizer
+
+__all__ = [
+    "CausalLM", "ModelConfig", "LayerShape", "load_config", "load_pretrained", "save_pretrained", "generate",
+    "load_tokenizer", "TinySLMError", "ConfigError", "CheckpointError", "UnsupportedModelError", "GenerationError",
+    "TokenizerError",
+]  # fmt: skip

@@ -1,0 +1,207 @@
+"""Loading and saving HF checkpoint folders (config.json + safetensors, sharded or not).
+
+    folder/config.json                        -> family.from_hf -> ModelConfig
+    folder/model.safetensors                  -> one file, or
+    folder/model.safetensors.index.json       -> {"weight_map": {tensor name: shard file}}
+
+Loading builds the model on the meta device (no memory), allocates it once on the target
+device, then streams tensors one at a time from the memory-mapped safetensors files into the
+parameters: peak memory is the model plus one tensor, never a second full copy. Every tensor
+is checked: unexpected names, missing names and wrong shapes are errors naming the file, the
+key and both shapes. Pickle checkpoints (`*.bin`, `*.pt`) can run arbitrary code when loaded;
+they are refused unless the caller opts in, and then read with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig, dtype_from_name
+from .errors import CheckpointError
+from .families import get_family
+from .families.hf_config import HFConfig
+from .model import CausalLM
+
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.bin")
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """A ModelConfig from a checkpoint folder, a config.json or a tinyslm TOML file."""
+    path = Path(path)
+    if path.suffix == ".toml":
+        return ModelConfig.from_toml(path)
+    hf = HFConfig.read(path)
+    return get_family(hf.get("model_type"), hf.source).from_hf(hf)
+
+
+def weight_files(folder: Path, allow_pickle: bool = False) -> list[Path]:
+    """The weight files of a checkpoint folder, refusing pickles unless allowed."""
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({exc!r})") from None
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{index} names shard(s) that are not in the folder: {', '.join(missing)}")
+        return files
+    if (folder / SAFETENSORS_FILE).is_file():
+        return [folder / SAFETENSORS_FILE]
+    shards = sorted(folder.glob("*.safetensors"))
+    if shards:
+        return shards
+    pickles = sorted({p for pattern in PICKLE_PATTERNS for p in folder.glob(pattern)})
+    if pickles and not allow_pickle:
+        raise CheckpointError(
+            f"{folder}: only pickle weights found ({', '.join(p.name for p in pickles)}). Pickle files can run code "
+            "when loaded, so they are refused by default. Convert them to safetensors, or opt in with "
+            "load_pretrained(..., allow_pickle=True) / `--allow-pickle` (read with torch.load(weights_only=True))."
+        )
+    if pickles:
+        return pickles
+    raise CheckpointError(f"{folder}: no weights found (expected {SAFETENSORS_FILE} or {SAFETENSORS_INDEX})")
+
+
+class _SafetensorsReader:
+    def __init__(self, path: Path):
+        from safetensors import safe_open  # noqa: PLC0415
+
+        self.path = path
+        try:
+            self._file = safe_open(str(path), framework="pt", device="cpu")  # memory-mapped
+        except Exception as exc:  # safetensors raises its own error types for truncated/corrupt headers
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+    def keys(self) -> list[str]:
+        return list(self._file.keys())
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._file.get_slice(key).get_shape())
+
+    def tensor(self, key: str) -> torch.Tensor:
+        try:
+            return self._file.get_tensor(key)
+        except Exception as exc:  # data section shorter than the header claims
+            raise CheckpointError(f"{self.path}: tensor {key!r} cannot be read ({exc})") from None
+
+
+class _PickleReader:
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True) ({exc})") from None
+        if not isinstance(self._state, dict):
+            raise CheckpointError(f"{path}: expected a state dict, found {type(self._state).__name__}")
+
+    def keys(self) -> list[str]:
+        return list(self._state)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._state[key].shape)
+
+    def tensor(self, key: str) -> torch.Tensor:
+        return self._state[key]
+
+
+def _open_weights(path: Path) -> _SafetensorsReader | _PickleReader:
+    return _SafetensorsReader(path) if path.suffix == ".safetensors" else _PickleReader(path)
+
+
+def load_pretrained(
+    path: str | Path,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+    allow_pickle: bool = False,
+) -> CausalLM:
+    """Build a CausalLM from an HF checkpoint folder and load its weights (strictly checked)."""
+    folder = Path(path)
+    hf = HFConfig.read(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: expected a checkpoint folder, found a file")
+    family = get_family(hf.get("model_type"), hf.source)
+    config = family.from_hf(hf)
+    dtype = dtype_from_name(dtype) if isinstance(dtype, str) else dtype
+    files = weight_files(folder, allow_pickle)
+
+    with torch.device("meta"):
+        model = CausalLM(config).to(dtype)
+    model.to_empty(device=device)
+    if config.tie_embeddings:  # to_empty gives each name its own storage: tie again
+        model.head.weight = model.tok_emb.weight
+    params = dict(model.named_parameters())
+    by_hf_name = {hf_key: ours for ours, hf_key in family.key_map(model).items()}
+    tied_head = family.hf_key("head.weight") if config.tie_embeddings else None
+
+    loaded: set[str] = set()
+    with torch.no_grad():
+        for file in files:
+            reader = _open_weights(file)
+            for key in reader.keys():
+                ours = by_hf_name.get(key)
+                if ours is None:
+                    if family.is_ignored(key) or key == tied_head:  # a tied copy some files store
+                        continue
+                    raise CheckpointError(
+                        f"{file}: unexpected tensor {key!r}: no parameter of this {family.model_type} model "
+                        f"(config.json) is stored under that name"
+                    )
+                expected, found = tuple(params[ours].shape), reader.shape(key)
+                if expected != found:
+                    raise CheckpointError(
+                        f"{file}: tensor {key!r} has shape {list(found)}, expected {list(expected)} "
+                        f"from config.json"
+                    )
+                params[ours].copy_(reader.tensor(key))
+                loaded.add(ours)
+    missing = [by for ours, by in family.key_map(model).items() if ours not in loaded]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise CheckpointError(f"{folder}: missing tensor(s) {shown} (looked in {', '.join(f.name for f in files)})")
+    model.rope.reset_buffers()
+    return model.eval()
+
+
+def save_pretrained(model: CausalLM, path: str | Path) -> Path:
+    """Write config.json + model.safetensors in the HF layout of the model's family.
+
+    transformers' `AutoModelForCausalLM.from_pretrained(path)` loads the folder back with identical
+    logits. Files are written to temporary names and renamed, so a failure never leaves a
+    half-written checkpoint.
+    """
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    config = model.config
+    family = get_family(config.family, f"config {config.name!r}")
+    hf_config = family.to_hf(config.replace(dtype=str(model.tok_emb.weight.dtype).removeprefix("torch.")))
+    params = dict(model.named_parameters())
+    tensors = {
+        hf_key: params[ours].detach().to("cpu").contiguous()
+        for ours, hf_key in family.key_map(model).items()
+    }
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs = {
+        SAFETENSORS_FILE: lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
+        "config.json": lambda tmp: Path(tmp).write_text(json.dumps(hf_config, indent=2) + "\n"),
+    }
+    for name, write in outputs.items():
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, folder / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return folder

@@ -1,0 +1,46 @@
+"""Feed-forward networks: the gated FFN (SwiGLU / GeGLU) and the plain two-layer MLP.
+
+Shapes: x (B, T, D) -> (B, T, D); the hidden width F (ffn_dim) may differ per layer.
+
+    gated (Shazeer 2020, Llama):  down( act(gate(x)) * up(x) )     3 matrices, D->F, D->F, F->D
+    plain (GPT-2, OPT, Pythia):   down( act(up(x)) )                 2 matrices, D->F, F->D
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = {
+    "silu": F.silu,  # a.k.a. swish; SwiGLU when gated
+    "gelu": F.gelu,  # exact (erf) GELU
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's gelu_new, Gemma's gelu_pytorch_tanh
+    "relu": F.relu,
+}
+
+
+class GatedFFN(nn.Module):
+    def __init__(self, dim: int, hidden: int, activation: str = "silu", bias: bool = False):
+        super().__init__()
+        self.gate = nn.Linear(dim, hidden, bias=bias)  # D -> F
+        self.up = nn.Linear(dim, hidden, bias=bias)  # D -> F
+        self.down = nn.Linear(hidden, dim, bias=bias)  # F -> D
+        self.act = ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D)
+        return self.down(self.act(self.gate(x)) * self.up(x))  # (B, T, F) -> (B, T, D)
+
+
+class PlainFFN(nn.Module):
+    def __init__(self, dim: int, hidden: int, activation: str = "gelu", bias: bool = True):
+        super().__init__()
+        self.up = nn.Linear(dim, hidden, bias=bias)  # D -> F
+        self.down = nn.Linear(hidden, dim, bias=bias)  # F -> D
+        self.act = ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D)
+        return self.down(self.act(self.up(x)))
+
+
+def make_ffn(kind: str, dim: int, hidden: int, activation: str, bias: bool) -> nn.Module:
+    cls = {"gated": GatedFFN, "plain": PlainFFN}[kind]
+    return cls(dim, hidden, activation=activation, bias=bias)

@@ -1,0 +1,171 @@
+"""Rotary position embeddings (RoPE, Su et al. 2021) and their context-extension variants.
+
+Legend: B batch, H heads, T positions, d rotary dims (<= head_dim), hd head_dim.
+
+RoPE rotates each pair of dims of q and k by an angle `position * inv_freq_i`, so q.k depends
+only on the *difference* of the two positions. Two conventions decide which dims form a pair:
+
+    "half" (rotate_half, GPT-NeoX, every HF Llama/Qwen checkpoint):  pairs (i, i + d/2)
+        x = [a | b]  ->  [a*cos - b*sin | b*cos + a*sin]
+    "interleaved" (Meta's original, DeepSeek-V2 weights):              pairs (2i, 2i + 1)
+        (x0, x1) -> (x0*cos - x1*sin, x0*sin + x1*cos)   i.e. complex multiplication
+
+The two give identical attention only if the q/k weights are permuted accordingly, so the
+layout is a property of the checkpoint family, not of this module.
+
+Partial rotary (Phi-2, StableLM, Pythia): only the first d = partial_rotary_factor * hd dims are
+rotated; the rest pass through unchanged.
+
+Scaling variants change `inv_freq` (and, for YaRN, scale cos/sin by an attention factor). They
+follow transformers' `modeling_rope_utils.py`:
+    default  theta^(-2i/d)
+    linear   inv_freq / factor                                   (position interpolation)
+    dynamic  theta grows with the sequence length past max_seq_len (NTK-aware)
+    llama3   low frequencies / factor, high unchanged, smooth ramp in between (Llama 3.1+)
+    yarn     per-frequency blend of interpolation and extrapolation + attention factor
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+
+
+def _base_inv_freq(theta: float, dim: int) -> torch.Tensor:  # (d/2,)
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+
+
+def compute_inv_freq(
+    dim: int, theta: float, scaling: dict[str, Any] | None, max_seq_len: int, seq_len: int | None = None
+) -> tuple[torch.Tensor, float]:
+    """inv_freq (d/2,) and the factor cos/sin are multiplied by, for one RoPE variant."""
+    rope_type, p = rope_type_of(scaling), dict(scaling or {})
+    if rope_type == "default":
+        return _base_inv_freq(theta, dim), 1.0
+    factor = p.get("factor")
+    if rope_type == "linear":
+        return _base_inv_freq(theta, dim) / factor, 1.0
+    if rope_type == "dynamic":
+        seq_len = max(seq_len or max_seq_len, max_seq_len)
+        theta = theta * ((factor * seq_len / max_seq_len) - (factor - 1)) ** (dim / (dim - 2))
+        return _base_inv_freq(theta, dim), 1.0
+    if rope_type == "llama3":
+        return _llama3_inv_freq(dim, theta, p), 1.0
+    if rope_type == "yarn":
+        return _yarn_inv_freq(dim, theta, p, max_seq_len)
+    raise ConfigError(f"unsupported rope_type {rope_type!r}; supported: {', '.join(ROPE_TYPES)}")
+
+
+def rope_type_of(scaling: dict[str, Any] | None) -> str:
+    if not scaling:
+        return "default"
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type not in ROPE_TYPES:
+        raise ConfigError(f"unsupported rope_type {rope_type!r}; supported: {', '.join(ROPE_TYPES)}")
+    needs = {"linear": ("factor",), "dynamic": ("factor",), "yarn": ("factor",),
+             "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}  # fmt: skip
+    missing = [k for k in needs.get(rope_type, ()) if scaling.get(k) is None and not (k == "factor" and rope_type == "yarn")]
+    if missing:
+        raise ConfigError(f"rope_scaling of type {rope_type!r} needs {', '.join(missing)}")
+    return rope_type
+
+
+def _llama3_inv_freq(dim: int, theta: float, p: dict[str, Any]) -> torch.Tensor:
+    inv_freq = _base_inv_freq(theta, dim)
+    factor, low, high = p["factor"], p["low_freq_factor"], p["high_freq_factor"]
+    old_len = p["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    low_freq_wavelen, high_freq_wavelen = old_len / low, old_len / high
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)  # long waves: interpolate
+    smooth = (old_len / wavelen - low) / (high - low)  # 0 -> fully scaled, 1 -> untouched
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    """YaRN's attention temperature correction 0.1 * mscale * ln(scale) + 1 (1 when not stretched)."""
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def _yarn_inv_freq(dim: int, theta: float, p: dict[str, Any], max_seq_len: int) -> tuple[torch.Tensor, float]:
+    original = p.get("original_max_position_embeddings") or max_seq_len
+    factor = p.get("factor") or max_seq_len / original
+    attention_factor = p.get("attention_factor")
+    if attention_factor is None:
+        mscale, mscale_all_dim = p.get("mscale"), p.get("mscale_all_dim")
+        if mscale and mscale_all_dim:
+            attention_factor = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+        else:
+            attention_factor = yarn_mscale(factor)
+    beta_fast, beta_slow = p.get("beta_fast") or 32, p.get("beta_slow") or 1
+
+    def correction_dim(rotations: float) -> float:  # which dim completes `rotations` turns in `original`
+        return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if p.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # avoid a division by zero in the ramp
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    pos_freqs = theta ** (torch.arange(0, dim, 2).float() / dim)
+    extrapolate = 1 - ramp  # 1 for high frequencies (kept), 0 for low ones (interpolated)
+    inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolate) + (1.0 / pos_freqs) * extrapolate
+    return inv_freq, float(attention_factor)
+
+
+class RotaryEmbedding(nn.Module):
+    """Computes cos/sin tables for given positions; shared by all layers of a model."""
+
+    def __init__(self, dim: int, theta: float, scaling: dict[str, Any] | None, max_seq_len: int):
+        super().__init__()
+        self.dim, self.theta, self.scaling, self.max_seq_len = dim, theta, scaling, max_seq_len
+        self.rope_type = rope_type_of(scaling)
+        inv_freq, self.attention_factor = compute_inv_freq(dim, theta, scaling, max_seq_len)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (d/2,)
+
+    def reset_buffers(self) -> None:
+        """Recompute inv_freq where it lives (after `to_empty` left it uninitialised)."""
+        inv_freq, _ = compute_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len)
+        self.inv_freq = inv_freq.to(self.inv_freq.device)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (T,) -> cos, sin (T, d), computed in float32 and cast to `dtype`."""
+        inv_freq = self.inv_freq
+        seq_len = int(positions.max()) + 1
+        if self.rope_type == "dynamic" and seq_len > self.max_seq_len:
+            inv_freq, _ = compute_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len, seq_len)
+            inv_freq = inv_freq.to(positions.device)
+        freqs = positions.float()[:, None] * inv_freq.float()[None, :]  # (T, d/2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (T, d)
+        cos, sin = emb.cos() * self.attention_factor, emb.sin() * self.attention_factor
+        return cos.to(dtype), sin.to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    a, b = x.chunk(2, dim=-1)  # (..., d/2) each
+    return torch.cat((-b, a), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str = "half") -> torch.Tensor:
+    """Rotate the first d dims of x (B, H, T, hd) by the angles in cos/sin (T, d); pass the rest through."""
+    d = cos.shape[-1]
+    x_rot, x_pass = x[..., :d], x[..., d:]  # (B, H, T, d), (B, H, T, hd - d)
+    if layout == "half":
+        rotated = x_rot * cos + rotate_half(x_rot) * sin
+    elif layout == "interleaved":
+        cos_i, sin_i = cos[..., : d // 2], sin[..., : d // 2]  # (T, d/2): one angle per pair
+        even, odd = x_rot[..., 0::2], x_rot[..., 1::2]  # (B, H, T, d/2)
+        rotated = torch.stack((even * cos_i - odd * sin_i, even * sin_i + odd * cos_i), dim=-1).flatten(-2)
+    else:
+        raise ValueError(f"unknown rope layout {layout!r}")
+    return rotated if x_pass.shape[-1] == 0 else torch.cat((rotated, x_pass), dim=-1)

@@ -1,0 +1,132 @@
+"""configs/*.toml: every shipped config loads, and builds the model transformers builds.
+
+Three independent checks per config file (the glob picks up new files automatically):
+  * our CausalLM, built on the meta device, has as many parameters as transformers' model for the
+    same config (translated by the config's family, `family.to_hf`);
+  * both equal the figure computed with transformers 5.23 elsewhere and recorded in
+    ARCHITECTURES.md section 1 (so a wrong number in a TOML file cannot agree with itself);
+  * the KV cache stores as many bytes per token (bf16) as ARCHITECTURES.md section 5 says.
+Meta-device construction allocates nothing, so a 1.7B-parameter model costs milliseconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinyslm.config import ModelConfig
+from tinyslm.errors import ConfigError
+from tinyslm.families import get_family
+from tinyslm.model import CausalLM
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_FILES = sorted(CONFIG_DIR.glob("*.toml"))
+
+# Total parameters as transformers 5.23 counts them (meta device, sum(p.numel() for p in
+# model.parameters()), a tied head counted once): ARCHITECTURES.md section 1, "total" column.
+PUBLISHED_PARAMS = {
+    "tinyllama-1.1b": 1_100_048_384,
+    "smollm-135m": 134_515_008,
+    "smollm-360m": 361_821_120,
+    "smollm2-1.7b": 1_711_376_384,
+    "llama-3.2-1b": 1_235_814_400,
+    "qwen2-0.5b": 494_032_768,
+    "qwen2.5-0.5b": 494_032_768,
+    "qwen2.5-1.5b": 1_543_714_304,
+    "qwen3-0.6b": 596_049_920,
+}
+
+# KV-cache bytes per token in bf16 (2 x layers x kv_heads x head_dim x 2 B): ARCHITECTURES.md section 5.
+PUBLISHED_KV_BYTES = {
+    "tinyllama-1.1b": 22_528,
+    "smollm-135m": 23_040,
+    "smollm-360m": 40_960,
+    "smollm2-1.7b": 196_608,
+    "llama-3.2-1b": 32_768,
+    "qwen2-0.5b": 12_288,
+    "qwen2.5-0.5b": 12_288,
+    "qwen2.5-1.5b": 28_672,
+    "qwen3-0.6b": 114_688,
+}
+
+configs = pytest.mark.parametrize("path", CONFIG_FILES, ids=[p.stem for p in CONFIG_FILES])
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())  # parameters() yields a tied Parameter once
+
+
+def meta_model(config: ModelConfig) -> CausalLM:
+    with torch.device("meta"):
+        return CausalLM(config)
+
+
+def test_the_shipped_configs_are_all_here():
+    assert {p.stem for p in CONFIG_FILES} >= set(PUBLISHED_PARAMS)
+
+
+@configs
+def test_config_loads_and_names_itself_after_its_file(path):
+    config = ModelConfig.from_toml(path)
+    assert config.name == path.stem
+    get_family(config.family, source=str(path))  # a family tinyslm can save it as
+
+
+@configs
+def test_param_count_equals_transformers(path):
+    transformers = pytest.importorskip("transformers")
+    config = ModelConfig.from_toml(path)
+    hf_config = transformers.AutoConfig.for_model(**get_family(config.family).to_hf(config))
+    with torch.device("meta"):
+        hf_model = transformers.AutoModelForCausalLM.from_config(hf_config)
+    assert n_params(meta_model(config)) == n_params(hf_model)
+
+
+@configs
+def test_param_count_equals_published_figure(path):
+    config = ModelConfig.from_toml(path)
+    if config.name not in PUBLISHED_PARAMS:
+        pytest.skip(f"no ARCHITECTURES.md section 1 figure recorded for {config.name}")
+    assert n_params(meta_model(config)) == PUBLISHED_PARAMS[config.name]
+
+
+@configs
+def test_kv_cache_bytes_per_token_equal_published_figure(path):
+    config = ModelConfig.from_toml(path)
+    if config.name not in PUBLISHED_KV_BYTES:
+        pytest.skip(f"no ARCHITECTURES.md section 5 figure recorded for {config.name}")
+    bf16_bytes = 2
+    assert meta_model(config).cache_values_per_token() * bf16_bytes == PUBLISHED_KV_BYTES[config.name]
+
+
+# --- bad files fail with a ConfigError that names the problem --------------------------------
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_is_a_config_error_naming_key_and_file(tmp_path):
+    path = write(tmp_path, "dim = 64\nn_heads = 4\nn_kv_head = 2\n")  # typo: n_kv_head
+    with pytest.raises(ConfigError, match="n_kv_head") as info:
+        ModelConfig.from_toml(path)
+    assert str(path) in str(info.value)
+
+
+def test_heads_not_divisible_by_kv_heads_is_a_config_error_naming_both(tmp_path):
+    path = write(tmp_path, "dim = 96\nn_heads = 6\nn_kv_heads = 4\n")
+    with pytest.raises(ConfigError, match="n_heads=6") as info:
+        ModelConfig.from_toml(path)
+    assert "n_kv_heads=4" in str(info.value)
+    assert "bad" in str(info.value)  # the config is named after its file
+
+
+def test_missing_file_is_a_config_error_naming_the_file(tmp_path):
+    path = tmp_path / "nowhere.toml"
+    with pytest.raises(ConfigError, match="no such config file") as info:
+        ModelConfig.from_toml(path)
+    assert str(path) in str(info.value)

@@ -214,6 +214,8 @@ class ModelConfig:
             raise ConfigError(f"{source}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
         try:
             return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
         except TypeError as exc:  # wrong types that dataclass construction trips over
             raise ConfigError(f"{source}: {exc}") from None
 

@@ -1,0 +1,194 @@
+"""The `tinyslm` command line: inspect, generate, parity, demo.
+
+Every failure tinyslm anticipates prints one line `error: ...` and exits with status 2; an
+unexpected one prints one line too (set TINYSLM_DEBUG=1 for the traceback). Never a raw
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+EPILOG = """examples:
+  tinyslm demo                                       small real-architecture models, end to end, offline
+  tinyslm inspect configs/tinyllama-1.1b.toml --context 2048
+  tinyslm inspect ~/models/Qwen2.5-0.5B --json
+  tinyslm generate ~/models/TinyLlama-1.1B --prompt "Once upon a time" --max-new-tokens 32
+  tinyslm parity ~/models/SmolLM-135M
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinyslm",
+        description="Small-language-model architectures from scratch, checked against transformers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "inspect",
+        help="parameter counts, per-component breakdown, weight and KV-cache bytes",
+        description="Count parameters (total; non-embedding = total minus token embedding, position table and an "
+        "untied lm-head), break them down per component (a tied head or shared block counted once), and report "
+        "weight bytes and KV-cache bytes per token and at a context length. Nothing is allocated.",
+    )
+    p.add_argument("target", metavar="CONFIG.toml|config.json|CHECKPOINT_DIR", help="what to inspect")
+    p.add_argument("--context", type=int, default=None, help="context length for the KV-cache figure (default: the model's maximum)")
+    p.add_argument("--dtype", default="bfloat16", help="dtype for byte figures: bfloat16 (default), float16, float32")
+    p.add_argument("--json", action="store_true", help="print JSON (keys: parameters, non_embedding_parameters, kv_cache_bytes_per_token, weight_bytes, breakdown, ...)")
+
+    p = sub.add_parser(
+        "generate",
+        help="greedy decoding from a checkpoint folder, streamed, with timings",
+        description="Load an HF checkpoint folder (config.json + safetensors), decode greedily with the KV cache, "
+        "stream the text as it is decoded, then print prefill time and decode speed. Stops at the model's "
+        "end-of-sequence token.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text (needs tokenizer.json or tokenizer.model in the folder)")
+    src.add_argument("--ids", help="prompt as comma-separated token ids, e.g. 1,2,3 (no tokenizer needed)")
+    p.add_argument("--max-new-tokens", type=int, required=True, help="how many tokens to decode at most")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    p.add_argument("--allow-pickle", action="store_true", help="allow *.bin pickle weights (read with torch.load(weights_only=True))")
+
+    p = sub.add_parser(
+        "parity",
+        help="compare a checkpoint folder with transformers, logit for logit",
+        description="Load the folder with tinyslm and with transformers (float32), compare logits on a fixed batch "
+        "and a greedy continuation, and name the first diverging decoder layer. Exits 1 on mismatch. Needs "
+        "transformers (pip install 'tinyslm[test]').",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR")
+    p.add_argument("--tokens", type=int, default=16, help="greedy tokens to compare (default 16)")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="max |logit diff| / max |logit| allowed (default 1e-5)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--allow-pickle", action="store_true", help="allow *.bin pickle weights")
+
+    p = sub.add_parser(
+        "demo",
+        help="write, load, check and decode small models of real architectures (offline)",
+        description="Writes TinyLlama-, Qwen2.5- and Qwen3-shaped checkpoints (real vocabularies and head layouts, "
+        "fewer/narrower layers) with tinyslm's writer, loads them back, checks them against transformers when it "
+        "is installed, decodes greedily with the KV cache and prints a table.",
+    )
+    p.add_argument("--tokens", type=int, default=32, help="greedy tokens to decode per model (default 32)")
+    return parser
+
+
+def cmd_inspect(args) -> int:
+    from .checkpoint import load_config  # noqa: PLC0415
+    from .config import dtype_from_name  # noqa: PLC0415
+    from .stats import format_stats, model_stats  # noqa: PLC0415
+
+    config = load_config(args.target)
+    if args.context is not None and args.context <= 0:
+        raise UsageError(f"--context must be positive, found {args.context}")
+    stats = model_stats(config, dtype_from_name(args.dtype), args.context)
+    print(json.dumps(stats.to_dict(), indent=2) if args.json else format_stats(stats, args.dtype))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import torch  # noqa: PLC0415
+
+    from .checkpoint import load_pretrained  # noqa: PLC0415
+    from .generate import check_request, generate  # noqa: PLC0415
+    from .tokenizer import load_tokenizer  # noqa: PLC0415
+
+    tokenizer = None
+    if args.ids is not None:
+        try:
+            ids = [int(x) for x in args.ids.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--ids must be comma-separated integers, found {args.ids!r}") from None
+    t_load = time.perf_counter()
+    model = load_pretrained(args.checkpoint, dtype=args.dtype, allow_pickle=args.allow_pickle)
+    t_load = time.perf_counter() - t_load
+    if args.prompt is not None:
+        tokenizer = load_tokenizer(args.checkpoint)
+        ids = tokenizer.encode(args.prompt)
+    prompt = check_request(model, torch.tensor([ids], dtype=torch.long), args.max_new_tokens)
+    eos = model.config.eos_token_id
+    if eos is None and tokenizer is not None:
+        eos = tokenizer.eos_id
+
+    new: list[int] = []
+    shown = ""
+    times: list[float] = []
+
+    def on_token(token) -> None:
+        nonlocal shown
+        times.append(time.perf_counter())
+        new.append(int(token[0]))
+        if tokenizer is None:
+            print(("" if len(new) == 1 else ",") + str(new[-1]), end="", flush=True)
+        else:
+            text = tokenizer.decode(new)
+            if not text.endswith("\ufffd"):  # wait for a complete multi-byte character
+                print(text[len(shown) :], end="", flush=True)
+                shown = text
+
+    if tokenizer is not None:
+        print(args.prompt, end="", flush=True)
+    t0 = time.perf_counter()
+    generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=on_token)
+    print()
+    if times:
+        decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
+        print(
+            f"[load {t_load:.2f} s | prompt {prompt.shape[1]} tokens, prefill {1000 * (times[0] - t0):.1f} ms | "
+            f"{len(times)} new tokens, decode {decode:.1f} tokens/s | {args.dtype}, {torch.get_num_threads()} threads]"
+        )
+    return 0
+
+
+def cmd_parity(args) -> int:
+    from .parity import check_parity  # noqa: PLC0415
+
+    report = check_parity(args.checkpoint, new_tokens=args.tokens, tolerance=args.tolerance, allow_pickle=args.allow_pickle)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0 if report.ok else 1
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    run_demo(new_tokens=args.tokens)
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+class UsageError(Exception):
+    """A bad option value that argparse's types cannot catch."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import TinySLMError  # noqa: PLC0415
+
+    commands = {"inspect": cmd_inspect, "generate": cmd_generate, "parity": cmd_parity, "demo": cmd_demo}
+    try:
+        return commands[args.command](args)
+    except (TinySLMError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001  (one clear line, never a raw traceback)
+        if os.environ.get("TINYSLM_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set TINYSLM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Parity with transformers: the same checkpoint folder through both implementations.
+
+    1. logits of a fixed batch, float32: max |ours - theirs|, relative to max |theirs|
+    2. a greedy continuation: tinyslm.generate (KV cache) vs transformers' generate
+    3. if they differ, forward hooks on every decoder layer of both models name the first layer
+       whose output differs (the per-layer debugger of LLMs-from-scratch)
+
+transformers is only the reference here; it is imported lazily and is an optional extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import load_pretrained
+from .errors import TinySLMError
+from .generate import generate
+
+DEFAULT_TOLERANCE = 1e-5  # max |diff| / max |logit| in float32
+
+
+def import_transformers():
+    try:
+        import transformers  # noqa: PLC0415
+    except ImportError:
+        raise TinySLMError(
+            "transformers is not installed; it is only needed as the parity reference: "
+            "pip install 'tinyslm[test]' (or pip install transformers)"
+        ) from None
+    return transformers
+
+
+@dataclass
+class ParityReport:
+    folder: str
+    max_abs_diff: float
+    max_abs_logit: float
+    relative_diff: float
+    tolerance: float
+    tokens_ours: list[int]
+    tokens_reference: list[int]
+    first_diverging_layer: int | None = None
+    layer_diffs: list[float] = field(default_factory=list)
+
+    @property
+    def tokens_match(self) -> bool:
+        return self.tokens_ours == self.tokens_reference
+
+    @property
+    def ok(self) -> bool:
+        return self.relative_diff <= self.tolerance and self.tokens_match
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "tokens_match": self.tokens_match, "ok": self.ok}
+
+    def summary(self) -> str:
+        lines = [
+            f"checkpoint            {self.folder}",
+            f"max |logit diff|      {self.max_abs_diff:.3e}  (relative {self.relative_diff:.3e}, tolerance {self.tolerance:g})",
+            f"greedy continuation   {'identical' if self.tokens_match else 'DIFFERS'} ({len(self.tokens_ours)} tokens)",
+        ]
+        if self.first_diverging_layer is not None:
+            lines.append(f"first diverging layer {self.first_diverging_layer} (relative diff {self.layer_diffs[self.first_diverging_layer]:.3e})")
+        lines.append("PARITY OK" if self.ok else "PARITY FAILED")
+        return "\n".join(lines)
+
+
+def decoder_layers(model: nn.Module, n: int) -> nn.ModuleList:
+    """The first ModuleList of exactly n modules: the decoder layers, whatever the family calls them."""
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise TinySLMError(f"cannot find the {n} decoder layers of {type(model).__name__}")
+
+
+def record_layer_outputs(layers: nn.ModuleList) -> tuple[list[torch.Tensor], list]:
+    """Register hooks that append each layer call's output hidden states, in call order."""
+    outputs: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output):
+        outputs.append((output[0] if isinstance(output, tuple) else output).detach().float())
+
+    return outputs, [layer.register_forward_hook(hook) for layer in layers]
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def check_parity(
+    folder: str | Path,
+    new_tokens: int = 16,
+    tolerance: float = DEFAULT_TOLERANCE,
+    batch: int = 2,
+    length: int = 12,
+    seed: int = 0,
+    allow_pickle: bool = False,
+) -> ParityReport:
+    transformers = import_transformers()
+    ours = load_pretrained(folder, dtype=torch.float32, allow_pickle=allow_pickle)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    config = ours.config
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, config.vocab_size, (batch, min(length, config.max_seq_len - new_tokens)), generator=gen)
+
+    our_layers, their_layers = decoder_layers(ours, config.n_layers), decoder_layers(theirs, config.n_layers)
+    our_out, our_hooks = record_layer_outputs(our_layers)
+    their_out, their_hooks = record_layer_outputs(their_layers)
+    with torch.no_grad():
+        logits_ours, logits_theirs = ours(ids), theirs(input_ids=ids).logits
+    for h in our_hooks + their_hooks:
+        h.remove()
+    layer_diffs = [relative(a, b) for a, b in zip(our_out, their_out)]
+    first_bad = next((i for i, d in enumerate(layer_diffs) if d > tolerance), None)
+
+    prompt = ids[:1]
+    tokens_ours = generate(ours, prompt, new_tokens)[0, prompt.shape[1] :].tolist()
+    with torch.no_grad():
+        ref = theirs.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+            do_sample=False, pad_token_id=0,
+        )  # fmt: skip
+    tokens_ref = ref[0, prompt.shape[1] :].tolist()
+    return ParityReport(
+        folder=str(folder),
+        max_abs_diff=float((logits_ours - logits_theirs).abs().max()),
+        max_abs_logit=float(logits_theirs.abs().max()),
+        relative_diff=relative(logits_ours, logits_theirs),
+        tolerance=tolerance,
+        tokens_ours=tokens_ours,
+        tokens_reference=tokens_ref,
+        first_diverging_layer=first_bad,
+        layer_diffs=layer_diffs,
+    )

@@ -1,0 +1,118 @@
+"""generate.py: cached greedy decoding is exactly full recomputation; requests are validated."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tinyslm
+from tinyslm import CausalLM, ModelConfig
+
+
+def tiny_model(n_heads=4, n_kv_heads=2, head_dim=8, **overrides) -> CausalLM:
+    config = ModelConfig(vocab_size=97, dim=32, n_layers=2, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                         head_dim=head_dim, ffn_dim=48, max_seq_len=64, **overrides)  # fmt: skip
+    return CausalLM(config).init_weights(std=0.3, seed=0).double().eval()
+
+
+def greedy_by_recomputation(model, ids, new_tokens):
+    """The definition of greedy decoding: rerun the whole sequence, take the argmax, append."""
+    for _ in range(new_tokens):
+        with torch.no_grad():
+            nxt = model(ids)[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+    return ids
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batch=st.integers(1, 3),
+    prompt_len=st.integers(1, 9),
+    n_kv_heads=st.sampled_from([1, 2, 4]),
+    group=st.sampled_from([1, 2, 3]),
+    head_dim=st.sampled_from([4, 8, 12]),
+    new_tokens=st.integers(1, 8),
+)
+def test_cached_decode_equals_full_recomputation(batch, prompt_len, n_kv_heads, group, head_dim, new_tokens):
+    model = tiny_model(n_heads=n_kv_heads * group, n_kv_heads=n_kv_heads, head_dim=head_dim)
+    ids = torch.randint(0, 97, (batch, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
+    cached = tinyslm.generate(model, ids, new_tokens)
+    assert cached.shape == (batch, prompt_len + new_tokens)
+    assert torch.equal(cached, greedy_by_recomputation(model, ids, new_tokens))
+
+
+@pytest.mark.parametrize("sharing", ["none", "immediate", "cyclic"])
+def test_cached_decode_with_shared_blocks_equals_recomputation(sharing):
+    model = tiny_model(block_sharing=sharing)
+    assert len(model.new_cache(1, 8).layers) == (2 if sharing == "none" else 4)  # one slot per depth step
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.equal(tinyslm.generate(model, ids, 6), greedy_by_recomputation(model, ids, 6))
+
+
+def test_cached_decode_with_sliding_window_and_softcap_equals_recomputation():
+    model = tiny_model(sliding_window=3, attn_softcap=5.0)
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    assert torch.equal(tinyslm.generate(model, ids, 8), greedy_by_recomputation(model, ids, 8))
+
+
+def test_cache_is_sized_to_the_request_not_the_context():
+    model = tiny_model()
+    seen = []
+    original = model.new_cache
+    model.new_cache = lambda batch, capacity, *a, **k: seen.append(capacity) or original(batch, capacity, *a, **k)
+    tinyslm.generate(model, torch.tensor([[1, 2, 3]]), 5)
+    assert seen == [8] and model.config.max_seq_len == 64
+
+
+def test_stops_early_only_when_eos_is_given():
+    model = tiny_model()
+    ids = torch.tensor([[3, 1, 4]])
+    full = tinyslm.generate(model, ids, 10)
+    eos = int(full[0, 5])  # the third generated token
+    stopped = tinyslm.generate(model, ids, 10, eos_token_id=eos)
+    first = (full[0, 3:] == eos).nonzero()[0].item()
+    assert torch.equal(stopped, full[:, : 3 + first + 1])
+    assert tinyslm.generate(model, ids, 10, eos_token_id=[96, eos]).shape[1] == stopped.shape[1]
+
+
+def test_finished_rows_are_padded_with_eos_in_a_batch():
+    model = tiny_model()
+    ids = torch.tensor([[3, 1, 4], [2, 7, 1]])
+    full = tinyslm.generate(model, ids, 6)
+    eos = int(full[0, 3])  # row 0 produces it at once
+    out = tinyslm.generate(model, ids, 6, eos_token_id=eos)
+    stops = []
+    for row in range(2):
+        hits = (full[row, 3:] == eos).nonzero()
+        stops.append(hits[0].item() + 1 if hits.numel() else 6)  # new tokens up to and including eos
+    assert out.shape[1] == 3 + max(stops)  # decoding ends when every row has finished
+    for row, stop in enumerate(stops):
+        assert torch.equal(out[row, : 3 + stop], full[row, : 3 + stop])
+        assert (out[row, 3 + stop :] == eos).all()
+
+
+def test_on_token_streams_every_new_column():
+    model = tiny_model()
+    got = []
+    out = tinyslm.generate(model, torch.tensor([[1, 2], [3, 4]]), 4, on_token=lambda t: got.append(t.clone()))
+    assert torch.equal(torch.stack(got, dim=1), out[:, 2:])
+
+
+@pytest.mark.parametrize(
+    "ids, new, message",
+    [
+        (torch.zeros(1, 0, dtype=torch.long), 3, "empty prompt"),
+        (torch.tensor([[1, 2]]), -1, "non-negative"),
+        (torch.tensor([[1] * 60]), 5, "exceeds the model's context of 64"),
+        (torch.tensor([[1, 200]]), 1, "[0, 97)"),
+    ],
+    ids=["empty", "negative", "too-long", "out-of-vocab"],
+)
+def test_bad_requests_raise_generation_error(ids, new, message):
+    with pytest.raises(tinyslm.GenerationError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        tinyslm.generate(tiny_model(), ids, new)
+
+
+def test_zero_new_tokens_returns_the_prompt():
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.equal(tinyslm.generate(tiny_model(), ids, 0), ids)

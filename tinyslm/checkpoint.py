@@ -34,7 +34,7 @@ PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.bin")
 
 def load_config(path: str | Path) -> ModelConfig:
     """A ModelConfig from a checkpoint folder, a config.json or a tinyslm TOML file."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.suffix == ".toml":
         return ModelConfig.from_toml(path)
     hf = HFConfig.read(path)
@@ -125,7 +125,7 @@ def load_pretrained(
     allow_pickle: bool = False,
 ) -> CausalLM:
     """Build a CausalLM from an HF checkpoint folder and load its weights (strictly checked)."""
-    folder = Path(path)
+    folder = Path(path).expanduser()
     hf = HFConfig.read(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: expected a checkpoint folder, found a file")

@@ -77,7 +77,7 @@ class JSONTokenizer(Tokenizer):
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """The tokenizer of a checkpoint folder (or a tokenizer.model / tokenizer.json file itself)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     folder = path if path.is_dir() else path.parent
     special = {}
     if (folder / "tokenizer_config.json").is_file():

@@ -30,7 +30,7 @@ class HFConfig(dict):
 
     @classmethod
     def read(cls, folder: str | Path) -> "HFConfig":
-        folder = Path(folder)
+        folder = Path(folder).expanduser()
         if not folder.exists():
             raise CheckpointError(f"{folder}: no such checkpoint folder")
         path = folder / "config.json" if folder.is_dir() else folder

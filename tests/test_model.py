@@ -1,0 +1,78 @@
+"""config.py, model.py and stats.py: what a config builds, and what it costs."""
+
+import pytest
+import torch
+
+from tinyslm import CausalLM, ConfigError, ModelConfig
+from tinyslm.stats import model_stats
+
+
+def small(**overrides) -> ModelConfig:
+    values = dict(vocab_size=100, dim=32, n_layers=3, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=32)
+    return ModelConfig(**{**values, **overrides})
+
+
+def test_attention_kind_is_derived_from_kv_heads():
+    assert small(n_kv_heads=4).attention == "mha"
+    assert small(n_kv_heads=2).attention == "gqa"
+    assert small(n_kv_heads=1).attention == "mqa"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(n_kv_heads=3), "multiple of n_kv_heads=3"),
+        (dict(attention="mqa"), "contradicts"),
+        (dict(layer_ffn_dim=[64, 64]), "one per layer"),
+        (dict(norm="batchnorm"), "norm must be one of"),
+        (dict(dim=30, n_heads=4), "not divisible"),
+        (dict(head_dim=6, partial_rotary_factor=0.5), "rotary dimension must be even"),
+        (dict(vocab_size=0), "vocab_size must be a positive integer"),
+    ],
+)
+def test_inconsistent_configs_raise_config_error(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        small(**overrides)
+
+
+def test_per_layer_overrides_build_layers_of_different_widths():
+    config = small(layer_n_heads=[2, 4, 8], layer_n_kv_heads=[1, 2, 2], layer_ffn_dim=[16, 32, 64], head_dim=8)
+    model = CausalLM(config).init_weights(seed=0)
+    assert [b.attn.wq.out_features for b in model.blocks] == [16, 32, 64]
+    assert [b.attn.wk.out_features for b in model.blocks] == [8, 16, 16]
+    assert [b.ffn.up.out_features for b in model.blocks] == [16, 32, 64]
+    assert model(torch.tensor([[1, 2, 3]])).shape == (1, 3, 100)
+    assert model.cache_values_per_token() == 2 * 8 * (1 + 2 + 2)
+
+
+@pytest.mark.parametrize("sharing", ["immediate", "cyclic"])
+def test_block_sharing_reuses_weights_and_doubles_depth_not_parameters(sharing):
+    base, shared = small(), small(block_sharing=sharing)
+    assert model_stats(shared).parameters == model_stats(base).parameters
+    assert model_stats(shared).kv_cache_values_per_token == 2 * model_stats(base).kv_cache_values_per_token
+    expected = {"immediate": [0, 0, 1, 1, 2, 2], "cyclic": [0, 1, 2, 0, 1, 2]}[sharing]
+    assert shared.schedule() == expected
+
+
+def test_stats_count_a_tied_head_once_and_exclude_it_from_non_embedding():
+    untied, tied = model_stats(small()), model_stats(small(tie_embeddings=True))
+    assert untied.parameters - tied.parameters == 100 * 32
+    assert tied.breakdown["lm_head"] == 0 and untied.breakdown["lm_head"] == 100 * 32
+    assert tied.non_embedding_parameters == untied.non_embedding_parameters
+    assert sum(untied.breakdown.values()) == untied.parameters
+    real = CausalLM(small())
+    assert untied.parameters == sum(p.numel() for p in real.parameters())
+    assert untied.breakdown["attention"] == sum(p.numel() for n, p in real.named_parameters() if ".attn." in n)
+
+
+def test_stats_byte_figures_follow_the_dtype():
+    s16, s32 = model_stats(small(), torch.bfloat16, context=10), model_stats(small(), torch.float32, context=10)
+    assert s32.weight_bytes == 2 * s16.weight_bytes == 4 * s16.parameters
+    assert s16.kv_cache_bytes_per_token == 2 * 3 * 2 * 8 * 2  # K and V, 3 layers, 2 KV heads, head_dim 8, 2 bytes
+    assert s16.kv_cache_bytes_at_context == 10 * s16.kv_cache_bytes_per_token
+
+
+def test_kv_cache_object_bytes_equal_the_reported_figure():
+    model = CausalLM(small()).to(torch.bfloat16)
+    cache = model.new_cache(batch=1, capacity=10)
+    assert cache.nbytes == model_stats(small(), torch.bfloat16, context=10).kv_cache_bytes_at_context

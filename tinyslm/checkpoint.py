@@ -4,9 +4,10 @@
     folder/model.safetensors                  -> one file, or
     folder/model.safetensors.index.json       -> {"weight_map": {tensor name: shard file}}
 
-Loading builds the model on the meta device (no memory), allocates it once on the target
-device, then streams tensors one at a time from the memory-mapped safetensors files into the
-parameters: peak memory is the model plus one tensor, never a second full copy. Every tensor
+Loading builds the model on the meta device (no memory), then hands each memory-mapped
+safetensors tensor to its parameter: when the file's dtype is the requested one the parameter
+*is* the mapped tensor (nothing is copied); otherwise each tensor is converted on its own, so
+there is never a second full copy of the weights in memory. Every tensor
 is checked: unexpected names, missing names and wrong shapes are errors naming the file, the
 key and both shapes. Pickle checkpoints (`*.bin`, `*.pt`) can run arbitrary code when loaded;
 they are refused unless the caller opts in, and then read with `torch.load(weights_only=True)`.
@@ -20,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .config import ModelConfig, dtype_from_name
 from .errors import CheckpointError
@@ -134,41 +136,41 @@ def load_pretrained(
     dtype = dtype_from_name(dtype) if isinstance(dtype, str) else dtype
     files = weight_files(folder, allow_pickle)
 
-    with torch.device("meta"):
-        model = CausalLM(config).to(dtype)
-    model.to_empty(device=device)
-    if config.tie_embeddings:  # to_empty gives each name its own storage: tie again
-        model.head.weight = model.tok_emb.weight
+    with torch.device("meta"):  # structure only: no memory is allocated for the weights
+        model = CausalLM(config)
     params = dict(model.named_parameters())
-    by_hf_name = {hf_key: ours for ours, hf_key in family.key_map(model).items()}
+    key_map = family.key_map(model)  # our name -> HF name, for distinct parameters only
+    by_hf_name = {hf_key: ours for ours, hf_key in key_map.items()}
     tied_head = family.hf_key("head.weight") if config.tie_embeddings else None
 
-    loaded: set[str] = set()
-    with torch.no_grad():
-        for file in files:
-            reader = _open_weights(file)
-            for key in reader.keys():
-                ours = by_hf_name.get(key)
-                if ours is None:
-                    if family.is_ignored(key) or key == tied_head:  # a tied copy some files store
-                        continue
-                    raise CheckpointError(
-                        f"{file}: unexpected tensor {key!r}: no parameter of this {family.model_type} model "
-                        f"(config.json) is stored under that name"
-                    )
-                expected, found = tuple(params[ours].shape), reader.shape(key)
-                if expected != found:
-                    raise CheckpointError(
-                        f"{file}: tensor {key!r} has shape {list(found)}, expected {list(expected)} "
-                        f"from config.json"
-                    )
-                params[ours].copy_(reader.tensor(key))
-                loaded.add(ours)
-    missing = [by for ours, by in family.key_map(model).items() if ours not in loaded]
+    for file in files:
+        reader = _open_weights(file)
+        for key in reader.keys():
+            ours = by_hf_name.get(key)
+            if ours is None:
+                if family.is_ignored(key) or key == tied_head:  # a tied copy some files store
+                    continue
+                raise CheckpointError(
+                    f"{file}: unexpected tensor {key!r}: no parameter of this {family.model_type} model "
+                    f"(config.json) is stored under that name"
+                )
+            expected, found = tuple(params[ours].shape), reader.shape(key)
+            if expected != found:
+                raise CheckpointError(
+                    f"{file}: tensor {key!r} has shape {list(found)}, expected {list(expected)} from config.json"
+                )
+            # .to() is a no-op when dtype and device already match: the parameter then *is* the
+            # memory-mapped tensor (copy-on-write), so loading costs no second copy of the weights.
+            tensor = reader.tensor(key).to(device=device, dtype=dtype)
+            module_name, _, leaf = ours.rpartition(".")
+            model.get_submodule(module_name)._parameters[leaf] = nn.Parameter(tensor)
+    missing = [hf_key for ours, hf_key in key_map.items() if model.get_parameter(ours).is_meta]
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise CheckpointError(f"{folder}: missing tensor(s) {shown} (looked in {', '.join(f.name for f in files)})")
-    model.rope.reset_buffers()
+    if config.tie_embeddings:
+        model.head.weight = model.tok_emb.weight  # one Parameter again
+    model.rope.reset_buffers(device)
     return model.eval()
 
 

@@ -133,10 +133,10 @@ class RotaryEmbedding(nn.Module):
         inv_freq, self.attention_factor = compute_inv_freq(dim, theta, scaling, max_seq_len)
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (d/2,)
 
-    def reset_buffers(self) -> None:
-        """Recompute inv_freq where it lives (after `to_empty` left it uninitialised)."""
+    def reset_buffers(self, device=None) -> None:
+        """Recompute inv_freq (after the model was built on the meta device, or to move it)."""
         inv_freq, _ = compute_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len)
-        self.inv_freq = inv_freq.to(self.inv_freq.device)
+        self.inv_freq = inv_freq.to(device or ("cpu" if self.inv_freq.is_meta else self.inv_freq.device))
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (T,) -> cos, sin (T, d), computed in float32 and cast to `dtype`."""

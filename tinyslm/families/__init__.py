@@ -55,9 +55,9 @@ class Family:
 
 
 def _registry() -> dict[str, Family]:
-    from . import llama, qwen2, qwen3  # noqa: PLC0415
+    from . import deepseek_v2, llama, qwen2, qwen3  # noqa: PLC0415
 
-    return {f.model_type: f for f in (llama.FAMILY, qwen2.FAMILY, qwen3.FAMILY)}
+    return {f.model_type: f for f in (llama.FAMILY, qwen2.FAMILY, qwen3.FAMILY, deepseek_v2.FAMILY)}
 
 
 def supported_model_types() -> list[str]:

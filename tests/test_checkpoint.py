@@ -1,0 +1,440 @@
+"""checkpoint.py: HF checkpoint folders in (load_pretrained) and out (save_pretrained).
+
+Every checkpoint is built here, offline: a seeded random-init transformers model (every
+parameter perturbed, so unit norms and zero biases cannot hide a mapping mistake) saved with
+transformers' own `save_pretrained`. The files are then damaged on purpose to check that each
+kind of bad input is refused with the exception its kind names and a message that says what
+to fix (the file, the key, the expected and the found shape).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import tinyslm
+from tinyslm.checkpoint import SAFETENSORS_FILE, SAFETENSORS_INDEX, weight_files
+from tinyslm.config import ModelConfig
+from tinyslm.errors import CheckpointError, GenerationError, UnsupportedModelError
+from tinyslm.generate import check_request, generate
+from tinyslm.model import CausalLM
+
+TOLERANCE = 1e-5  # max |ours - theirs| / max |theirs|, float32
+
+# Tiny shapes: GQA 4 query heads / 2 KV heads, two layers, a 256-token vocabulary.
+TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+HF_CASES = {
+    "llama": ("LlamaConfig", dict(TINY, tie_word_embeddings=False)),
+    "llama-tied": ("LlamaConfig", dict(TINY, tie_word_embeddings=True)),
+    "qwen2": ("Qwen2Config", dict(TINY, rope_parameters={"rope_type": "default", "rope_theta": 1e6})),
+    "qwen3": ("Qwen3Config", dict(TINY, head_dim=32, tie_word_embeddings=True)),  # head_dim != 64 / 4
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def hf_model(config_cls: str, seed: int = 0, **hparams):
+    """A seeded random transformers model with every parameter perturbed."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(getattr(transformers, config_cls)(**hparams)).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model
+
+
+def relative_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return float((ours - theirs).abs().max() / theirs.abs().max())
+
+
+def assert_same_logits(ours, theirs, vocab_size: int = TINY["vocab_size"]) -> None:
+    ids = torch.randint(0, vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = relative_diff(ours(ids), theirs(input_ids=ids).logits)
+    assert diff <= TOLERANCE, f"logits differ from transformers: relative diff {diff:.2e} > {TOLERANCE}"
+
+
+def edit_tensors(folder: Path, edit) -> None:
+    """Rewrite model.safetensors after `edit(tensors)` changed the dict in place."""
+    path = folder / SAFETENSORS_FILE
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def names_shape(shape: tuple[int, ...], message: str) -> bool:
+    """Whether a message shows a shape, in any of the usual spellings ([16, 64], (16, 64), 16x64)."""
+    dims = [str(d) for d in shape]
+    spellings = [f"[{', '.join(dims)}]", f"({', '.join(dims)})", "x".join(dims), f"[{','.join(dims)}]"]
+    return any(s in message for s in spellings)
+
+
+# ----------------------------------------------------------------------------------------------
+# fixtures: one reference checkpoint per module, a private copy per test that damages it
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """(HF model, folder) for an untied tiny Llama saved by transformers."""
+    model = hf_model("LlamaConfig", **HF_CASES["llama"][1])
+    folder = tmp_path_factory.mktemp("hf-llama")
+    model.save_pretrained(folder)
+    return model, folder
+
+
+@pytest.fixture
+def checkpoint(reference, tmp_path) -> Path:
+    """A private copy of the reference folder, free to damage."""
+    return Path(shutil.copytree(reference[1], tmp_path / "ckpt"))
+
+
+# ----------------------------------------------------------------------------------------------
+# loading what transformers wrote
+
+
+@pytest.mark.parametrize("case", HF_CASES)
+def test_transformers_checkpoint_loads_with_identical_logits(case, tmp_path):
+    config_cls, hparams = HF_CASES[case]
+    theirs = hf_model(config_cls, **hparams)
+    theirs.save_pretrained(tmp_path)
+    ours = tinyslm.load_pretrained(tmp_path)
+    assert ours.config.family == theirs.config.model_type
+    assert ours.config.tie_embeddings == hparams.get("tie_word_embeddings", False)
+    assert_same_logits(ours, theirs)
+
+
+def test_sharded_checkpoint_loads_with_identical_logits(reference, tmp_path):
+    theirs, _ = reference
+    theirs.save_pretrained(tmp_path, max_shard_size="200KB")
+    shards = sorted(tmp_path.glob("*.safetensors"))
+    assert (tmp_path / SAFETENSORS_INDEX).is_file() and len(shards) > 1, "precondition: a sharded folder"
+    assert weight_files(tmp_path) == shards
+    assert_same_logits(tinyslm.load_pretrained(tmp_path), theirs)
+
+
+def test_legacy_config_form_loads_rope_theta_and_torch_dtype(tmp_path):
+    """The Hub's older config.json: top-level rope_theta / rope_scaling / torch_dtype keys."""
+    transformers = pytest.importorskip("transformers")
+    config_cls, hparams = HF_CASES["qwen2"]
+    hf_model(config_cls, **hparams).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["rope_theta"] = cfg.pop("rope_parameters")["rope_theta"]
+    cfg["rope_scaling"] = None
+    del cfg["dtype"]
+    cfg["torch_dtype"] = "bfloat16"  # what the Hub file says it holds; we load float32 anyway
+    path.write_text(json.dumps(cfg, indent=2))
+
+    ours = tinyslm.load_pretrained(tmp_path)
+    assert ours.config.rope_theta == 1e6 and ours.config.rope_scaling is None
+    assert ours.config.dtype == "bfloat16"
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+    assert_same_logits(ours, theirs)
+
+
+def test_legacy_rope_scaling_type_spelling_is_read(tmp_path):
+    """rope_scaling {"type": "linear"} (before rope_type existed) must change the positions, as in HF."""
+    transformers = pytest.importorskip("transformers")
+    hf_model("LlamaConfig", **TINY).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["rope_theta"] = cfg.pop("rope_parameters")["rope_theta"]
+    cfg["rope_scaling"] = {"type": "linear", "factor": 4.0}
+    cfg["torch_dtype"] = cfg.pop("dtype")
+    path.write_text(json.dumps(cfg, indent=2))
+
+    ours = tinyslm.load_pretrained(tmp_path)
+    assert ours.config.rope_scaling["rope_type"] == "linear"
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+    assert theirs.config.rope_parameters["rope_type"] == "linear"  # the reference applies it too
+    assert_same_logits(ours, theirs)
+
+
+def test_rotary_inv_freq_buffers_in_old_files_are_skipped(reference, checkpoint):
+    def add_buffers(tensors):
+        for i in range(TINY["num_hidden_layers"]):
+            tensors[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = torch.zeros(8)  # wrong on purpose
+        tensors["model.rotary_emb.inv_freq"] = torch.zeros(8)
+
+    edit_tensors(checkpoint, add_buffers)
+    assert_same_logits(tinyslm.load_pretrained(checkpoint), reference[0])  # recomputed, not loaded
+
+
+def test_tied_checkpoint_that_also_stores_lm_head_loads(tmp_path):
+    config_cls, hparams = HF_CASES["llama-tied"]
+    theirs = hf_model(config_cls, **hparams)
+    theirs.save_pretrained(tmp_path)
+    edit_tensors(tmp_path, lambda t: t.setdefault("lm_head.weight", t["model.embed_tokens.weight"].clone()))
+    assert "lm_head.weight" in load_file(tmp_path / SAFETENSORS_FILE)
+
+    ours = tinyslm.load_pretrained(tmp_path)
+    assert ours.head.weight is ours.tok_emb.weight  # still one Parameter
+    assert_same_logits(ours, theirs)
+
+
+def test_pickle_only_checkpoint_is_refused_with_how_to_opt_in(checkpoint):
+    torch.save(load_file(checkpoint / SAFETENSORS_FILE), checkpoint / "pytorch_model.bin")
+    (checkpoint / SAFETENSORS_FILE).unlink()
+    with pytest.raises(CheckpointError) as err:
+        tinyslm.load_pretrained(checkpoint)
+    message = str(err.value)
+    assert "pytorch_model.bin" in message
+    assert "allow_pickle" in message and "--allow-pickle" in message
+
+
+def test_pickle_checkpoint_loads_with_allow_pickle_and_matches_transformers(reference, checkpoint):
+    torch.save(load_file(checkpoint / SAFETENSORS_FILE), checkpoint / "pytorch_model.bin")
+    (checkpoint / SAFETENSORS_FILE).unlink()
+    assert_same_logits(tinyslm.load_pretrained(checkpoint, allow_pickle=True), reference[0])
+
+
+@pytest.mark.parametrize("weights", ["safetensors", "pickle"])
+def test_editing_a_loaded_model_never_writes_to_the_checkpoint_file(checkpoint, weights):
+    """Loaded parameters may be memory-mapped from the file: edits must stay in memory (copy-on-write)."""
+    path = checkpoint / SAFETENSORS_FILE
+    if weights == "pickle":
+        torch.save(load_file(path), checkpoint / "pytorch_model.bin")
+        path.unlink()
+        path = checkpoint / "pytorch_model.bin"
+    before = path.read_bytes()
+    model = tinyslm.load_pretrained(checkpoint, allow_pickle=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert path.read_bytes() == before
+
+
+def test_saving_over_the_folder_a_model_was_loaded_from_round_trips(checkpoint):
+    model = tinyslm.load_pretrained(checkpoint)
+    ids = torch.arange(12)[None]
+    with torch.no_grad():
+        expected = model(ids)
+        tinyslm.save_pretrained(model, checkpoint)  # reads the mapped file while replacing it
+        assert torch.equal(tinyslm.load_pretrained(checkpoint)(ids), expected)
+
+
+def test_loads_in_bfloat16_when_asked(checkpoint):
+    model = tinyslm.load_pretrained(checkpoint, dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: the exception type, and a message naming what matters
+
+
+def test_missing_folder_is_a_checkpoint_error_naming_it(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(CheckpointError, match=re.escape(str(missing))):
+        tinyslm.load_pretrained(missing)
+
+
+def test_folder_without_config_json_says_config_json_is_missing(checkpoint):
+    (checkpoint / "config.json").unlink()
+    with pytest.raises(CheckpointError) as err:
+        tinyslm.load_pretrained(checkpoint)
+    assert str(checkpoint) in str(err.value) and "config.json" in str(err.value)
+
+
+def test_config_json_that_is_not_json_names_the_file(checkpoint):
+    (checkpoint / "config.json").write_text("{model_type: llama")
+    with pytest.raises(CheckpointError, match="config.json"):
+        tinyslm.load_pretrained(checkpoint)
+
+
+def test_unknown_model_type_lists_the_supported_ones(checkpoint):
+    path = checkpoint / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "model_type": "mamba42"}))
+    with pytest.raises(UnsupportedModelError) as err:
+        tinyslm.load_pretrained(checkpoint)
+    message = str(err.value)
+    assert "mamba42" in message
+    assert all(name in message for name in ("llama", "qwen2", "qwen3"))
+
+
+def test_folder_without_weights_says_so(checkpoint):
+    (checkpoint / SAFETENSORS_FILE).unlink()
+    with pytest.raises(CheckpointError, match="no weights"):
+        tinyslm.load_pretrained(checkpoint)
+
+
+def test_truncated_safetensors_names_the_file(checkpoint):
+    path = checkpoint / SAFETENSORS_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        tinyslm.load_pretrained(checkpoint)
+
+
+def test_corrupt_safetensors_names_the_file(checkpoint):
+    path = checkpoint / SAFETENSORS_FILE
+    path.write_bytes(bytes(range(256)) * 64)  # garbage: the "header length" is nonsense
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        tinyslm.load_pretrained(checkpoint)
+
+
+def test_truncated_shard_names_that_shard(reference, tmp_path):
+    reference[0].save_pretrained(tmp_path, max_shard_size="200KB")
+    shard = sorted(tmp_path.glob("*.safetensors"))[-1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=re.escape(shard.name)):
+        tinyslm.load_pretrained(tmp_path)
+
+
+def test_index_naming_a_missing_shard_names_the_shard(reference, tmp_path):
+    reference[0].save_pretrained(tmp_path, max_shard_size="200KB")
+    shard = sorted(tmp_path.glob("*.safetensors"))[0]
+    shard.unlink()
+    with pytest.raises(CheckpointError, match=re.escape(shard.name)):
+        tinyslm.load_pretrained(tmp_path)
+
+
+def test_missing_tensor_names_the_key(checkpoint):
+    key = "model.layers.1.mlp.up_proj.weight"
+    edit_tensors(checkpoint, lambda t: t.pop(key))
+    with pytest.raises(CheckpointError, match=re.escape(key)):
+        tinyslm.load_pretrained(checkpoint)
+
+
+def test_unexpected_tensor_names_the_key(checkpoint):
+    key = "model.layers.0.mlp.extra_proj.weight"
+    edit_tensors(checkpoint, lambda t: t.setdefault(key, torch.zeros(4, 4)))
+    with pytest.raises(CheckpointError, match=re.escape(key)):
+        tinyslm.load_pretrained(checkpoint)
+
+
+def test_wrong_shape_names_key_and_both_shapes(checkpoint):
+    key = "model.layers.0.self_attn.k_proj.weight"  # expected (2 KV heads x 16, 64) = (32, 64)
+    edit_tensors(checkpoint, lambda t: t.__setitem__(key, torch.zeros(16, 64)))
+    with pytest.raises(CheckpointError) as err:
+        tinyslm.load_pretrained(checkpoint)
+    message = str(err.value)
+    assert key in message
+    assert names_shape((32, 64), message), f"expected shape missing from: {message}"
+    assert names_shape((16, 64), message), f"found shape missing from: {message}"
+    assert SAFETENSORS_FILE in message
+
+
+def test_a_config_json_path_is_not_a_checkpoint_folder(checkpoint):
+    with pytest.raises(CheckpointError, match="folder"):
+        tinyslm.load_pretrained(checkpoint / "config.json")
+
+
+# ----------------------------------------------------------------------------------------------
+# decoding requests against a loaded checkpoint (its config.json sets the context and vocabulary)
+
+
+@pytest.fixture(scope="module")
+def loaded(reference):
+    return tinyslm.load_pretrained(reference[1])
+
+
+def test_prompt_plus_new_tokens_beyond_context_names_both_numbers(loaded):
+    assert loaded.config.max_seq_len == 64  # max_position_embeddings of config.json
+    with pytest.raises(GenerationError) as err:
+        generate(loaded, torch.ones(1, 10, dtype=torch.long), max_new_tokens=57)
+    message = str(err.value)
+    assert "10" in message and "57" in message and "64" in message
+
+
+def test_prompt_plus_new_tokens_exactly_at_context_is_allowed(loaded):
+    out = generate(loaded, torch.ones(1, 10, dtype=torch.long), max_new_tokens=54)
+    assert out.shape == (1, 64)
+
+
+def test_empty_prompt_is_refused(loaded):
+    with pytest.raises(GenerationError, match="empty"):
+        generate(loaded, torch.zeros(1, 0, dtype=torch.long), max_new_tokens=4)
+
+
+def test_negative_max_new_tokens_is_refused(loaded):
+    with pytest.raises(GenerationError, match="max_new_tokens") as err:
+        check_request(loaded, torch.ones(1, 3, dtype=torch.long), -1)
+    assert "-1" in str(err.value)
+
+
+@pytest.mark.parametrize("bad_id", [-1, 256, 10_000])
+def test_token_id_out_of_range_names_the_vocabulary(loaded, bad_id):
+    with pytest.raises(GenerationError) as err:
+        generate(loaded, torch.tensor([[1, bad_id, 2]]), max_new_tokens=1)
+    assert "256" in str(err.value) and str(bad_id) in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# save_pretrained: what tinyslm writes, transformers loads back
+
+
+SAVE_CASES = {
+    "llama": ModelConfig(name="llama", family="llama", vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                         ffn_dim=128, max_seq_len=64, tie_embeddings=False),
+    "llama-tied": ModelConfig(name="llama-tied", family="llama", vocab_size=256, dim=64, n_layers=2, n_heads=4,
+                              n_kv_heads=2, ffn_dim=128, max_seq_len=64, tie_embeddings=True),
+    "qwen2": ModelConfig(name="qwen2", family="qwen2", vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                         ffn_dim=128, max_seq_len=64, rope_theta=1e6, norm_eps=1e-6, qkv_bias=True,
+                         tie_embeddings=True),
+    "qwen3": ModelConfig(name="qwen3", family="qwen3", vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                         head_dim=32, ffn_dim=128, max_seq_len=64, rope_theta=1e6, norm_eps=1e-6, qk_norm=True,
+                         tie_embeddings=True),
+}  # fmt: skip
+
+
+def seeded_model(config: ModelConfig, seed: int = 0) -> CausalLM:
+    """init_weights(seed=...), then norms and biases moved off 1 and 0 so their mapping is tested."""
+    model = CausalLM(config).init_weights(seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("case", SAVE_CASES)
+def test_saved_folder_loads_in_transformers_with_identical_logits(case, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    ours = seeded_model(SAVE_CASES[case]).eval()
+    tinyslm.save_pretrained(ours, tmp_path)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+    assert theirs.config.model_type == SAVE_CASES[case].family
+    assert theirs.config.tie_word_embeddings == SAVE_CASES[case].tie_embeddings
+    assert_same_logits(ours, theirs)
+    assert_same_logits(tinyslm.load_pretrained(tmp_path), theirs)  # and it round-trips through tinyslm
+
+
+@pytest.mark.parametrize("case", ["llama", "llama-tied"])
+def test_save_leaves_only_config_and_weights_no_temp_files(case, tmp_path):
+    tinyslm.save_pretrained(seeded_model(SAVE_CASES[case]), tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", SAFETENSORS_FILE]
+
+
+def test_tied_head_is_not_stored_twice(tmp_path):
+    tinyslm.save_pretrained(seeded_model(SAVE_CASES["llama-tied"]), tmp_path)
+    assert "lm_head.weight" not in load_file(tmp_path / SAFETENSORS_FILE)
+
+
+def test_failed_save_leaves_the_previous_checkpoint_intact_and_no_temp_files(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    first = seeded_model(SAVE_CASES["llama"], seed=0)
+    tinyslm.save_pretrained(first, tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+
+    def fail_halfway(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fail_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        tinyslm.save_pretrained(seeded_model(SAVE_CASES["llama"], seed=1), tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before

@@ -1,0 +1,370 @@
+"""cli.py: the `tinyslm` command (inspect, generate, parity, demo), run in-process via `main([...])`.
+
+The contract checked here: figures and tokens a user can trust (equal to independent numbers
+and to transformers' greedy output), and failures that print exactly one line `error: ...` to
+stderr, never a traceback, with a non-zero exit status. One test runs the real executable
+(`python -m tinyslm.cli`) to prove the entry point works outside pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import tinyslm
+import tinyslm.parity
+from tinyslm.cli import main
+from tinyslm.config import ModelConfig
+from tinyslm.model import CausalLM
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = 128  # model vocabulary == the trained sentencepiece vocabulary, so every id decodes
+TINY = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)  # fmt: skip
+WORDS = "once upon a time there was a little girl who lived in the forest with her cat and dog every day".split()
+
+
+def hf_llama(seed: int = 0):
+    """A seeded random transformers Llama with every parameter perturbed."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY)).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model
+
+
+def hf_greedy(model, ids: list[int], new_tokens: int) -> list[int]:
+    prompt = torch.tensor([ids])
+    with torch.no_grad():
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, do_sample=False)
+    return out[0, len(ids) :].tolist()
+
+
+def train_sentencepiece(folder: Path) -> Path:
+    spm = pytest.importorskip("sentencepiece")
+    rng = random.Random(0)
+    text = folder / "corpus.txt"
+    text.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(8)).capitalize() + "." for _ in range(400)))
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(folder / "sp"), vocab_size=VOCAB, model_type="bpe", minloglevel=2
+    )
+    return folder / "sp.model"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """main(argv) in-process -> (exit status, stdout, stderr)."""
+    capsys.readouterr()  # drop anything printed while fixtures were built
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def copy_checkpoint(src: Path, dst: Path) -> Path:
+    return Path(shutil.copytree(src, dst))
+
+
+# ----------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """(HF model, checkpoint folder written by transformers)."""
+    model = hf_llama()
+    folder = tmp_path_factory.mktemp("hf-llama")
+    model.save_pretrained(folder)
+    return model, folder
+
+
+@pytest.fixture(scope="module")
+def sp_model(tmp_path_factory) -> Path:
+    return train_sentencepiece(tmp_path_factory.mktemp("sp"))
+
+
+# ----------------------------------------------------------------------------------------------
+# the executable
+
+
+def test_help_runs_as_a_program_and_lists_every_subcommand():
+    proc = subprocess.run([sys.executable, "-m", "tinyslm.cli", "--help"], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for command in ("inspect", "generate", "parity", "demo"):
+        assert command in proc.stdout
+
+
+def test_error_from_the_program_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tinyslm.cli", "inspect", str(tmp_path / "missing")],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)  # fmt: skip
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error:")
+
+
+# ----------------------------------------------------------------------------------------------
+# inspect
+
+
+def test_inspect_tinyllama_json_equals_the_architecture_reference(capsys):
+    code, out, _ = run(capsys, "inspect", REPO / "configs/tinyllama-1.1b.toml", "--json")
+    assert code == 0
+    stats = json.loads(out)
+    # ../shared/ARCHITECTURES.md section 1 (TinyLlama-1.1B row)
+    assert stats["parameters"] == 1_100_048_384
+    assert stats["non_embedding_parameters"] == 968_976_384
+    assert stats["kv_cache_bytes_per_token"] == 22_528  # bf16: 2 (K, V) x 22 layers x 4 KV heads x 64 x 2 B
+    assert stats["weight_bytes"] == 2 * 1_100_048_384  # bf16
+    # By hand from the config: V 32000, D 2048, 22 layers, 32 heads / 4 KV heads of 64, FFN 5632, untied.
+    assert stats["breakdown"] == {
+        "embedding": 32000 * 2048,
+        "attention": 22 * (2048 * 2048 * 2 + 2048 * 256 * 2),  # q, o: D x D; k, v: D x (4 x 64)
+        "ffn": 22 * 3 * 2048 * 5632,  # gate, up, down
+        "norms": 22 * 2 * 2048 + 2048,  # two per layer + the final one
+        "lm_head": 32000 * 2048,
+    }
+    assert sum(stats["breakdown"].values()) == stats["parameters"]
+
+
+def test_inspect_text_output_shows_the_figures(capsys):
+    code, out, _ = run(capsys, "inspect", REPO / "configs/tinyllama-1.1b.toml")
+    assert code == 0
+    assert "1,100,048,384" in out and "968,976,384" in out and "22,528" in out
+
+
+@pytest.mark.parametrize("target", ["folder", "config.json"])
+def test_inspect_checkpoint_counts_what_transformers_counts(reference, capsys, target):
+    theirs, folder = reference
+    code, out, _ = run(capsys, "inspect", folder if target == "folder" else folder / "config.json", "--json")
+    assert code == 0
+    stats = json.loads(out)
+    assert stats["parameters"] == sum(p.numel() for p in theirs.parameters())
+    assert stats["non_embedding_parameters"] == stats["parameters"] - 2 * VOCAB * TINY["hidden_size"]  # untied
+    assert stats["kv_cache_bytes_per_token"] == 2 * 2 * 2 * 16 * 2  # K,V x layers x KV heads x head_dim x bf16
+
+
+# ----------------------------------------------------------------------------------------------
+# generate
+
+
+def test_generate_ids_prints_the_greedy_tokens_of_transformers(reference, capsys):
+    theirs, folder = reference
+    expected = hf_greedy(theirs, [1, 2, 3], 5)
+    assert len(expected) == 5, "precondition: this seed must not hit eos within 5 tokens"
+    code, out, _ = run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "5")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert [int(t) for t in lines[0].split(",")] == expected
+    assert "prefill" in lines[-1] and "tokens/s" in lines[-1]
+
+
+def test_generate_prompt_streams_the_decoded_continuation(reference, sp_model, tmp_path, capsys):
+    theirs, folder = reference
+    folder = copy_checkpoint(folder, tmp_path / "ckpt")
+    shutil.copy(sp_model, folder / "tokenizer.model")
+    tok = tinyslm.load_tokenizer(folder)
+    prompt = "Once upon a time"
+    ids = tok.encode(prompt)  # with bos
+    new = hf_greedy(theirs, ids, 6)
+    code, out, _ = run(capsys, "generate", folder, "--prompt", prompt, "--max-new-tokens", "6")
+    assert code == 0
+    lines = out.rstrip("\n").splitlines()
+    assert lines[0] == tok.decode(ids + new)
+    assert "prefill" in lines[-1] and "tokens/s" in lines[-1]
+
+
+def test_generate_prompt_keeps_the_space_before_a_word_initial_piece(sp_model, tmp_path, capsys):
+    """The printed text is prompt + continuation as one decoded sequence: "a time there", not "a timethere".
+
+    The model is built so that greedy decoding always picks one word-initial piece ("▁there"):
+    every embedding row is the same vector c, attention and FFN outputs are zero (so the residual
+    stream stays c), and the head scores only that piece.
+    """
+    folder = tmp_path / "ckpt"
+    tok_path = shutil.copy(sp_model, tmp_path / "tokenizer.model")
+    tok = tinyslm.load_tokenizer(tok_path)
+    there = tok.sp.piece_to_id("\u2581there")
+    assert tok.sp.id_to_piece(there) == "\u2581there", "precondition: the trained vocabulary has '▁there'"
+
+    config = ModelConfig(name="constant", family="llama", vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4,
+                         n_kv_heads=2, ffn_dim=64, max_seq_len=64, bos_token_id=1, eos_token_id=2)  # fmt: skip
+    model = CausalLM(config).init_weights(seed=0)
+    c = torch.randn(config.dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.tok_emb.weight.copy_(c.expand_as(model.tok_emb.weight))
+        for block in model.blocks:
+            block.attn.wo.weight.zero_()
+            block.ffn.down.weight.zero_()
+        model.head.weight.zero_()
+        model.head.weight[there] = c
+    tinyslm.save_pretrained(model, folder)
+    shutil.copy(tok_path, folder / "tokenizer.model")
+
+    prompt = "Once upon a time"
+    code, out, _ = run(capsys, "generate", folder, "--prompt", prompt, "--max-new-tokens", "3")
+    assert code == 0
+    assert out.splitlines()[0] == "Once upon a time there there there"
+
+
+# ----------------------------------------------------------------------------------------------
+# parity
+
+
+def test_parity_of_a_transformers_checkpoint_exits_0(reference, capsys):
+    code, out, _ = run(capsys, "parity", reference[1], "--tokens", "8")
+    assert code == 0
+    assert "PARITY OK" in out
+
+
+def test_parity_json_reports_ok_true(reference, capsys):
+    code, out, _ = run(capsys, "parity", reference[1], "--tokens", "8", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["ok"] is True and report["tokens_match"] is True
+    assert report["relative_diff"] <= 1e-5 and report["first_diverging_layer"] is None
+
+
+def test_parity_mismatch_exits_1_and_names_the_first_diverging_layer(reference, capsys, monkeypatch):
+    """tinyslm and transformers read the same folder, so the mismatch is injected into tinyslm's copy."""
+    real_load = tinyslm.parity.load_pretrained
+
+    def load_with_layer_1_perturbed(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        with torch.no_grad():
+            model.blocks[1].ffn.down.weight.add_(0.5)
+        return model
+
+    monkeypatch.setattr(tinyslm.parity, "load_pretrained", load_with_layer_1_perturbed)
+    code, out, _ = run(capsys, "parity", reference[1], "--tokens", "8")
+    assert code == 1
+    assert "first diverging layer 1" in out
+    assert "PARITY FAILED" in out
+
+    code, out, _ = run(capsys, "parity", reference[1], "--tokens", "8", "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["ok"] is False and report["first_diverging_layer"] == 1
+    assert report["layer_diffs"][0] <= 1e-5 < report["layer_diffs"][1]
+
+
+# ----------------------------------------------------------------------------------------------
+# every anticipated failure: one `error:` line on stderr, no traceback, non-zero exit
+
+
+def unknown_model_type(folder: Path) -> None:
+    path = folder / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "model_type": "mamba42"}))
+
+
+def wrong_shape(folder: Path) -> None:
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    tensors["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(16, 64)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def pickle_only(folder: Path) -> None:
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+
+
+# name -> (damage to the folder or None, argv after the folder, substrings the message must contain)
+OK_ARGS = ["--ids", "1,2,3", "--max-new-tokens", "2"]
+ERROR_CASES = {
+    "missing-folder": (None, OK_ARGS, ["no-such-model"]),
+    "unknown-model-type": (unknown_model_type, OK_ARGS, ["mamba42", "llama"]),
+    "wrong-shape": (wrong_shape, OK_ARGS, ["model.layers.0.self_attn.k_proj.weight"]),
+    "bin-refused": (pickle_only, OK_ARGS, ["pytorch_model.bin", "--allow-pickle"]),
+    "ids-with-letters": (None, ["--ids", "1,two,3", "--max-new-tokens", "2"], ["1,two,3"]),
+    "prompt-too-long": (None, ["--ids", "1,2,3", "--max-new-tokens", "100"], ["103", "64"]),
+    "negative-max-new-tokens": (None, ["--ids", "1,2,3", "--max-new-tokens", "-1"], ["-1"]),
+    "empty-ids": (None, ["--ids", "", "--max-new-tokens", "2"], ["empty"]),
+    "id-out-of-range": (None, ["--ids", "1,2,999", "--max-new-tokens", "2"], ["999", str(VOCAB)]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ERROR_CASES)
+def test_generate_error_is_one_line_on_stderr_naming_the_problem(case, reference, tmp_path, capsys):
+    damage, argv, needles = ERROR_CASES[case]
+    if case == "missing-folder":
+        folder = tmp_path / "no-such-model"
+    else:
+        folder = copy_checkpoint(reference[1], tmp_path / "ckpt")
+        if damage is not None:
+            damage(folder)
+    code, out, err = run(capsys, "generate", folder, *argv)
+    assert code != 0
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+    assert not err.startswith("error: unexpected"), "an anticipated failure surfaced as an unexpected exception"
+
+
+@pytest.mark.parametrize("command", ["inspect", "parity"])
+def test_missing_folder_is_one_error_line_for_every_command(command, tmp_path, capsys):
+    code, _, err = run(capsys, command, tmp_path / "no-such-model")
+    assert code != 0
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and "no-such-model" in err
+
+
+INSPECT_ERRORS = {
+    "unknown-dtype": (["--dtype", "int8"], ["int8"]),
+    "zero-context": (["--context", "0"], ["--context"]),
+}
+
+
+@pytest.mark.parametrize("case", INSPECT_ERRORS)
+def test_inspect_bad_option_is_one_error_line(case, capsys):
+    argv, needles = INSPECT_ERRORS[case]
+    code, _, err = run(capsys, "inspect", REPO / "configs/tinyllama-1.1b.toml", *argv)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error:")
+    assert all(needle in err for needle in needles), err
+
+
+def test_inspect_missing_toml_names_the_file(tmp_path, capsys):
+    code, _, err = run(capsys, "inspect", tmp_path / "nope.toml")
+    assert code == 2 and err.startswith("error:") and "nope.toml" in err
+
+
+@pytest.mark.parametrize("tokens", [0, 64, 100])
+def test_parity_tokens_outside_the_context_is_an_error_not_a_mismatch(reference, capsys, tokens):
+    """Exit 1 means "tinyslm and transformers disagree"; a request the context cannot hold is exit 2."""
+    code, _, err = run(capsys, "parity", reference[1], "--tokens", str(tokens))
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]  # transformers may log progress
+    assert len(errors) == 1 and errors[0].startswith("error:") and "Traceback" not in err, err
+    assert not errors[0].startswith("error: unexpected"), err
+
+
+def test_pickle_checkpoint_generates_with_allow_pickle(reference, tmp_path, capsys):
+    theirs, folder = reference
+    folder = copy_checkpoint(folder, tmp_path / "ckpt")
+    pickle_only(folder)
+    code, out, _ = run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "5", "--allow-pickle")
+    assert code == 0
+    assert [int(t) for t in out.splitlines()[0].split(",")] == hf_greedy(theirs, [1, 2, 3], 5)
+
+
+# ----------------------------------------------------------------------------------------------
+# demo (about 15-20 s: three real-vocabulary models written, loaded, checked and decoded; run once)
+
+
+def test_demo_prints_its_table_with_parity_ok_for_every_model(capsys):
+    code, out, err = run(capsys, "demo", "--tokens", "4")
+    assert code == 0, err
+    for name in ("tinyllama-shaped", "qwen2.5-shaped", "qwen3-shaped"):
+        row = next(line for line in out.splitlines() if name in line)
+        assert " ok " in row, row
+    assert "family" in out and "tok/s" in out and "demo finished" in out

@@ -16,6 +16,7 @@ import time
 EPILOG = """examples:
   tinyslm demo                                       small real-architecture models, end to end, offline
   tinyslm inspect configs/tinyllama-1.1b.toml --context 2048
+  tinyslm inspect --compare-attention configs/smollm-135m.toml --context 2048,32768
   tinyslm inspect ~/models/Qwen2.5-0.5B --json
   tinyslm generate ~/models/TinyLlama-1.1B --prompt "Once upon a time" --max-new-tokens 32
   tinyslm parity ~/models/SmolLM-135M
@@ -39,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         "weight bytes and KV-cache bytes per token and at a context length. Nothing is allocated.",
     )
     p.add_argument("target", metavar="CONFIG.toml|config.json|CHECKPOINT_DIR", help="what to inspect")
-    p.add_argument("--context", type=int, default=None, help="context length for the KV-cache figure (default: the model's maximum)")
+    p.add_argument("--context", default=None, help="context length for the KV-cache figure (default: the model's maximum); "
+                   "with --compare-attention a comma-separated list, e.g. 2048,32768")
+    p.add_argument("--compare-attention", action="store_true", help="derive MHA, GQA, MQA and MLA variants of the model and "
+                   "compare attention parameters, KV-cache bytes and the cache's share of memory at each --context")
+    p.add_argument("--matched-budget", action="store_true", help="with --compare-attention: resize each variant's FFN so "
+                   "its total parameter count is within 2%% of the base model (default: same head layout)")
     p.add_argument("--dtype", default="bfloat16", help="dtype for byte figures: bfloat16 (default), float16, float32")
     p.add_argument("--json", action="store_true", help="print JSON (keys: parameters, non_embedding_parameters, kv_cache_bytes_per_token, weight_bytes, breakdown, ...)")
 
@@ -57,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, required=True, help="how many tokens to decode at most")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
     p.add_argument("--allow-pickle", action="store_true", help="allow *.bin pickle weights (read with torch.load(weights_only=True))")
+    p.add_argument("--mla-decode", choices=["naive", "absorbed", "auto"], default=None,
+                   help="MLA models only: expand K/V from the latent each step (naive) or attend in latent space (absorbed)")
 
     p = sub.add_parser(
         "parity",
@@ -88,9 +96,20 @@ def cmd_inspect(args) -> int:
     from .stats import format_stats, model_stats  # noqa: PLC0415
 
     config = load_config(args.target)
-    if args.context is not None and args.context <= 0:
-        raise UsageError(f"--context must be positive, found {args.context}")
-    stats = model_stats(config, dtype_from_name(args.dtype), args.context)
+    if args.compare_attention:
+        from .variants import parse_contexts, render_compare_attention  # noqa: PLC0415
+
+        contexts = parse_contexts(args.context) if args.context else [2048, 32768]
+        mode = "matched_budget" if args.matched_budget else "same_heads"
+        print(render_compare_attention(config, contexts, mode=mode, dtype=args.dtype, as_json=args.json))
+        return 0
+    try:
+        context = None if args.context is None else int(args.context)
+    except ValueError:
+        raise UsageError(f"--context must be one integer (a list needs --compare-attention), found {args.context!r}") from None
+    if context is not None and context <= 0:
+        raise UsageError(f"--context must be positive, found {context}")
+    stats = model_stats(config, dtype_from_name(args.dtype), context)
     print(json.dumps(stats.to_dict(), indent=2) if args.json else format_stats(stats, args.dtype))
     return 0
 
@@ -100,6 +119,7 @@ def cmd_generate(args) -> int:
 
     from .checkpoint import load_pretrained  # noqa: PLC0415
     from .generate import check_request, generate  # noqa: PLC0415
+    from .errors import TokenizerError  # noqa: PLC0415
     from .tokenizer import load_tokenizer  # noqa: PLC0415
 
     tokenizer = None
@@ -120,8 +140,12 @@ def cmd_generate(args) -> int:
         eos = tokenizer.eos_id
 
     new: list[int] = []
-    shown = ""
     times: list[float] = []
+    # Decode prompt + continuation together and print what was added: sentencepiece drops the
+    # leading space of a sequence's first piece, so decoding the new tokens alone glues words.
+    shown = tokenizer.decode(ids) if tokenizer is not None else ""
+    if tokenizer is not None:
+        print(shown, end="", flush=True)
 
     def on_token(token) -> None:
         nonlocal shown
@@ -129,16 +153,18 @@ def cmd_generate(args) -> int:
         new.append(int(token[0]))
         if tokenizer is None:
             print(("" if len(new) == 1 else ",") + str(new[-1]), end="", flush=True)
-        else:
-            text = tokenizer.decode(new)
-            if not text.endswith("\ufffd"):  # wait for a complete multi-byte character
-                print(text[len(shown) :], end="", flush=True)
-                shown = text
+            return
+        if new[-1] >= tokenizer.vocab_size:  # padded embedding rows (Qwen) have no text
+            raise TokenizerError(
+                f"the model produced id {new[-1]}, beyond the tokenizer's {tokenizer.vocab_size} tokens; use --ids"
+            )
+        text = tokenizer.decode(ids + new)
+        if not text.endswith("\ufffd"):  # wait for a complete multi-byte character
+            print(text[len(shown) :], end="", flush=True)
+            shown = text
 
-    if tokenizer is not None:
-        print(args.prompt, end="", flush=True)
     t0 = time.perf_counter()
-    generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=on_token)
+    generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=on_token, mla_decode=args.mla_decode)
     print()
     if times:
         decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
@@ -180,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TinySLMError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (silence the flush at exit)
+        return 0
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -174,8 +174,14 @@ class ModelConfig:
                 raise bad(
                     f"layer {i}: n_heads={shape.n_heads} must be a positive multiple of n_kv_heads={shape.n_kv_heads}"
                 )
+        mla_fields = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
         if self.attention == "mla":
             self._validate_mla(bad)
+            if self.layer_n_heads is not None or self.layer_n_kv_heads is not None:
+                raise bad("per-layer head counts (layer_n_heads / layer_n_kv_heads) are not supported with MLA")
+        elif any(getattr(self, key) is not None for key in mla_fields):
+            set_fields = [key for key in mla_fields if getattr(self, key) is not None]
+            raise bad(f"{', '.join(set_fields)} only apply to attention='mla', but attention={self.attention!r}")
         elif self.layer_n_heads is None and self.layer_n_kv_heads is None:
             derived = _attention_kind(self.n_heads, self.n_kv_heads)
             # an MHA/MQA model is also a (degenerate) GQA model; only flag real contradictions

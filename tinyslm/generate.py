@@ -49,13 +49,20 @@ def generate(
     max_new_tokens: int,
     eos_token_id: int | list[int] | None = None,
     on_token: Callable[[torch.Tensor], None] | None = None,
+    mla_decode: str | None = None,
 ) -> torch.Tensor:
     """Greedy decoding. input_ids (B, T) of equal-length prompts -> (B, T + n) with n <= max_new_tokens.
 
     Stops early only when `eos_token_id` is given and every sequence has produced it; sequences
     that finished earlier are padded with their eos token. `on_token` is called with each new
-    column of tokens (B,) as soon as it is decoded (for streaming).
+    column of tokens (B,) as soon as it is decoded (for streaming). For MLA models, `mla_decode`
+    picks the attention path for this call: "naive", "absorbed" or "auto" (see mla.py).
     """
+    if mla_decode is not None:
+        from .mla import decode_path  # noqa: PLC0415
+
+        with decode_path(model, mla_decode):
+            return generate(model, input_ids, max_new_tokens, eos_token_id, on_token)
     input_ids = check_request(model, input_ids, max_new_tokens)
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)

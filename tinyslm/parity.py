@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_pretrained
-from .errors import TinySLMError
+from .errors import GenerationError, TinySLMError
 from .generate import generate
 
 DEFAULT_TOLERANCE = 1e-5  # max |diff| / max |logit| in float32
@@ -102,6 +102,10 @@ def check_parity(
 ) -> ParityReport:
     transformers = import_transformers()
     ours = load_pretrained(folder, dtype=torch.float32, allow_pickle=allow_pickle)
+    if not 1 <= new_tokens < ours.config.max_seq_len:
+        raise GenerationError(
+            f"parity needs 1 <= tokens < the model's context ({ours.config.max_seq_len}), found {new_tokens}"
+        )
     theirs = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     config = ours.config
     gen = torch.Generator().manual_seed(seed)

@@ -19,6 +19,7 @@ class Tokenizer:
 
     bos_id: int | None = None
     eos_id: int | None = None
+    vocab_size: int = 0
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         raise NotImplementedError
@@ -78,6 +79,8 @@ class JSONTokenizer(Tokenizer):
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """The tokenizer of a checkpoint folder (or a tokenizer.model / tokenizer.json file itself)."""
     path = Path(path).expanduser()
+    if not path.exists():
+        raise TokenizerError(f"{path}: no such file or folder")
     folder = path if path.is_dir() else path.parent
     special = {}
     if (folder / "tokenizer_config.json").is_file():

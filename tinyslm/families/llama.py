@@ -73,6 +73,11 @@ def llama_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
 
 
 def llama_like_to_hf(config: ModelConfig, architecture: str, **fields) -> dict:
+    if config.attention == "mla" and config.family != "deepseek_v2":
+        raise UnsupportedModelError(
+            f"config {config.name!r}: a {config.family} checkpoint has no MLA attention; save MLA models with "
+            "family = 'deepseek_v2'"
+        )
     if config.layer_n_heads or config.layer_n_kv_heads or config.layer_ffn_dim or config.block_sharing != "none":
         raise UnsupportedModelError(
             f"config {config.name!r}: per-layer sizes and block sharing have no {config.family} config.json form"

@@ -20,6 +20,7 @@ def rope_by_hand(x: torch.Tensor, pos: int, theta: float = 10000.0) -> torch.Ten
     return out
 
 
+@torch.no_grad()
 def mha_by_hand(x: torch.Tensor, attn: Attention) -> torch.Tensor:
     """Textbook causal multi-head attention with loops: one (T, T) score matrix per head."""
     _, t, _ = x.shape
@@ -41,6 +42,7 @@ def make_attention(n_heads, n_kv_heads, head_dim=8, dim=24, seed=0) -> Attention
     return Attention(dim, n_heads, n_kv_heads, head_dim).double()
 
 
+@torch.no_grad()
 def run(attn: Attention, x: torch.Tensor) -> torch.Tensor:
     rope = RotaryEmbedding(attn.head_dim, 10000.0, None, 128)(torch.arange(x.shape[1]), x.dtype)
     return attn(x, rope)

@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import TinySLMError  # noqa: PLC0415
 
     commands = {"inspect": cmd_inspect, "generate": cmd_generate, "parity": cmd_parity, "demo": cmd_demo}
+    if args.command in ("parity", "demo"):  # keep transformers' per-load progress bars out of our report
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         return commands[args.command](args)
     except (TinySLMError, UsageError) as exc:

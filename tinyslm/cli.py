@@ -20,6 +20,7 @@ EPILOG = """examples:
   tinyslm inspect ~/models/Qwen2.5-0.5B --json
   tinyslm generate ~/models/TinyLlama-1.1B --prompt "Once upon a time" --max-new-tokens 32
   tinyslm parity ~/models/SmolLM-135M
+  tinyslm bench ~/models/TinyLlama-1.1B --dtype bfloat16
 """
 
 
@@ -78,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-5, help="max |logit diff| / max |logit| allowed (default 1e-5)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--allow-pickle", action="store_true", help="allow *.bin pickle weights")
+
+    p = sub.add_parser(
+        "bench",
+        help="load time, peak memory, prefill and decode speed, side by side with transformers",
+        description="Measure tinyslm and (when installed) transformers on the same checkpoint folder, each in a "
+        "fresh process: load time, growth of peak resident memory, prefill time for a random prompt and greedy "
+        "decode speed with the KV cache. Prints measurements; asserts nothing.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (default 128)")
+    p.add_argument("--new-tokens", type=int, default=32, help="greedy tokens to decode (default 32)")
+    p.add_argument("--json", action="store_true", help="print the measurements as JSON")
 
     p = sub.add_parser(
         "demo",
@@ -183,6 +197,23 @@ def cmd_parity(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_bench(args) -> int:
+    from .bench import format_bench, run_bench  # noqa: PLC0415
+    from .checkpoint import load_config  # noqa: PLC0415
+    from .config import dtype_from_name  # noqa: PLC0415
+
+    dtype_from_name(args.dtype)  # fail fast on a bad dtype
+    config = load_config(args.checkpoint)  # fail fast, in this process, on a bad folder
+    if args.prompt_tokens + args.new_tokens > config.max_seq_len:
+        raise UsageError(
+            f"--prompt-tokens + --new-tokens = {args.prompt_tokens + args.new_tokens} exceeds the model's context "
+            f"of {config.max_seq_len}"
+        )
+    rows = run_bench(args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens)
+    print(json.dumps(rows, indent=2) if args.json else format_bench(rows, args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo  # noqa: PLC0415
 
@@ -200,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import TinySLMError  # noqa: PLC0415
 
-    commands = {"inspect": cmd_inspect, "generate": cmd_generate, "parity": cmd_parity, "demo": cmd_demo}
+    commands = {"inspect": cmd_inspect, "generate": cmd_generate, "parity": cmd_parity, "bench": cmd_bench, "demo": cmd_demo}
     if args.command in ("parity", "demo"):  # keep transformers' per-load progress bars out of our report
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

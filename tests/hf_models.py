@@ -1,9 +1,14 @@
 """Reference checkpoints for tests: seeded random-init transformers models written to disk.
 
 Nothing is downloaded. A test names a transformers config class and (shrunken) real
-hyper-parameters; `write_hf_checkpoint` builds the HF model, perturbs every parameter (so norm
-weights are not all ones and biases not all zeros, which would hide mapping mistakes), saves it
-with `save_pretrained`, and can rewrite config.json in the legacy Hub form real checkpoints ship.
+hyper-parameters; `build_hf_model` builds the HF model and perturbs every parameter (so norm
+weights are not all ones and biases not all zeros, which would hide mapping mistakes);
+`write_hf_checkpoint` also saves it with `save_pretrained`, and can rewrite config.json in the
+legacy Hub form real checkpoints ship. `hf_greedy` is transformers' own greedy continuation.
+
+transformers is imported when a helper is called, not when this module is imported, so a test
+module that imports these helpers still runs its other tests where transformers is missing (the
+tests that call them are skipped).
 """
 
 from __future__ import annotations
@@ -11,19 +16,53 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
-transformers = __import__("pytest").importorskip("transformers")
+PERTURBATIONS = ("add", "resample")
+
+# DeepseekV2Config hyper-parameters: DeepSeek-V2-Lite proportions, tiny (r = 4 dn, dr = dn / 2,
+# v_head_dim != qk_nope_head_dim, no query LoRA), every layer dense (first_k_dense_replace =
+# num_hidden_layers; transformers 5.23 rejects n_routed_experts=None).
+DEEPSEEK_V2_LITE_TINY = dict(
+    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=4, q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=8, qk_rope_head_dim=4,
+    v_head_dim=12, first_k_dense_replace=2, max_position_embeddings=2560, rms_norm_eps=1e-6,
+)  # fmt: skip
 
 
-def build_hf_model(config_cls: str, seed: int = 0, **hparams):
+def _transformers():
+    return pytest.importorskip("transformers")
+
+
+def build_hf_model(
+    config_cls: str, seed: int = 0, *, perturb: str = "add", attn_implementation: str | None = None, **hparams
+):
+    """A seeded random `AutoModelForCausalLM` for `config_cls(**hparams)`, in eval mode, every parameter perturbed.
+
+    perturb="add": add 0.05 * N(0, 1) to the random init (norm weights around 1, biases around 0).
+    perturb="resample": replace every parameter: 1-D ones (norms, biases) by 1 + 0.2 * N(0, 1), the
+    others by 0.15 * N(0, 1) (weights far from the init, logits of order one; tests/test_mla.py's
+    tolerances were tuned on this distribution).
+    attn_implementation (e.g. "eager") is passed to the config when given.
+    """
+    if perturb not in PERTURBATIONS:
+        raise ValueError(f"perturb must be one of {', '.join(PERTURBATIONS)}; found {perturb!r}")
+    transformers = _transformers()
+    if attn_implementation is not None:
+        hparams = {**hparams, "attn_implementation": attn_implementation}
     torch.manual_seed(seed)
     config = getattr(transformers, config_cls)(**hparams)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+            if perturb == "add":
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+            elif p.dim() == 1:  # resample: norms (around 1) and biases
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.15 * torch.randn(p.shape, generator=gen))
     return model
 
 
@@ -41,18 +80,25 @@ def to_legacy_config(folder: Path) -> None:
     path.write_text(json.dumps(cfg, indent=2))
 
 
-def write_hf_checkpoint(folder: Path, config_cls: str, legacy: bool = False, seed: int = 0, **hparams):
-    """Save a seeded random HF model to `folder`; returns the HF model (the reference)."""
-    model = build_hf_model(config_cls, seed=seed, **hparams)
+def write_hf_checkpoint(folder: Path, config_cls: str, legacy: bool = False, seed: int = 0, **options):
+    """Save a seeded random HF model to `folder`; returns the HF model (the reference).
+
+    `options`: build_hf_model's keywords (perturb, attn_implementation) and the hyper-parameters.
+    """
+    model = build_hf_model(config_cls, seed=seed, **options)
     model.save_pretrained(folder)
     if legacy:
         to_legacy_config(folder)
     return model
 
 
-def hf_greedy(model, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
+def hf_greedy(model, ids: torch.Tensor, new_tokens: int, stop_at_eos: bool = False) -> torch.Tensor:
+    """transformers' greedy continuation of `ids` (B, T) -> (B, T + n).
+
+    By default exactly `new_tokens` are decoded, end-of-sequence tokens included (as
+    tinyslm.generate without eos_token_id). stop_at_eos=True stops at the model's eos token, as
+    `tinyslm generate` does, so n <= new_tokens.
+    """
+    limits = {"max_new_tokens": new_tokens, **({} if stop_at_eos else {"min_new_tokens": new_tokens})}
     with torch.no_grad():
-        return model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-            do_sample=False, pad_token_id=0,
-        )  # fmt: skip
+        return model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0, **limits)

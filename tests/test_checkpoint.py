@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hf_models import build_hf_model, write_hf_checkpoint
 from safetensors.torch import load_file, save_file
 
 import tinyslm
@@ -41,18 +42,6 @@ HF_CASES = {
 
 # ----------------------------------------------------------------------------------------------
 # helpers
-
-
-def hf_model(config_cls: str, seed: int = 0, **hparams):
-    """A seeded random transformers model with every parameter perturbed."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(getattr(transformers, config_cls)(**hparams)).eval()
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-    return model
 
 
 def relative_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -88,10 +77,8 @@ def names_shape(shape: tuple[int, ...], message: str) -> bool:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """(HF model, folder) for an untied tiny Llama saved by transformers."""
-    model = hf_model("LlamaConfig", **HF_CASES["llama"][1])
     folder = tmp_path_factory.mktemp("hf-llama")
-    model.save_pretrained(folder)
-    return model, folder
+    return write_hf_checkpoint(folder, "LlamaConfig", **HF_CASES["llama"][1]), folder
 
 
 @pytest.fixture
@@ -107,7 +94,7 @@ def checkpoint(reference, tmp_path) -> Path:
 @pytest.mark.parametrize("case", HF_CASES)
 def test_transformers_checkpoint_loads_with_identical_logits(case, tmp_path):
     config_cls, hparams = HF_CASES[case]
-    theirs = hf_model(config_cls, **hparams)
+    theirs = build_hf_model(config_cls, **hparams)
     theirs.save_pretrained(tmp_path)
     ours = tinyslm.load_pretrained(tmp_path)
     assert ours.config.family == theirs.config.model_type
@@ -128,7 +115,7 @@ def test_legacy_config_form_loads_rope_theta_and_torch_dtype(tmp_path):
     """The Hub's older config.json: top-level rope_theta / rope_scaling / torch_dtype keys."""
     transformers = pytest.importorskip("transformers")
     config_cls, hparams = HF_CASES["qwen2"]
-    hf_model(config_cls, **hparams).save_pretrained(tmp_path)
+    build_hf_model(config_cls, **hparams).save_pretrained(tmp_path)
     path = tmp_path / "config.json"
     cfg = json.loads(path.read_text())
     cfg["rope_theta"] = cfg.pop("rope_parameters")["rope_theta"]
@@ -147,7 +134,7 @@ def test_legacy_config_form_loads_rope_theta_and_torch_dtype(tmp_path):
 def test_legacy_rope_scaling_type_spelling_is_read(tmp_path):
     """rope_scaling {"type": "linear"} (before rope_type existed) must change the positions, as in HF."""
     transformers = pytest.importorskip("transformers")
-    hf_model("LlamaConfig", **TINY).save_pretrained(tmp_path)
+    build_hf_model("LlamaConfig", **TINY).save_pretrained(tmp_path)
     path = tmp_path / "config.json"
     cfg = json.loads(path.read_text())
     cfg["rope_theta"] = cfg.pop("rope_parameters")["rope_theta"]
@@ -174,7 +161,7 @@ def test_rotary_inv_freq_buffers_in_old_files_are_skipped(reference, checkpoint)
 
 def test_tied_checkpoint_that_also_stores_lm_head_loads(tmp_path):
     config_cls, hparams = HF_CASES["llama-tied"]
-    theirs = hf_model(config_cls, **hparams)
+    theirs = build_hf_model(config_cls, **hparams)
     theirs.save_pretrained(tmp_path)
     edit_tensors(tmp_path, lambda t: t.setdefault("lm_head.weight", t["model.embed_tokens.weight"].clone()))
     assert "lm_head.weight" in load_file(tmp_path / SAFETENSORS_FILE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -17,38 +18,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from hf_models import DEEPSEEK_V2_LITE_TINY, hf_greedy, write_hf_checkpoint
 from safetensors.torch import load_file, save_file
 
 import tinyslm
 import tinyslm.parity
 from tinyslm.cli import main
 from tinyslm.config import ModelConfig
+from tinyslm.mla import MLAttention
 from tinyslm.model import CausalLM
+from tinyslm.stats import model_stats
+from tinyslm.variants import derive
 
 REPO = Path(__file__).resolve().parents[1]
+SMOLLM = REPO / "configs/smollm-135m.toml"  # 30 layers, 9 query / 3 KV heads of 64
+SMOLLM_PARAMETERS = 134_515_008
 VOCAB = 128  # model vocabulary == the trained sentencepiece vocabulary, so every id decodes
 TINY = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)  # fmt: skip
 WORDS = "once upon a time there was a little girl who lived in the forest with her cat and dog every day".split()
 
 
-def hf_llama(seed: int = 0):
-    """A seeded random transformers Llama with every parameter perturbed."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY)).eval()
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-    return model
-
-
-def hf_greedy(model, ids: list[int], new_tokens: int) -> list[int]:
-    prompt = torch.tensor([ids])
-    with torch.no_grad():
-        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, do_sample=False)
-    return out[0, len(ids) :].tolist()
+def hf_new_ids(model, ids: list[int], new_tokens: int) -> list[int]:
+    """The ids transformers' greedy decoding appends to `ids`, stopping at eos as `tinyslm generate` does."""
+    return hf_greedy(model, torch.tensor([ids]), new_tokens, stop_at_eos=True)[0, len(ids) :].tolist()
 
 
 def train_sentencepiece(folder: Path) -> Path:
@@ -81,9 +74,16 @@ def copy_checkpoint(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """(HF model, checkpoint folder written by transformers)."""
-    model = hf_llama()
     folder = tmp_path_factory.mktemp("hf-llama")
-    model.save_pretrained(folder)
+    return write_hf_checkpoint(folder, "LlamaConfig", **TINY), folder
+
+
+@pytest.fixture(scope="module")
+def deepseek_reference(tmp_path_factory):
+    """(HF model, checkpoint folder) for a tiny dense DeepSeek-V2 (MLA) written by transformers."""
+    folder = tmp_path_factory.mktemp("hf-deepseek-v2")
+    model = write_hf_checkpoint(folder, "DeepseekV2Config", perturb="resample", attn_implementation="eager",
+                                **DEEPSEEK_V2_LITE_TINY)  # fmt: skip
     return model, folder
 
 
@@ -154,12 +154,79 @@ def test_inspect_checkpoint_counts_what_transformers_counts(reference, capsys, t
 
 
 # ----------------------------------------------------------------------------------------------
+# inspect --compare-attention
+
+
+def compare_attention_json(capsys, *options: str) -> dict:
+    argv = ["inspect", "--compare-attention", SMOLLM, "--context", "2048,32768", "--json", *options]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_inspect_compare_attention_prints_a_row_per_variant_and_columns_per_context(capsys):
+    code, out, err = run(capsys, "inspect", "--compare-attention", SMOLLM, "--context", "2048,32768")
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("variant"))
+    assert "cache @2,048" in lines[header] and "cache @32,768" in lines[header]
+    assert set(lines[header + 1].replace(" ", "")) == {"-"}
+    rows = lines[header + 2 : lines.index("", header)]
+    assert [row.split()[0] for row in rows] == ["mha", "gqa3", "mqa", "mla"]
+    assert rows[1].startswith("gqa3 *")  # SmolLM-135M itself is the GQA-3 row
+    for row in rows:
+        assert len(re.findall(r"\d+\.\d%", row)) == 2, row  # the cache's share at each context
+
+
+def test_inspect_compare_attention_kv_bytes_are_those_of_the_derived_configs(capsys):
+    result = compare_attention_json(capsys)
+    variants = {v["name"]: v for v in result["variants"]}
+    assert list(variants) == ["mha", "gqa3", "mqa", "mla"] and result["base_variant"] == "gqa3"
+    assert result["contexts"] == [2048, 32768] and result["dtype"] == "bfloat16"
+    base = tinyslm.load_config(SMOLLM)
+    derived = {"mha": derive(base, "mha"), "gqa3": derive(base, "gqa", n_kv_heads=3), "mqa": derive(base, "mqa"),
+               "mla": derive(base, "mla")}  # fmt: skip
+    for name, config in derived.items():
+        stats = model_stats(config)  # bfloat16, the CLI's default
+        assert variants[name]["kv_bytes_per_token"] == stats.kv_cache_bytes_per_token, name
+        assert variants[name]["parameters"] == stats.parameters, name
+        assert [a["cache_bytes"] for a in variants[name]["at_context"]] == [
+            context * stats.kv_cache_bytes_per_token for context in (2048, 32768)
+        ], name
+    # By hand: K and V x 30 layers x KV heads x 64 x 2 B, so MHA : GQA-3 : MQA = 9 : 3 : 1;
+    # MLA caches r + dr = 4 x 64 + 32 values per layer.
+    mqa = 2 * 30 * 64 * 2
+    assert [variants[n]["kv_bytes_per_token"] for n in ("mha", "gqa3", "mqa")] == [9 * mqa, 3 * mqa, mqa]
+    assert variants["mla"]["kv_bytes_per_token"] == 30 * (4 * 64 + 32) * 2
+
+
+def test_inspect_compare_attention_matched_budget_keeps_every_total_within_2_percent(capsys):
+    same_heads = compare_attention_json(capsys)
+    matched = compare_attention_json(capsys, "--matched-budget")
+    assert matched["mode"] == "matched_budget" and matched["base_parameters"] == SMOLLM_PARAMETERS
+    assert [v["name"] for v in matched["variants"]] == ["mha", "gqa3", "mqa", "mla"]
+    for variant in matched["variants"]:
+        assert abs(variant["parameters"] - SMOLLM_PARAMETERS) <= 0.02 * SMOLLM_PARAMETERS, variant["name"]
+    # the FFN absorbs the difference; the attention layout, and so the cache, is unchanged
+    assert [v["kv_bytes_per_token"] for v in matched["variants"]] == [
+        v["kv_bytes_per_token"] for v in same_heads["variants"]
+    ]
+    ffn_dim = tinyslm.load_config(SMOLLM).ffn_dim
+    for same, variant in zip(same_heads["variants"], matched["variants"]):  # a smaller attention, a wider FFN
+        assert (variant["ffn_dim"] > ffn_dim, variant["ffn_dim"] < ffn_dim) == (
+            same["parameters"] < SMOLLM_PARAMETERS, same["parameters"] > SMOLLM_PARAMETERS
+        ), variant["name"]
+    code, out, _ = run(capsys, "inspect", "--compare-attention", SMOLLM, "--context", "2048,32768", "--matched-budget")
+    assert code == 0 and "FFN width matched to 134,515,008 parameters" in out
+
+
+# ----------------------------------------------------------------------------------------------
 # generate
 
 
 def test_generate_ids_prints_the_greedy_tokens_of_transformers(reference, capsys):
     theirs, folder = reference
-    expected = hf_greedy(theirs, [1, 2, 3], 5)
+    expected = hf_new_ids(theirs, [1, 2, 3], 5)
     assert len(expected) == 5, "precondition: this seed must not hit eos within 5 tokens"
     code, out, _ = run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "5")
     assert code == 0
@@ -175,7 +242,7 @@ def test_generate_prompt_streams_the_decoded_continuation(reference, sp_model, t
     tok = tinyslm.load_tokenizer(folder)
     prompt = "Once upon a time"
     ids = tok.encode(prompt)  # with bos
-    new = hf_greedy(theirs, ids, 6)
+    new = hf_new_ids(theirs, ids, 6)
     code, out, _ = run(capsys, "generate", folder, "--prompt", prompt, "--max-new-tokens", "6")
     assert code == 0
     lines = out.rstrip("\n").splitlines()
@@ -214,6 +281,24 @@ def test_generate_prompt_keeps_the_space_before_a_word_initial_piece(sp_model, t
     code, out, _ = run(capsys, "generate", folder, "--prompt", prompt, "--max-new-tokens", "3")
     assert code == 0
     assert out.splitlines()[0] == "Once upon a time there there there"
+
+
+@pytest.mark.parametrize("path", ["naive", "absorbed", "auto"])
+def test_generate_mla_decode_prints_the_greedy_tokens_of_transformers(deepseek_reference, capsys, monkeypatch, path):
+    theirs, folder = deepseek_reference
+    expected = hf_new_ids(theirs, [1, 2, 3], 4)
+    assert len(expected) == 4, "precondition: this seed must not hit eos within 4 tokens"
+    seen, forward = [], MLAttention.forward  # the decode path of every MLA attention call
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.decode)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(MLAttention, "forward", spy)
+    code, out, err = run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "4", "--mla-decode", path)
+    assert code == 0, err
+    assert [int(t) for t in out.splitlines()[0].split(",")] == expected
+    assert seen == [path] * 2 * 4  # 2 layers x (prefill + 3 decode steps), all on the chosen path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,7 +343,7 @@ def test_parity_mismatch_exits_1_and_names_the_first_diverging_layer(reference, 
 
 
 # ----------------------------------------------------------------------------------------------
-# every anticipated failure: one `error:` line on stderr, no traceback, non-zero exit
+# every anticipated failure: one `error:` line on stderr, no traceback, a non-zero exit (2 for generate)
 
 
 def unknown_model_type(folder: Path) -> None:
@@ -290,6 +375,7 @@ ERROR_CASES = {
     "negative-max-new-tokens": (None, ["--ids", "1,2,3", "--max-new-tokens", "-1"], ["-1"]),
     "empty-ids": (None, ["--ids", "", "--max-new-tokens", "2"], ["empty"]),
     "id-out-of-range": (None, ["--ids", "1,2,999", "--max-new-tokens", "2"], ["999", str(VOCAB)]),
+    "mla-decode-without-mla": (None, [*OK_ARGS, "--mla-decode", "absorbed"], ["no MLA layers", "'gqa'"]),
 }  # fmt: skip
 
 
@@ -303,7 +389,7 @@ def test_generate_error_is_one_line_on_stderr_naming_the_problem(case, reference
         if damage is not None:
             damage(folder)
     code, out, err = run(capsys, "generate", folder, *argv)
-    assert code != 0
+    assert code == 2, err  # every anticipated failure (cli.py)
     assert "Traceback" not in err
     assert len(err.splitlines()) == 1 and err.startswith("error:"), err
     for needle in needles:
@@ -321,6 +407,9 @@ def test_missing_folder_is_one_error_line_for_every_command(command, tmp_path, c
 INSPECT_ERRORS = {
     "unknown-dtype": (["--dtype", "int8"], ["int8"]),
     "zero-context": (["--context", "0"], ["--context"]),
+    "context-list-without-compare-attention": (["--context", "2048,32768"], ["--compare-attention", "2048,32768"]),
+    "compare-attention-bad-context": (["--compare-attention", "--context", "2048,abc"], ["2048,abc"]),
+    "compare-attention-zero-context": (["--compare-attention", "--context", "2048,0"], ["2048,0", "positive"]),
 }
 
 
@@ -354,7 +443,7 @@ def test_pickle_checkpoint_generates_with_allow_pickle(reference, tmp_path, caps
     pickle_only(folder)
     code, out, _ = run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "5", "--allow-pickle")
     assert code == 0
-    assert [int(t) for t in out.splitlines()[0].split(",")] == hf_greedy(theirs, [1, 2, 3], 5)
+    assert [int(t) for t in out.splitlines()[0].split(",")] == hf_new_ids(theirs, [1, 2, 3], 5)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinyslm
+import tinyslm.mla
 from tinyslm import CausalLM, ModelConfig
 
 
@@ -116,3 +117,28 @@ def test_bad_requests_raise_generation_error(ids, new, message):
 def test_zero_new_tokens_returns_the_prompt():
     ids = torch.tensor([[1, 2, 3]])
     assert torch.equal(tinyslm.generate(tiny_model(), ids, 0), ids)
+
+
+@pytest.mark.parametrize("q_lora_rank", [None, 12], ids=["plain-query", "query-lora"])
+def test_mla_decode_argument_changes_no_token_and_restores_the_model(q_lora_rank):
+    config = ModelConfig(attention="mla", vocab_size=97, dim=32, n_layers=2, n_heads=4, ffn_dim=48, max_seq_len=64,
+                         kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6,
+                         q_lora_rank=q_lora_rank)  # fmt: skip
+    model = CausalLM(config).init_weights(std=0.3, seed=0).double().eval()
+    layers = tinyslm.mla.mla_layers(model)
+    assert len(layers) == 2
+    ids = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(0))
+    during = []  # the layers' decode paths while each token is decoded
+    track = lambda _: during.append([m.decode for m in layers])  # noqa: E731
+    naive = tinyslm.generate(model, ids, 8, mla_decode="naive", on_token=track)
+    assert during == [["naive", "naive"]] * 8
+    during.clear()
+    absorbed = tinyslm.generate(model, ids, 8, mla_decode="absorbed", on_token=track)
+    assert during == [["absorbed", "absorbed"]] * 8
+    assert torch.equal(absorbed, naive)
+    assert torch.equal(naive, greedy_by_recomputation(model, ids, 8))
+    assert [m.decode for m in layers] == ["naive", "naive"]  # the default, restored
+
+    tinyslm.mla.set_decode_path(model, "auto")  # a path the caller chose is restored too
+    assert torch.equal(tinyslm.generate(model, ids, 8, mla_decode="absorbed"), naive)
+    assert [m.decode for m in layers] == ["auto", "auto"]

@@ -12,6 +12,9 @@ def small(**overrides) -> ModelConfig:
     return ModelConfig(**{**values, **overrides})
 
 
+MLA = dict(attention="mla", n_kv_heads=4, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8)
+
+
 def test_attention_kind_is_derived_from_kv_heads():
     assert small(n_kv_heads=4).attention == "mha"
     assert small(n_kv_heads=2).attention == "gqa"
@@ -28,6 +31,11 @@ def test_attention_kind_is_derived_from_kv_heads():
         (dict(dim=30, n_heads=4), "not divisible"),
         (dict(head_dim=6, partial_rotary_factor=0.5), "rotary dimension must be even"),
         (dict(vocab_size=0), "vocab_size must be a positive integer"),
+        # MLA's fields without MLA, and MLA with per-layer head counts
+        (dict(attention="gqa", kv_lora_rank=16), r"kv_lora_rank .*attention='mla', but attention='gqa'"),
+        (dict(n_kv_heads=4, kv_lora_rank=16, v_head_dim=8), r"kv_lora_rank, v_head_dim .*attention='mha'"),
+        (dict(MLA, layer_n_heads=[4, 4, 4]), r"per-layer head counts \(layer_n_heads / layer_n_kv_heads\).*MLA"),
+        (dict(MLA, layer_n_kv_heads=[4, 4, 4]), "per-layer head counts .* not supported with MLA"),
     ],
 )
 def test_inconsistent_configs_raise_config_error(overrides, message):

@@ -409,7 +409,7 @@ INSPECT_ERRORS = {
     "zero-context": (["--context", "0"], ["--context"]),
     "context-list-without-compare-attention": (["--context", "2048,32768"], ["--compare-attention", "2048,32768"]),
     "compare-attention-bad-context": (["--compare-attention", "--context", "2048,abc"], ["2048,abc"]),
-    "compare-attention-zero-context": (["--compare-attention", "--context", "2048,0"], ["2048,0", "positive"]),
+    "compare-attention-zero-context": (["--compare-attention", "--context", "2048,0"], ["[2048, 0]", "positive integers"]),
 }
 
 

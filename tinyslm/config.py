@@ -181,7 +181,8 @@ class ModelConfig:
                 raise bad("per-layer head counts (layer_n_heads / layer_n_kv_heads) are not supported with MLA")
         elif any(getattr(self, key) is not None for key in mla_fields):
             set_fields = [key for key in mla_fields if getattr(self, key) is not None]
-            raise bad(f"{', '.join(set_fields)} only apply to attention='mla', but attention={self.attention!r}")
+            verb = "applies" if len(set_fields) == 1 else "apply"
+            raise bad(f"{', '.join(set_fields)} only {verb} to attention='mla', but attention={self.attention!r}")
         elif self.layer_n_heads is None and self.layer_n_kv_heads is None:
             derived = _attention_kind(self.n_heads, self.n_kv_heads)
             # an MHA/MQA model is also a (degenerate) GQA model; only flag real contradictions

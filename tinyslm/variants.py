@@ -274,11 +274,12 @@ def _check_contexts(contexts: Sequence[int]) -> list[int]:
 def parse_contexts(text: str) -> list[int]:
     """'2048,32768' -> [2048, 32768], with an error naming the bad part."""
     try:
-        return _check_contexts([int(part) for part in str(text).split(",") if part.strip()])
+        contexts = [int(part) for part in str(text).split(",") if part.strip()]
     except ValueError:
         raise ConfigError(
             f"contexts must be comma-separated positive integers, e.g. 2048,32768; found {text!r}"
         ) from None
+    return _check_contexts(contexts)
 
 
 def compare_attention(

@@ -17,7 +17,6 @@ from tinyslm.variants import (
     derive,
     format_compare_attention,
     parse_contexts,
-    render_compare_attention,
 )
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -100,7 +99,7 @@ def test_compare_attention_on_smollm_135m_shows_the_known_factors():
     json.dumps(result)  # JSON-able as it is
     text = format_compare_attention(result)
     assert "gqa3 *" in text and "cache @32,768" in text and "9 q / 1 kv head x 64" in text
-    assert render_compare_attention(CONFIGS / "smollm-135m.toml", [2048, 32768]) == text
+    assert format_compare_attention(compare_attention(CONFIGS / "smollm-135m.toml", [2048, 32768])) == text
 
 
 def test_an_mla_base_reports_the_compressed_cache():

@@ -111,11 +111,12 @@ def cmd_inspect(args) -> int:
 
     config = load_config(args.target)
     if args.compare_attention:
-        from .variants import parse_contexts, render_compare_attention  # noqa: PLC0415
+        from .variants import compare_attention, format_compare_attention, parse_contexts  # noqa: PLC0415
 
         contexts = parse_contexts(args.context) if args.context else [2048, 32768]
         mode = "matched_budget" if args.matched_budget else "same_heads"
-        print(render_compare_attention(config, contexts, mode=mode, dtype=args.dtype, as_json=args.json))
+        result = compare_attention(config, contexts, mode=mode, dtype=args.dtype)
+        print(json.dumps(result, indent=2) if args.json else format_compare_attention(result))
         return 0
     try:
         context = None if args.context is None else int(args.context)

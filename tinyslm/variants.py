@@ -355,21 +355,3 @@ def format_compare_attention(result: dict[str, Any]) -> str:
     ]
     return "\n".join(out)
 
-
-def render_compare_attention(
-    base: ModelConfig | str | Path,
-    contexts: Sequence[int],
-    *,
-    mode: str = "same_heads",
-    dtype: torch.dtype | str = "bfloat16",
-    gqa_kv_heads: Sequence[int] | None = None,
-    batch: int = 1,
-    as_json: bool = False,
-) -> str:
-    """`compare_attention` rendered as the text table (or as indented JSON with as_json=True)."""
-    result = compare_attention(base, contexts, mode=mode, dtype=dtype, gqa_kv_heads=gqa_kv_heads, batch=batch)
-    if as_json:
-        import json  # noqa: PLC0415
-
-        return json.dumps(result, indent=2)
-    return format_compare_attention(result)

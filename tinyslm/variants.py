@@ -42,7 +42,7 @@ import torch
 
 from .config import ModelConfig, dtype_from_name
 from .errors import ConfigError
-from .stats import component_of, human, meta_model
+from .stats import human, meta_model, model_stats
 
 KINDS = ("mha", "gqa", "mqa", "mla")
 MODES = ("same_heads", "matched_budget")
@@ -191,11 +191,8 @@ def default_gqa_kv_heads(base: ModelConfig) -> list[int]:
 
 def count_parameters(config: ModelConfig) -> tuple[int, int]:
     """(total, attention) distinct parameters of the model `config` builds (meta device, nothing allocated)."""
-    total = attention = 0
-    for name, p in meta_model(config).named_parameters():  # a tied head / shared block is listed once
-        total += p.numel()
-        attention += p.numel() if component_of(name) == "attention" else 0
-    return total, attention
+    stats = model_stats(config)  # a tied head / shared block is counted once
+    return stats.parameters, stats.breakdown["attention"]
 
 
 @dataclass

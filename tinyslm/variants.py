@@ -245,11 +245,10 @@ def report_variant(
     mha_values_per_token: int | None = None,
 ) -> VariantReport:
     """Parameters, KV bytes per token and at each context, and the cache's share of weights + cache."""
-    model = meta_model(config)
-    total, attention = count_parameters(config)
-    size = torch.empty((), dtype=dtype).element_size()
-    values = model.cache_values_per_token()  # what each attention module says it stores
-    weights = total * size
+    stats = model_stats(config, dtype)  # one meta-device build: parameters and cache width
+    total, attention = stats.parameters, stats.breakdown["attention"]
+    size, values = stats.dtype_bytes, stats.kv_cache_values_per_token  # what each attention module stores
+    weights = stats.weight_bytes
     at = []
     for ctx in contexts:
         cache = batch * ctx * values * size

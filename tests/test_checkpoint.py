@@ -425,3 +425,14 @@ def test_failed_save_leaves_the_previous_checkpoint_intact_and_no_temp_files(tmp
     with pytest.raises(OSError, match="disk full"):
         tinyslm.save_pretrained(seeded_model(SAVE_CASES["llama"], seed=1), tmp_path)
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+
+
+def test_saved_files_get_the_usual_permissions_not_private_temp_ones(tmp_path):
+    model = CausalLM(ModelConfig(vocab_size=64, dim=16, n_layers=1, n_heads=2, ffn_dim=32)).init_weights(seed=0)
+    old = os.umask(0o022)
+    try:
+        tinyslm.save_pretrained(model, tmp_path / "out")
+    finally:
+        os.umask(old)
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o644

@@ -197,11 +197,14 @@ def save_pretrained(model: CausalLM, path: str | Path) -> Path:
         SAFETENSORS_FILE: lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
         "config.json": lambda tmp: Path(tmp).write_text(json.dumps(hf_config, indent=2) + "\n"),
     }
+    umask = os.umask(0)
+    os.umask(umask)
     for name, write in outputs.items():
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
         os.close(fd)
         try:
             write(tmp)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
             os.replace(tmp, folder / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -120,8 +120,8 @@ def format_stats(s: ModelStats, dtype_name: str) -> str:
         share = 100 * n / s.parameters if s.parameters else 0
         lines.append(f"  {component:<12} {n:>16,}  {share:5.1f}%{note}")
     lines += [
-        f"weight bytes ({dtype_name})     {s.weight_bytes:,} ({human(s.weight_bytes, 'B')})",
+        f"weight bytes ({dtype_name})     {s.weight_bytes:,} B ({human(s.weight_bytes, 'B')})",
         f"KV cache per token        {s.kv_cache_bytes_per_token:,} B ({dtype_name})",
-        f"KV cache at {s.context:<13} {s.kv_cache_bytes_at_context:,} ({human(s.kv_cache_bytes_at_context, 'B')})",
+        f"KV cache at {s.context:<13} {s.kv_cache_bytes_at_context:,} B ({human(s.kv_cache_bytes_at_context, 'B')})",
     ]
     return "\n".join(lines)

@@ -6,6 +6,8 @@ optional llama3 RoPE scaling. Qwen2 and Qwen3 reuse this translation with their 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
@@ -48,7 +50,7 @@ def llama_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
     theta, scaling, partial = hf.rope()
     n_heads = hf.require("num_attention_heads")
     values = dict(
-        name=hf.get("_name_or_path") or family,
+        name=hf.get("_name_or_path") or Path(hf.source).parent.name or family,  # else the folder's name
         family=family,
         vocab_size=hf.require("vocab_size"),
         dim=hf.require("hidden_size"),

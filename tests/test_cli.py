@@ -457,3 +457,21 @@ def test_demo_prints_its_table_with_parity_ok_for_every_model(capsys):
         row = next(line for line in out.splitlines() if name in line)
         assert " ok " in row, row
     assert "family" in out and "tok/s" in out and "demo finished" in out
+
+
+def test_parity_without_transformers_says_how_to_install_it(reference, capsys, monkeypatch):
+    """transformers is an optional extra: without it, parity is one clear line, not an ImportError."""
+    _, folder = reference
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` raise ImportError
+    code, out, err = run(capsys, "parity", folder)
+    assert code == 2 and out == ""
+    assert err.startswith("error: transformers is not installed") and "pip install" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_demo_without_transformers_still_runs_and_says_parity_was_skipped(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    code, out, _ = run(capsys, "demo", "--tokens", "2")
+    assert code == 0
+    assert "parity is skipped" in out and "n/a" in out
+    assert all(name in out for name in ("tinyllama-shaped", "qwen2.5-shaped", "qwen3-shaped"))

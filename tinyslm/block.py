@@ -19,7 +19,7 @@ from .norms import RMSNorm, make_norm
 
 
 class Block(nn.Module):
-    def __init__(self, attn: nn.Module, ffn: nn.Module, attn_norm: nn.Module, ffn_norm: nn.Module):
+    def __init__(self, *, attn: nn.Module, ffn: nn.Module, attn_norm: nn.Module, ffn_norm: nn.Module):
         super().__init__()
         self.attn_norm, self.attn = attn_norm, attn
         self.ffn_norm, self.ffn = ffn_norm, ffn

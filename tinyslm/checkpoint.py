@@ -25,13 +25,13 @@ from torch import nn
 
 from .config import ModelConfig, dtype_from_name
 from .errors import CheckpointError
-from .families import get_family
+from .families import config_from_hf, get_family
 from .families.hf_config import HFConfig
 from .model import CausalLM
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
-PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.bin")
+PICKLE_PATTERNS = ("pytorch_model.bin", "pytorch_model-*-of-*.bin")  # not training_args.bin, optimizer.pt
 
 
 def load_config(path: str | Path) -> ModelConfig:
@@ -39,22 +39,34 @@ def load_config(path: str | Path) -> ModelConfig:
     path = Path(path).expanduser()
     if path.suffix == ".toml":
         return ModelConfig.from_toml(path)
-    hf = HFConfig.read(path)
-    return get_family(hf.get("model_type"), hf.source).from_hf(hf)
+    return config_from_hf(HFConfig.read(path))
+
+
+def read_index(folder: Path) -> dict[str, str] | None:
+    """The {tensor name: shard file} map of a sharded checkpoint, or None for a single file."""
+    index = folder / SAFETENSORS_INDEX
+    if not index.is_file():
+        return None
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index}: not a valid safetensors index ({exc!r})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: weight_map must map tensor names to shard file names")
+    outside = sorted({v for v in weight_map.values() if Path(v).name != v or v in (".", "..")})
+    if outside:
+        raise CheckpointError(f"{index}: shard names must be plain file names in the folder, found {', '.join(outside)}")
+    return weight_map
 
 
 def weight_files(folder: Path, allow_pickle: bool = False) -> list[Path]:
     """The weight files of a checkpoint folder, refusing pickles unless allowed."""
-    index = folder / SAFETENSORS_INDEX
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{index}: not a valid safetensors index ({exc!r})") from None
+    weight_map = read_index(folder)
+    if weight_map is not None:
         files = [folder / name for name in sorted(set(weight_map.values()))]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise CheckpointError(f"{index} names shard(s) that are not in the folder: {', '.join(missing)}")
+            raise CheckpointError(f"{folder / SAFETENSORS_INDEX} names shard(s) that are not in the folder: {', '.join(missing)}")
         return files
     if (folder / SAFETENSORS_FILE).is_file():
         return [folder / SAFETENSORS_FILE]
@@ -102,7 +114,8 @@ class _PickleReader:
         try:
             self._state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:
-            raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True) ({exc})") from None
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True) ({first_line})") from None
         if not isinstance(self._state, dict):
             raise CheckpointError(f"{path}: expected a state dict, found {type(self._state).__name__}")
 
@@ -132,9 +145,10 @@ def load_pretrained(
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: expected a checkpoint folder, found a file")
     family = get_family(hf.get("model_type"), hf.source)
-    config = family.from_hf(hf)
+    config = config_from_hf(hf)
     dtype = dtype_from_name(dtype) if isinstance(dtype, str) else dtype
     files = weight_files(folder, allow_pickle)
+    index = read_index(folder)
 
     with torch.device("meta"):  # structure only: no memory is allocated for the weights
         model = CausalLM(config)
@@ -143,9 +157,17 @@ def load_pretrained(
     by_hf_name = {hf_key: ours for ours, hf_key in key_map.items()}
     tied_head = family.hf_key("head.weight") if config.tie_embeddings else None
 
+    found_in: dict[str, Path] = {}
     for file in files:
         reader = _open_weights(file)
         for key in reader.keys():
+            if key in found_in:
+                raise CheckpointError(f"{folder}: tensor {key!r} is stored twice, in {found_in[key].name} and {file.name}")
+            found_in[key] = file
+            if index is not None and index.get(key) != file.name:
+                raise CheckpointError(
+                    f"{file}: holds tensor {key!r}, but {SAFETENSORS_INDEX} places it in {index.get(key)!r}"
+                )
             ours = by_hf_name.get(key)
             if ours is None:
                 if family.is_ignored(key) or key == tied_head:  # a tied copy some files store
@@ -159,9 +181,15 @@ def load_pretrained(
                 raise CheckpointError(
                     f"{file}: tensor {key!r} has shape {list(found)}, expected {list(expected)} from config.json"
                 )
+            stored = reader.tensor(key)
+            if not stored.dtype.is_floating_point:
+                raise CheckpointError(
+                    f"{file}: tensor {key!r} is stored as {stored.dtype}; tinyslm loads floating-point weights "
+                    "only (quantised checkpoints are not supported)"
+                )
             # .to() is a no-op when dtype and device already match: the parameter then *is* the
             # memory-mapped tensor (copy-on-write), so loading costs no second copy of the weights.
-            tensor = reader.tensor(key).to(device=device, dtype=dtype)
+            tensor = stored.to(device=device, dtype=dtype)
             module_name, _, leaf = ours.rpartition(".")
             model.get_submodule(module_name)._parameters[leaf] = nn.Parameter(tensor)
     missing = [hf_key for ours, hf_key in key_map.items() if model.get_parameter(ours).is_meta]

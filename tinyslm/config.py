@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +97,8 @@ class ModelConfig:
     eos_token_id: int | list[int] | None = None
     dtype: str = "float32"  # dtype the weights were stored in (informational)
 
-    extra: dict[str, Any] = field(default_factory=dict)  # family-specific values kept for saving
-
     def __post_init__(self) -> None:
+        self._check_types()
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.head_dim is None:
@@ -144,6 +143,13 @@ class ModelConfig:
         return int(self.head_dim * self.partial_rotary_factor)
 
     # ------------------------------------------------------------------------------------
+    def _check_types(self) -> None:
+        """Every field against its annotation, before anything is derived from it ("512" is not 512)."""
+        for f in dataclasses.fields(self):
+            value, alternatives = getattr(self, f.name), f.type.split(" | ")
+            if not any(_TYPE_CHECKS[a](value) for a in alternatives):
+                raise ConfigError(f"config {self.name!r}: {f.name} must be {' or '.join(alternatives)}, found {value!r}")
+
     def validate(self) -> None:
         def bad(msg: str) -> ConfigError:
             return ConfigError(f"config {self.name!r}: {msg}")
@@ -168,6 +174,8 @@ class ModelConfig:
             per_layer = getattr(self, key)
             if per_layer is not None and len(per_layer) != self.n_layers:
                 raise bad(f"{key} has {len(per_layer)} entries, expected one per layer ({self.n_layers})")
+            if per_layer is not None and min(per_layer) <= 0:
+                raise bad(f"{key} must hold positive integers, found {list(per_layer)}")
         for i in range(self.n_layers):
             shape = self.layer(i)
             if shape.n_kv_heads <= 0 or shape.n_heads % shape.n_kv_heads:
@@ -191,6 +199,12 @@ class ModelConfig:
                     f"attention={self.attention!r} contradicts n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads} "
                     f"(that is {derived})"
                 )
+        from .rope import rope_type_of  # noqa: PLC0415  (checks the scaling dict's type and fields)
+
+        try:
+            rope_type_of(self.rope_scaling)
+        except ConfigError as exc:
+            raise bad(str(exc)) from None
         if not 0.0 < self.partial_rotary_factor <= 1.0:
             raise bad(f"partial_rotary_factor must be in (0, 1], found {self.partial_rotary_factor}")
         if self.rotary_dim % 2:
@@ -243,6 +257,18 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
+
+
+_INT = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731  (True is not a head count)
+_TYPE_CHECKS = {  # the annotations ModelConfig uses, one checker each
+    "str": lambda v: isinstance(v, str),
+    "int": _INT,
+    "float": lambda v: _INT(v) or isinstance(v, float),
+    "bool": lambda v: isinstance(v, bool),
+    "None": lambda v: v is None,
+    "list[int]": lambda v: isinstance(v, (list, tuple)) and all(_INT(x) for x in v),
+    "dict[str, Any]": lambda v: isinstance(v, dict),
+}
 
 
 def _attention_kind(n_heads: int, n_kv_heads: int) -> str:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ConfigError
+
 ACTIVATIONS = {
     "silu": F.silu,  # a.k.a. swish; SwiGLU when gated
     "gelu": F.gelu,  # exact (erf) GELU
@@ -42,5 +44,8 @@ class PlainFFN(nn.Module):
 
 
 def make_ffn(kind: str, dim: int, hidden: int, activation: str, bias: bool) -> nn.Module:
-    cls = {"gated": GatedFFN, "plain": PlainFFN}[kind]
-    return cls(dim, hidden, activation=activation, bias=bias)
+    kinds = {"gated": GatedFFN, "plain": PlainFFN}
+    if kind not in kinds or activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown FFN {kind!r} / activation {activation!r}; FFNs: {', '.join(kinds)}; "
+                          f"activations: {', '.join(ACTIVATIONS)}")  # fmt: skip
+    return kinds[kind](dim, hidden, activation=activation, bias=bias)

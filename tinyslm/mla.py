@@ -59,7 +59,7 @@ from torch import nn
 from .attention import attend
 from .errors import ConfigError, GenerationError
 from .norms import RMSNorm
-from .rope import apply_rope, rope_type_of, yarn_mscale
+from .rope import apply_rope, rope_type_of, yarn_factor, yarn_mscale
 
 DECODE_PATHS = ("naive", "absorbed", "auto")
 
@@ -80,10 +80,7 @@ def mla_softmax_scale(config) -> float:
     scaling = config.rope_scaling or {}
     mscale_all_dim = scaling.get("mscale_all_dim") or 0
     if rope_type_of(config.rope_scaling) != "default" and mscale_all_dim:
-        factor = scaling.get("factor")
-        if factor is None:  # YaRN may derive it from the two context lengths
-            factor = config.max_seq_len / (scaling.get("original_max_position_embeddings") or config.max_seq_len)
-        m = yarn_mscale(factor, mscale_all_dim)
+        m = yarn_mscale(yarn_factor(scaling, config.max_seq_len), mscale_all_dim)
         scale = scale * m * m
     return scale
 

@@ -6,6 +6,8 @@ Shapes: (..., D) -> (..., D).
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm (Zhang & Sennrich, 2019), as Llama uses it.
@@ -35,4 +37,4 @@ def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
         return RMSNorm(dim, eps)
     if kind == "layernorm":
         return nn.LayerNorm(dim, eps=eps)
-    raise ValueError(f"unknown norm {kind!r}")
+    raise ConfigError(f"unknown norm {kind!r}; use 'rmsnorm' or 'layernorm'")

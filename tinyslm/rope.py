@@ -38,28 +38,28 @@ from .errors import ConfigError
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
 
 
-def _base_inv_freq(theta: float, dim: int) -> torch.Tensor:  # (d/2,)
-    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+def _base_inv_freq(theta: float, d: int) -> torch.Tensor:  # (d/2,)
+    return 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
 
 
 def compute_inv_freq(
-    dim: int, theta: float, scaling: dict[str, Any] | None, max_seq_len: int, seq_len: int | None = None
+    d: int, theta: float, scaling: dict[str, Any] | None, max_seq_len: int, seq_len: int | None = None
 ) -> tuple[torch.Tensor, float]:
     """inv_freq (d/2,) and the factor cos/sin are multiplied by, for one RoPE variant."""
     rope_type, p = rope_type_of(scaling), dict(scaling or {})
     if rope_type == "default":
-        return _base_inv_freq(theta, dim), 1.0
+        return _base_inv_freq(theta, d), 1.0
     factor = p.get("factor")
     if rope_type == "linear":
-        return _base_inv_freq(theta, dim) / factor, 1.0
+        return _base_inv_freq(theta, d) / factor, 1.0
     if rope_type == "dynamic":
         seq_len = max(seq_len or max_seq_len, max_seq_len)
-        theta = theta * ((factor * seq_len / max_seq_len) - (factor - 1)) ** (dim / (dim - 2))
-        return _base_inv_freq(theta, dim), 1.0
+        theta = theta * ((factor * seq_len / max_seq_len) - (factor - 1)) ** (d / (d - 2))
+        return _base_inv_freq(theta, d), 1.0
     if rope_type == "llama3":
-        return _llama3_inv_freq(dim, theta, p), 1.0
+        return _llama3_inv_freq(d, theta, p), 1.0
     if rope_type == "yarn":
-        return _yarn_inv_freq(dim, theta, p, max_seq_len)
+        return _yarn_inv_freq(d, theta, p, max_seq_len)
     raise ConfigError(f"unsupported rope_type {rope_type!r}; supported: {', '.join(ROPE_TYPES)}")
 
 
@@ -69,16 +69,21 @@ def rope_type_of(scaling: dict[str, Any] | None) -> str:
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     if rope_type not in ROPE_TYPES:
         raise ConfigError(f"unsupported rope_type {rope_type!r}; supported: {', '.join(ROPE_TYPES)}")
-    needs = {"linear": ("factor",), "dynamic": ("factor",), "yarn": ("factor",),
+    needs = {"linear": ("factor",), "dynamic": ("factor",),  # yarn may derive its factor (yarn_factor)
              "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}  # fmt: skip
-    missing = [k for k in needs.get(rope_type, ()) if scaling.get(k) is None and not (k == "factor" and rope_type == "yarn")]
+    missing = [k for k in needs.get(rope_type, ()) if scaling.get(k) is None]
     if missing:
         raise ConfigError(f"rope_scaling of type {rope_type!r} needs {', '.join(missing)}")
+    for key, value in scaling.items():
+        if key not in ("rope_type", "type", "truncate") and value is not None and (
+            not isinstance(value, (int, float)) or isinstance(value, bool)
+        ):
+            raise ConfigError(f"rope_scaling {key} must be a number, found {value!r}")
     return rope_type
 
 
-def _llama3_inv_freq(dim: int, theta: float, p: dict[str, Any]) -> torch.Tensor:
-    inv_freq = _base_inv_freq(theta, dim)
+def _llama3_inv_freq(d: int, theta: float, p: dict[str, Any]) -> torch.Tensor:
+    inv_freq = _base_inv_freq(theta, d)
     factor, low, high = p["factor"], p["low_freq_factor"], p["high_freq_factor"]
     old_len = p["original_max_position_embeddings"]
     wavelen = 2 * math.pi / inv_freq
@@ -95,9 +100,14 @@ def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
     return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
-def _yarn_inv_freq(dim: int, theta: float, p: dict[str, Any], max_seq_len: int) -> tuple[torch.Tensor, float]:
+def yarn_factor(p: dict[str, Any], max_seq_len: int) -> float:
+    """YaRN's stretch: `factor`, or (as DeepSeek-V3 configs imply) max_seq_len / the original context."""
+    return p.get("factor") or max_seq_len / (p.get("original_max_position_embeddings") or max_seq_len)
+
+
+def _yarn_inv_freq(d: int, theta: float, p: dict[str, Any], max_seq_len: int) -> tuple[torch.Tensor, float]:
     original = p.get("original_max_position_embeddings") or max_seq_len
-    factor = p.get("factor") or max_seq_len / original
+    factor = yarn_factor(p, max_seq_len)
     attention_factor = p.get("attention_factor")
     if attention_factor is None:
         mscale, mscale_all_dim = p.get("mscale"), p.get("mscale_all_dim")
@@ -107,44 +117,53 @@ def _yarn_inv_freq(dim: int, theta: float, p: dict[str, Any], max_seq_len: int) 
             attention_factor = yarn_mscale(factor)
     beta_fast, beta_slow = p.get("beta_fast") or 32, p.get("beta_slow") or 1
 
-    def correction_dim(rotations: float) -> float:  # which dim completes `rotations` turns in `original`
-        return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+    def correction_dim(rotations: float) -> float:  # which d completes `rotations` turns in `original`
+        return d * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
 
     low, high = correction_dim(beta_fast), correction_dim(beta_slow)
     if p.get("truncate", True):
         low, high = math.floor(low), math.ceil(high)
-    low, high = max(low, 0), min(high, dim - 1)
+    low, high = max(low, 0), min(high, d - 1)
     if low == high:
         high += 0.001  # avoid a division by zero in the ramp
-    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
-    pos_freqs = theta ** (torch.arange(0, dim, 2).float() / dim)
+    ramp = torch.clamp((torch.arange(d // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    pos_freqs = theta ** (torch.arange(0, d, 2).float() / d)
     extrapolate = 1 - ramp  # 1 for high frequencies (kept), 0 for low ones (interpolated)
     inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolate) + (1.0 / pos_freqs) * extrapolate
     return inv_freq, float(attention_factor)
 
 
 class RotaryEmbedding(nn.Module):
-    """Computes cos/sin tables for given positions; shared by all layers of a model."""
+    """Computes cos/sin tables for given positions; shared by all layers of a model.
 
-    def __init__(self, dim: int, theta: float, scaling: dict[str, Any] | None, max_seq_len: int):
+    `rotary_dim` (d) is how many dims of a head rotate: head_dim, a fraction of it (partial
+    rotary), or MLA's qk_rope_head_dim.
+    """
+
+    def __init__(self, rotary_dim: int, theta: float, scaling: dict[str, Any] | None, max_seq_len: int):
         super().__init__()
-        self.dim, self.theta, self.scaling, self.max_seq_len = dim, theta, scaling, max_seq_len
+        self.rotary_dim, self.theta, self.scaling, self.max_seq_len = rotary_dim, theta, scaling, max_seq_len
         self.rope_type = rope_type_of(scaling)
-        inv_freq, self.attention_factor = compute_inv_freq(dim, theta, scaling, max_seq_len)
+        inv_freq, self.attention_factor = compute_inv_freq(rotary_dim, theta, scaling, max_seq_len)
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (d/2,)
 
     def reset_buffers(self, device=None) -> None:
         """Recompute inv_freq (after the model was built on the meta device, or to move it)."""
-        inv_freq, _ = compute_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len)
+        inv_freq, _ = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.max_seq_len)
         self.inv_freq = inv_freq.to(device or ("cpu" if self.inv_freq.is_meta else self.inv_freq.device))
 
-    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (T,) -> cos, sin (T, d), computed in float32 and cast to `dtype`."""
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (T,) -> cos, sin (T, d), computed in float32 (then cast to `dtype`).
+
+        The model keeps them in float32: `apply_rope` casts them to the activations' dtype where
+        transformers does (split-half) or rotates in float32 (interleaved, as DeepSeek-V2 does).
+        """
         inv_freq = self.inv_freq
-        seq_len = int(positions.max()) + 1
-        if self.rope_type == "dynamic" and seq_len > self.max_seq_len:
-            inv_freq, _ = compute_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len, seq_len)
-            inv_freq = inv_freq.to(positions.device)
+        if self.rope_type == "dynamic":
+            seq_len = int(positions.max()) + 1  # only dynamic NTK depends on the length (and pays the sync)
+            if seq_len > self.max_seq_len:
+                inv_freq, _ = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.max_seq_len, seq_len)
+                inv_freq = inv_freq.to(positions.device)
         freqs = positions.float()[:, None] * inv_freq.float()[None, :]  # (T, d/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (T, d)
         cos, sin = emb.cos() * self.attention_factor, emb.sin() * self.attention_factor
@@ -157,15 +176,21 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str = "half") -> torch.Tensor:
-    """Rotate the first d dims of x (B, H, T, hd) by the angles in cos/sin (T, d); pass the rest through."""
+    """Rotate the first d dims of x (B, H, T, hd) by the angles in cos/sin (T, d); pass the rest through.
+
+    Precision follows transformers: split-half rotates in x's dtype with cos/sin cast to it (Llama);
+    interleaved rotates in float32 and casts the result back (DeepSeek-V2's complex product).
+    """
     d = cos.shape[-1]
     x_rot, x_pass = x[..., :d], x[..., d:]  # (B, H, T, d), (B, H, T, hd - d)
     if layout == "half":
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         rotated = x_rot * cos + rotate_half(x_rot) * sin
     elif layout == "interleaved":
-        cos_i, sin_i = cos[..., : d // 2], sin[..., : d // 2]  # (T, d/2): one angle per pair
-        even, odd = x_rot[..., 0::2], x_rot[..., 1::2]  # (B, H, T, d/2)
-        rotated = torch.stack((even * cos_i - odd * sin_i, even * sin_i + odd * cos_i), dim=-1).flatten(-2)
+        cos_i, sin_i = cos[..., : d // 2].float(), sin[..., : d // 2].float()  # (T, d/2): one angle per pair
+        even, odd = x_rot[..., 0::2].float(), x_rot[..., 1::2].float()  # (B, H, T, d/2)
+        pairs = torch.stack((even * cos_i - odd * sin_i, even * sin_i + odd * cos_i), dim=-1)  # (B, H, T, d/2, 2)
+        rotated = pairs.flatten(-2).to(x.dtype)  # (B, H, T, d)
     else:
-        raise ValueError(f"unknown rope layout {layout!r}")
+        raise ConfigError(f"unknown rope layout {layout!r}; use 'half' or 'interleaved'")
     return rotated if x_pass.shape[-1] == 0 else torch.cat((rotated, x_pass), dim=-1)

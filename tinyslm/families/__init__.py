@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..config import ModelConfig
-from ..errors import CheckpointError, UnsupportedModelError
+from ..errors import CheckpointError, ConfigError, UnsupportedModelError
 from .hf_config import HFConfig
 
 
@@ -29,7 +29,7 @@ class Family:
     to_hf: Callable[[ModelConfig], dict]
     modules: dict[str, str]  # our module path -> HF module path ("{i}" = layer index)
     ignored: tuple[str, ...] = ()  # regexes of non-parameter buffers real files carry
-    examples: str = ""  # checkpoints known to load, for --help and errors
+    examples: str = ""  # checkpoints known to load, listed when a model_type is not supported
     _patterns: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -60,15 +60,19 @@ def _registry() -> dict[str, Family]:
     return {f.model_type: f for f in (llama.FAMILY, qwen2.FAMILY, qwen3.FAMILY, deepseek_v2.FAMILY)}
 
 
-def supported_model_types() -> list[str]:
-    return sorted(_registry())
-
-
-def get_family(model_type: str | None, source: str = "config.json") -> Family:
+def get_family(model_type, source: str = "config.json") -> Family:
     families = _registry()
-    if model_type not in families:
-        raise UnsupportedModelError(
-            f"{source}: model_type {model_type!r} is not supported; supported model types: "
-            f"{', '.join(sorted(families))}"
-        )
+    if not isinstance(model_type, str) or model_type not in families:
+        known = "; ".join(f"{name} ({f.examples})" for name, f in sorted(families.items()))
+        raise UnsupportedModelError(f"{source}: model_type {model_type!r} is not supported; supported: {known}")
     return families[model_type]
+
+
+def config_from_hf(hf: HFConfig) -> ModelConfig:
+    """The ModelConfig of a config.json; every error names the file."""
+    family = get_family(hf.get("model_type"), hf.source)
+    try:
+        return family.from_hf(hf)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(hf.source) else f"{hf.source}: {message}") from None

@@ -20,7 +20,7 @@ translation has to know:
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ..errors import ConfigError, UnsupportedModelError
+from ..errors import UnsupportedModelError
 from . import Family
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
@@ -67,16 +67,13 @@ def from_hf(hf: HFConfig) -> ModelConfig:
     mla = {key: _get(hf, key) for key in MLA_KEYS}
     dn, dr = mla["qk_nope_head_dim"], mla["qk_rope_head_dim"]
     well_formed = all(isinstance(d, int) and d > 0 for d in (dn, dr))  # else ModelConfig says what is wrong
-    bias = bool(hf.get("attention_bias", False))
-    try:
-        return llama_like_from_hf(
-            hf, "deepseek_v2", attention="mla", rope_layout="interleaved",
-            n_kv_heads=hf.require("num_attention_heads"),  # one key/value per query head, from the latent
-            head_dim=dn + dr if well_formed else None,  # informational for MLA: the query/key width
-            qkv_bias=bias, out_bias=bias, ffn_bias=bool(hf.get("mlp_bias", False)), **mla,
-        )  # fmt: skip
-    except ConfigError as exc:  # name the file, not only the model
-        raise ConfigError(f"{hf.source}: {exc}") from None
+    bias = hf.typed("attention_bias", bool, False)
+    return llama_like_from_hf(
+        hf, "deepseek_v2", attention="mla", rope_layout="interleaved",
+        n_kv_heads=hf.typed("num_attention_heads", int),  # one key/value per query head, from the latent
+        head_dim=dn + dr if well_formed else None,  # informational for MLA: the query/key width
+        qkv_bias=bias, out_bias=bias, ffn_bias=hf.typed("mlp_bias", bool, False), **mla,
+    )  # fmt: skip  (config_from_hf adds the file's name to any ConfigError)
 
 
 def to_hf(config: ModelConfig) -> dict:

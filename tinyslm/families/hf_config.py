@@ -19,6 +19,7 @@ from ..errors import CheckpointError, ConfigError
 
 # RoPE types whose formula needs the pre-training context; HF fills it from max_position_embeddings.
 _NEEDS_ORIGINAL_CONTEXT = ("llama3", "yarn", "longrope")
+_REQUIRED = object()
 
 
 class HFConfig(dict):
@@ -49,22 +50,39 @@ class HFConfig(dict):
             raise ConfigError(f"{self.source}: missing key {key!r} (model_type {self.get('model_type')!r})")
         return self[key]
 
+    def typed(self, key: str, kind: type, default: Any = _REQUIRED) -> Any:
+        """config.json[key] as an int, float or bool, with an error naming the key; `default` when absent."""
+        value = self.get(key)
+        if value is None:
+            return self.require(key) if default is _REQUIRED else default
+        ok = isinstance(value, bool) if kind is bool else (
+            isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
+        )
+        if not ok:
+            raise ConfigError(f"{self.source}: {key} must be {'a number' if kind is float else kind.__name__}, found {value!r}")
+        return float(value) if kind is float else value
+
     def dtype(self) -> str:
         return str(self.get("dtype") or self.get("torch_dtype") or "float32")
 
     def rope(self) -> tuple[float, dict[str, Any] | None, float]:
-        """(rope_theta, rope_scaling or None, partial_rotary_factor) from either config form."""
-        params = self.get("rope_parameters")
-        if params:
-            if not isinstance(params, dict) or any(isinstance(v, dict) for v in params.values()):
-                raise ConfigError(f"{self.source}: per-layer-type rope_parameters are not supported")
-            theta = params.get("rope_theta", self.get("rope_theta", 10000.0))
-            partial = params.get("partial_rotary_factor", self.get("partial_rotary_factor", 1.0))
-            scaling = {k: v for k, v in params.items() if k not in ("rope_theta", "partial_rotary_factor")}
-        else:
-            theta = self.get("rope_theta", 10000.0)
-            partial = self.get("partial_rotary_factor", 1.0)
-            scaling = dict(self.get("rope_scaling") or {})
+        """(rope_theta, rope_scaling or None, partial_rotary_factor) from either config form.
+
+        As transformers reads it: a non-empty `rope_scaling` wins over `rope_parameters`; theta and
+        partial_rotary_factor come from that dict, else from the top level.
+        """
+        params = self.get("rope_scaling") or self.get("rope_parameters") or {}
+        if not isinstance(params, dict) or any(isinstance(v, dict) for v in params.values()):
+            raise ConfigError(
+                f"{self.source}: rope_scaling / rope_parameters must be one flat object (per-layer-type RoPE is "
+                f"not supported), found {params!r}"
+            )
+        scaling = dict(params)
+        theta = scaling.pop("rope_theta", self.get("rope_theta", 10000.0))
+        partial = scaling.pop("partial_rotary_factor", self.get("partial_rotary_factor", 1.0))
+        for key, value in (("rope_theta", theta), ("partial_rotary_factor", partial)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{self.source}: {key} must be a number, found {value!r}")
         if "type" in scaling:
             scaling.setdefault("rope_type", scaling.pop("type"))
         if scaling.get("rope_type", "default") == "default":

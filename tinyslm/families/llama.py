@@ -40,34 +40,38 @@ OUR_ACTIVATIONS = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_ta
 
 def activation_from_hf(hf: HFConfig) -> str:
     act = hf.get("hidden_act", "silu")
-    if act not in HF_ACTIVATIONS:
+    if not isinstance(act, str) or act not in HF_ACTIVATIONS:
         raise UnsupportedModelError(f"{hf.source}: hidden_act {act!r} is not supported ({', '.join(HF_ACTIVATIONS)})")
     return HF_ACTIVATIONS[act]
 
 
 def llama_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
-    """The fields every Llama-shaped config.json has; `fields` override or add family specifics."""
+    """The fields every Llama-shaped config.json has; `fields` override or add family specifics.
+
+    Absent keys take the defaults of transformers' LlamaConfig, so a folder loads as transformers
+    would load it (families override what their own config class defaults differently).
+    """
     theta, scaling, partial = hf.rope()
-    n_heads = hf.require("num_attention_heads")
+    n_heads = hf.typed("num_attention_heads", int)
     values = dict(
         name=hf.get("_name_or_path") or Path(hf.source).parent.name or family,  # else the folder's name
         family=family,
-        vocab_size=hf.require("vocab_size"),
-        dim=hf.require("hidden_size"),
-        n_layers=hf.require("num_hidden_layers"),
+        vocab_size=hf.typed("vocab_size", int),
+        dim=hf.typed("hidden_size", int),
+        n_layers=hf.typed("num_hidden_layers", int),
         n_heads=n_heads,
-        n_kv_heads=hf.get("num_key_value_heads") or n_heads,
-        head_dim=hf.get("head_dim"),
-        ffn_dim=hf.require("intermediate_size"),
-        max_seq_len=hf.get("max_position_embeddings", 2048),
+        n_kv_heads=hf.typed("num_key_value_heads", int, n_heads),
+        head_dim=hf.typed("head_dim", int, None),
+        ffn_dim=hf.typed("intermediate_size", int),
+        max_seq_len=hf.typed("max_position_embeddings", int, 2048),
         rope_theta=theta,
         rope_scaling=scaling,
         partial_rotary_factor=partial,
         activation=activation_from_hf(hf),
-        norm_eps=hf.get("rms_norm_eps", 1e-6),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        bos_token_id=hf.get("bos_token_id"),
-        eos_token_id=hf.get("eos_token_id"),
+        norm_eps=hf.typed("rms_norm_eps", float, 1e-6),
+        tie_embeddings=hf.typed("tie_word_embeddings", bool, False),
+        bos_token_id=hf.get("bos_token_id", 1),
+        eos_token_id=hf.get("eos_token_id", 2),
         dtype=hf.dtype(),
     )
     values.update(fields)
@@ -111,8 +115,8 @@ def llama_like_to_hf(config: ModelConfig, architecture: str, **fields) -> dict:
 
 
 def from_hf(hf: HFConfig) -> ModelConfig:
-    bias = bool(hf.get("attention_bias", False))
-    return llama_like_from_hf(hf, "llama", qkv_bias=bias, out_bias=bias, ffn_bias=bool(hf.get("mlp_bias", False)))
+    bias = hf.typed("attention_bias", bool, False)
+    return llama_like_from_hf(hf, "llama", qkv_bias=bias, out_bias=bias, ffn_bias=hf.typed("mlp_bias", bool, False))
 
 
 def to_hf(config: ModelConfig) -> dict:

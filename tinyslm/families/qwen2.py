@@ -15,7 +15,7 @@ from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_
 
 
 def check_no_sliding_window(hf: HFConfig) -> None:
-    if hf.get("use_sliding_window"):
+    if hf.typed("use_sliding_window", bool, False):
         raise UnsupportedModelError(
             f"{hf.source}: use_sliding_window=true (sliding windows on layers >= max_window_layers) is not supported"
         )
@@ -23,7 +23,17 @@ def check_no_sliding_window(hf: HFConfig) -> None:
 
 def from_hf(hf: HFConfig) -> ModelConfig:
     check_no_sliding_window(hf)
-    return llama_like_from_hf(hf, "qwen2", qkv_bias=True, max_seq_len=hf.get("max_position_embeddings", 32768))
+    return llama_like_from_hf(hf, "qwen2", qkv_bias=True, **qwen_defaults(hf))
+
+
+def qwen_defaults(hf: HFConfig) -> dict:
+    """What Qwen2Config / Qwen3Config default differently from LlamaConfig when a key is absent."""
+    return dict(
+        n_kv_heads=hf.typed("num_key_value_heads", int, 32),
+        max_seq_len=hf.typed("max_position_embeddings", int, 32768),
+        bos_token_id=hf.get("bos_token_id"),
+        eos_token_id=hf.get("eos_token_id"),
+    )
 
 
 def to_hf(config: ModelConfig) -> dict:

@@ -12,15 +12,15 @@ from ..errors import UnsupportedModelError
 from . import Family
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
-from .qwen2 import check_no_sliding_window
+from .qwen2 import check_no_sliding_window, qwen_defaults
 
 
 def from_hf(hf: HFConfig) -> ModelConfig:
     check_no_sliding_window(hf)
-    bias = bool(hf.get("attention_bias", False))
+    bias = hf.typed("attention_bias", bool, False)
     return llama_like_from_hf(
-        hf, "qwen3", qk_norm=True, qkv_bias=bias, out_bias=bias,
-        head_dim=hf.get("head_dim") or 128, max_seq_len=hf.get("max_position_embeddings", 32768),
+        hf, "qwen3", qk_norm=True, qkv_bias=bias, out_bias=bias, head_dim=hf.typed("head_dim", int, 128),
+        **qwen_defaults(hf),
     )  # fmt: skip
 
 

@@ -4,7 +4,7 @@ Nothing is downloaded. A test names a transformers config class and (shrunken) r
 hyper-parameters; `build_hf_model` builds the HF model and perturbs every parameter (so norm
 weights are not all ones and biases not all zeros, which would hide mapping mistakes);
 `write_hf_checkpoint` also saves it with `save_pretrained`, and can rewrite config.json in the
-legacy Hub form real checkpoints ship. `hf_greedy` is transformers' own greedy continuation.
+legacy Hub form real checkpoints ship. `hf_greedy` is greedy decoding over transformers' own forward.
 
 transformers is imported when a helper is called, not when this module is imported, so a test
 module that imports these helpers still runs its other tests where transformers is missing (the
@@ -95,10 +95,27 @@ def write_hf_checkpoint(folder: Path, config_cls: str, legacy: bool = False, see
 def hf_greedy(model, ids: torch.Tensor, new_tokens: int, stop_at_eos: bool = False) -> torch.Tensor:
     """transformers' greedy continuation of `ids` (B, T) -> (B, T + n).
 
+    Greedy decoding written out over the HF model's own forward and KV cache (argmax of the last
+    logits, fed back), not `model.generate`: that applies the checkpoint's generation_config.json
+    (e.g. a repetition_penalty) and, with min_new_tokens, forbids the eos token.
     By default exactly `new_tokens` are decoded, end-of-sequence tokens included (as
-    tinyslm.generate without eos_token_id). stop_at_eos=True stops at the model's eos token, as
-    `tinyslm generate` does, so n <= new_tokens.
+    tinyslm.generate without eos_token_id). stop_at_eos=True stops once every row has produced one
+    of the model's eos tokens (rows that finished earlier are padded with eos), as `tinyslm generate`
+    does, so n <= new_tokens.
     """
-    limits = {"max_new_tokens": new_tokens, **({} if stop_at_eos else {"min_new_tokens": new_tokens})}
+    eos = model.generation_config.eos_token_id if stop_at_eos else None
+    eos = torch.tensor([] if eos is None else eos, dtype=torch.long).reshape(-1)
+    finished = torch.zeros(ids.shape[0], dtype=torch.bool)
+    out, x, past = ids, ids, None
     with torch.no_grad():
-        return model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0, **limits)
+        for _ in range(new_tokens):
+            step = model(input_ids=x, past_key_values=past, use_cache=True)
+            past = step.past_key_values
+            x = step.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+            if eos.numel():
+                x = torch.where(finished[:, None], eos[0], x)
+                finished |= torch.isin(x[:, 0], eos)
+            out = torch.cat([out, x], dim=1)
+            if eos.numel() and bool(finished.all()):
+                break
+    return out

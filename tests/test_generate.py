@@ -65,6 +65,35 @@ def test_cache_is_sized_to_the_request_not_the_context():
     assert seen == [8] and model.config.max_seq_len == 64
 
 
+def test_last_only_logits_are_the_last_row_of_the_full_logits():
+    model = tiny_model()
+    ids = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full, last = model(ids), model(ids, last_only=True)
+    assert full.shape == (2, 7, 97) and last.shape == (2, 1, 97)
+    torch.testing.assert_close(last, full[:, -1:], rtol=0, atol=1e-12)  # float64: equal up to summation order
+    cache = model.new_cache(2, 9)
+    with torch.no_grad():
+        model(ids, cache=cache, last_only=True)  # the cache still receives every prompt position
+        step = model(ids[:, :1], cache=cache, last_only=True)
+        again = model(torch.cat([ids, ids[:, :1]], dim=1))[:, -1:]
+    torch.testing.assert_close(step, again, rtol=0, atol=1e-12)
+
+
+def test_generate_asks_for_last_position_logits_only():
+    model = tiny_model()
+    calls = []  # (number of input positions, last_only) of every forward
+    forward = model.forward
+
+    def spy(ids, *args, **kwargs):
+        calls.append((ids.shape[1], kwargs.get("last_only")))
+        return forward(ids, *args, **kwargs)
+
+    model.forward = spy
+    tinyslm.generate(model, torch.tensor([[1, 2, 3, 4]]), 3)
+    assert calls == [(4, True), (1, True), (1, True)]  # prefill, then two decode steps
+
+
 def test_stops_early_only_when_eos_is_given():
     model = tiny_model()
     ids = torch.tensor([[3, 1, 4]])

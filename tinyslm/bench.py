@@ -2,7 +2,8 @@
 
 Each implementation runs in its own fresh Python process, so its peak memory is its own: the
 figure is the growth of the process's peak resident set from just before loading to the end.
-Both decode greedily with their KV cache, one token per forward, on the same random prompt.
+Both decode greedily with their KV cache, one token per forward, on the same random prompt:
+tinyslm.generate, and parity.reference_greedy over transformers' forward (the loop parity checks).
 Numbers are measurements on this machine, printed, never asserted.
 """
 
@@ -13,6 +14,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -34,39 +36,27 @@ def _measure(impl: str, folder: str, dtype_name: str, prompt_tokens: int, new_to
     t0 = time.perf_counter()
     if impl == "tinyslm":
         from .checkpoint import load_pretrained  # noqa: PLC0415
+        from .generate import generate  # noqa: PLC0415
 
         model = load_pretrained(folder, dtype=dtype)
-        vocab = model.config.vocab_size
     else:
-        from .parity import import_transformers  # noqa: PLC0415
+        from .parity import import_transformers, reference_greedy  # noqa: PLC0415
 
         model = import_transformers().AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
-        vocab = model.config.vocab_size
     load_s = time.perf_counter() - t0
-    ids = torch.randint(0, vocab, (1, prompt_tokens), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, model.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(0))
 
     def run() -> tuple[float, float, list[int]]:
+        """One greedy decode -> (prefill seconds, seconds for the remaining tokens, the tokens)."""
+        times: list[float] = []  # when each new token was decoded
+        on_token = lambda _token: times.append(time.perf_counter())  # noqa: E731
         with torch.inference_mode():
             t0 = time.perf_counter()
             if impl == "tinyslm":
-                cache = model.new_cache(1, prompt_tokens + new_tokens)
-                step = lambda x: model(x, cache=cache)  # noqa: E731
+                new = generate(model, ids, new_tokens, on_token=on_token)[0, prompt_tokens:]
             else:
-                state = {"past": None}
-
-                def step(x):
-                    out = model(input_ids=x, past_key_values=state["past"], use_cache=True)
-                    state["past"] = out.past_key_values
-                    return out.logits
-
-            token = step(ids)[:, -1].argmax(-1, keepdim=True)
-            t1 = time.perf_counter()
-            tokens = [int(token)]
-            for _ in range(new_tokens - 1):
-                token = step(token)[:, -1].argmax(-1, keepdim=True)
-                tokens.append(int(token))
-            t2 = time.perf_counter()
-        return t1 - t0, t2 - t1, tokens
+                new = reference_greedy(model, ids, new_tokens, on_token=on_token)[0]
+        return times[0] - t0, times[-1] - times[0], new.tolist()
 
     run()  # warm-up: first-call allocations and kernel selection
     prefill_s, decode_s, tokens = run()
@@ -80,8 +70,9 @@ def _measure(impl: str, folder: str, dtype_name: str, prompt_tokens: int, new_to
     }
 
 
-def run_bench(folder: str, dtype: str = "float32", prompt_tokens: int = 128, new_tokens: int = 32) -> list[dict]:
+def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 128, new_tokens: int = 32) -> list[dict]:
     """Measure each implementation in a fresh process; transformers is skipped if not installed."""
+    folder = Path(folder).expanduser()  # the workers' transformers reads "~/x" as a Hub repo id
     if prompt_tokens < 1 or new_tokens < 1:
         raise TinySLMError(f"--prompt-tokens and --new-tokens must be >= 1, found {prompt_tokens}, {new_tokens}")
     rows = []

@@ -1,6 +1,7 @@
 """Greedy decoding with a KV cache.
 
     prefill:  one forward over the whole prompt fills the cache and gives the first new token
+              (logits for the last position only: the others would be computed and dropped)
     decode:   each step feeds only the last token; attention reads the past from the cache
 
 The cache is allocated once for exactly prompt + max_new_tokens positions. Greedy decoding picks
@@ -75,7 +76,7 @@ def generate(
     out[:, :prompt_len] = input_ids
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
-    logits = model(input_ids, cache=cache)  # prefill: (B, T, V)
+    logits = model(input_ids, cache=cache, last_only=True)  # prefill: (B, 1, V), not (B, T, V)
     for i in range(max_new_tokens):
         token = logits[:, -1].argmax(dim=-1)  # (B,)
         if eos is not None:
@@ -86,5 +87,5 @@ def generate(
             on_token(token)
         if i == max_new_tokens - 1 or (eos is not None and bool(finished.all())):
             return out[:, : prompt_len + i + 1]
-        logits = model(token[:, None], cache=cache)  # decode: (B, 1, V)
+        logits = model(token[:, None], cache=cache, last_only=True)  # decode: (B, 1, V)
     return out

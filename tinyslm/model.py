@@ -35,17 +35,24 @@ class CausalLM(nn.Module):
         self.rope = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling, config.max_seq_len)
         self.schedule = config.schedule()
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """input_ids (B, T) -> logits (B, T, V). With a cache, input_ids continue what it holds."""
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, V). With a cache, input_ids continue what it holds.
+
+        last_only=True applies the final norm and head to the last position only -> (B, 1, V):
+        decoding needs only the next token's logits, and a prompt's full (B, T, V) is large (a
+        2,048-token prompt x Qwen's 151,936 vocabulary is 1.2 GB in float32).
+        """
         start = cache.length if cache is not None else 0
         positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)  # (T,)
         x = self.tok_emb(input_ids)  # (B, T, D)
-        rope = self.rope(positions, x.dtype)  # cos, sin (T, d)
+        rope = self.rope(positions)  # cos, sin (T, d) in float32; apply_rope casts where transformers does
         for step, b in enumerate(self.schedule):
             x = self.blocks[b](x, rope, start, cache[step] if cache is not None else None)
         if cache is not None:
             cache.length = start + input_ids.shape[1]
-        return self.head(self.final_norm(x))  # (B, T, V)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, D)
+        return self.head(self.final_norm(x))  # (B, T, V), or (B, 1, V) with last_only
 
     def new_cache(self, batch: int, capacity: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
         """An empty cache for `batch` sequences of up to `capacity` positions."""

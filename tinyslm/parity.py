@@ -1,7 +1,8 @@
 """Parity with transformers: the same checkpoint folder through both implementations.
 
     1. logits of a fixed batch, float32: max |ours - theirs|, relative to max |theirs|
-    2. a greedy continuation: tinyslm.generate (KV cache) vs transformers' generate
+    2. a greedy continuation: tinyslm.generate (KV cache) vs `reference_greedy`, plain argmax over
+       transformers' own forward and KV cache
     3. if they differ, forward hooks on every decoder layer of both models name the first layer
        whose output differs (the per-layer debugger of LLMs-from-scratch)
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -41,6 +43,7 @@ class ParityReport:
     max_abs_logit: float
     relative_diff: float
     tolerance: float
+    prompt: list[int]  # the prompt both implementations continue greedily
     tokens_ours: list[int]
     tokens_reference: list[int]
     first_diverging_layer: int | None = None
@@ -91,6 +94,31 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
+@torch.inference_mode()
+def reference_greedy(
+    hf_model, ids: torch.Tensor, new_tokens: int, on_token: Callable[[torch.Tensor], None] | None = None
+) -> torch.Tensor:
+    """transformers' greedy continuation of ids (B, T) -> exactly new_tokens new tokens (B, new_tokens).
+
+    Greedy decoding written out over the model's own forward and KV cache: argmax of the last
+    logits, feed it back, repeat. Not `hf_model.generate`: that applies the checkpoint's
+    generation_config.json (Qwen2.5-Instruct ships repetition_penalty 1.05-1.1), and its
+    min_new_tokens forbids the eos token, so its tokens can differ where the logits agree.
+    `on_token` is called with each new column (B,) as soon as it is decoded, as in
+    tinyslm.generate (bench times prefill and decode with it).
+    """
+    past, x, tokens = None, ids, []
+    for _ in range(new_tokens):
+        # logits_to_keep=1: the last position's logits only, as tinyslm's last_only and generate() do
+        out = hf_model(input_ids=x, past_key_values=past, use_cache=True, logits_to_keep=1)
+        past = out.past_key_values
+        x = out.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+        tokens.append(x)
+        if on_token is not None:
+            on_token(x[:, 0])
+    return torch.cat(tokens, dim=1) if tokens else ids[:, :0]  # (B, new_tokens)
+
+
 def check_parity(
     folder: str | Path,
     new_tokens: int = 16,
@@ -100,6 +128,7 @@ def check_parity(
     seed: int = 0,
     allow_pickle: bool = False,
 ) -> ParityReport:
+    folder = Path(folder).expanduser()  # transformers reads "~/x" as a Hub repo id
     transformers = import_transformers()
     ours = load_pretrained(folder, dtype=torch.float32, allow_pickle=allow_pickle)
     if not 1 <= new_tokens < ours.config.max_seq_len:
@@ -123,18 +152,14 @@ def check_parity(
 
     prompt = ids[:1]
     tokens_ours = generate(ours, prompt, new_tokens)[0, prompt.shape[1] :].tolist()
-    with torch.no_grad():
-        ref = theirs.generate(
-            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-            do_sample=False, pad_token_id=0,
-        )  # fmt: skip
-    tokens_ref = ref[0, prompt.shape[1] :].tolist()
+    tokens_ref = reference_greedy(theirs, prompt, new_tokens)[0].tolist()
     return ParityReport(
         folder=str(folder),
         max_abs_diff=float((logits_ours - logits_theirs).abs().max()),
         max_abs_logit=float(logits_theirs.abs().max()),
         relative_diff=relative(logits_ours, logits_theirs),
         tolerance=tolerance,
+        prompt=prompt[0].tolist(),
         tokens_ours=tokens_ours,
         tokens_reference=tokens_ref,
         first_diverging_layer=first_bad,

@@ -475,3 +475,9 @@ def test_demo_without_transformers_still_runs_and_says_parity_was_skipped(capsys
     assert code == 0
     assert "parity is skipped" in out and "n/a" in out
     assert all(name in out for name in ("tinyllama-shaped", "qwen2.5-shaped", "qwen3-shaped"))
+
+
+def test_generate_ids_with_an_empty_item_is_refused_not_skipped(reference, capsys):
+    _, folder = reference
+    code, out, err = run(capsys, "generate", folder, "--ids", "1,,2", "--max-new-tokens", "2")
+    assert code == 2 and err.startswith("error: --ids must be comma-separated integers") and "1,,2" in err

@@ -140,7 +140,7 @@ def cmd_generate(args) -> int:
     tokenizer = None
     if args.ids is not None:
         try:
-            ids = [int(x) for x in args.ids.split(",") if x.strip()]
+            ids = [int(x) for x in args.ids.split(",")] if args.ids.strip() else []
         except ValueError:
             raise UsageError(f"--ids must be comma-separated integers, found {args.ids!r}") from None
     t_load = time.perf_counter()

@@ -193,7 +193,10 @@ def cmd_generate(args) -> int:
 def cmd_parity(args) -> int:
     from .parity import check_parity  # noqa: PLC0415
 
-    report = check_parity(args.checkpoint, new_tokens=args.tokens, tolerance=args.tolerance, allow_pickle=args.allow_pickle)
+    report = check_parity(
+        args.checkpoint, new_tokens=args.tokens, tolerance=args.tolerance, allow_pickle=args.allow_pickle,
+        progress=lambda message: print(f"... {message}", file=sys.stderr, flush=True),
+    )  # fmt: skip
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0 if report.ok else 1
 

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checkpoint import load_pretrained
+from .checkpoint import load_config, load_pretrained, weight_files
 from .errors import GenerationError, TinySLMError
 from .generate import generate
 
@@ -127,14 +127,20 @@ def check_parity(
     length: int = 12,
     seed: int = 0,
     allow_pickle: bool = False,
+    progress: Callable[[str], None] = lambda _message: None,
 ) -> ParityReport:
+    """Compare tinyslm with transformers on one folder; `progress` hears about each (slow) stage."""
     folder = Path(folder).expanduser()  # transformers reads "~/x" as a Hub repo id
     transformers = import_transformers()
+    load_config(folder)  # a missing folder, config or weights fails here, before any progress line
+    weight_files(folder, allow_pickle)
+    progress("loading with tinyslm (float32)")
     ours = load_pretrained(folder, dtype=torch.float32, allow_pickle=allow_pickle)
     if not 1 <= new_tokens < ours.config.max_seq_len:
         raise GenerationError(
             f"parity needs 1 <= tokens < the model's context ({ours.config.max_seq_len}), found {new_tokens}"
         )
+    progress("loading with transformers (float32)")
     theirs = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     config = ours.config
     gen = torch.Generator().manual_seed(seed)
@@ -143,6 +149,7 @@ def check_parity(
     our_layers, their_layers = decoder_layers(ours, config.n_layers), decoder_layers(theirs, config.n_layers)
     our_out, our_hooks = record_layer_outputs(our_layers)
     their_out, their_hooks = record_layer_outputs(their_layers)
+    progress(f"comparing logits and per-layer outputs on a {tuple(ids.shape)} batch")
     with torch.no_grad():
         logits_ours, logits_theirs = ours(ids), theirs(input_ids=ids).logits
     for h in our_hooks + their_hooks:
@@ -151,6 +158,7 @@ def check_parity(
     first_bad = next((i for i, d in enumerate(layer_diffs) if d > tolerance), None)
 
     prompt = ids[:1]
+    progress(f"decoding {new_tokens} greedy tokens with both")
     tokens_ours = generate(ours, prompt, new_tokens)[0, prompt.shape[1] :].tolist()
     tokens_ref = reference_greedy(theirs, prompt, new_tokens)[0].tolist()
     return ParityReport(

@@ -61,7 +61,10 @@ def read_index(folder: Path) -> dict[str, str] | None:
 
 def weight_files(folder: Path, allow_pickle: bool = False) -> list[Path]:
     """The weight files of a checkpoint folder, refusing pickles unless allowed."""
-    weight_map = read_index(folder)
+    return _weight_files(folder, read_index(folder), allow_pickle)
+
+
+def _weight_files(folder: Path, weight_map: dict[str, str] | None, allow_pickle: bool) -> list[Path]:
     if weight_map is not None:
         files = [folder / name for name in sorted(set(weight_map.values()))]
         missing = [f.name for f in files if not f.is_file()]
@@ -144,11 +147,11 @@ def load_pretrained(
     hf = HFConfig.read(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: expected a checkpoint folder, found a file")
-    family = get_family(hf.get("model_type"), hf.source)
     config = config_from_hf(hf)
+    family = get_family(config.family)
     dtype = dtype_from_name(dtype) if isinstance(dtype, str) else dtype
-    files = weight_files(folder, allow_pickle)
-    index = read_index(folder)
+    index = read_index(folder)  # read once: it lists the files and says which tensor each holds
+    files = _weight_files(folder, index, allow_pickle)
 
     with torch.device("meta"):  # structure only: no memory is allocated for the weights
         model = CausalLM(config)

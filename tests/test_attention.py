@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from tinyslm.attention import Attention, attend, causal_mask
-from tinyslm.rope import RotaryEmbedding
+from tinyslm.layers.attention import Attention, attend, causal_mask
+from tinyslm.layers.rope import RotaryEmbedding
 
 
 def rope_by_hand(x: torch.Tensor, pos: int, theta: float = 10000.0) -> torch.Tensor:

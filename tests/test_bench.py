@@ -4,7 +4,7 @@ import json
 
 from hf_models import write_hf_checkpoint
 
-from tinyslm.bench import run_bench
+from tinyslm.tools.bench import run_bench
 from tinyslm.cli import main
 
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

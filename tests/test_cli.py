@@ -22,13 +22,13 @@ from hf_models import DEEPSEEK_V2_LITE_TINY, hf_greedy, write_hf_checkpoint
 from safetensors.torch import load_file, save_file
 
 import tinyslm
-import tinyslm.parity
+import tinyslm.tools.parity
 from tinyslm.cli import main
 from tinyslm.config import ModelConfig
-from tinyslm.mla import MLAttention
+from tinyslm.layers.mla import MLAttention
 from tinyslm.model import CausalLM
-from tinyslm.stats import model_stats
-from tinyslm.variants import derive
+from tinyslm.tools.stats import model_stats
+from tinyslm.tools.variants import derive
 
 REPO = Path(__file__).resolve().parents[1]
 SMOLLM = REPO / "configs/smollm-135m.toml"  # 30 layers, 9 query / 3 KV heads of 64
@@ -321,7 +321,7 @@ def test_parity_json_reports_ok_true(reference, capsys):
 
 def test_parity_mismatch_exits_1_and_names_the_first_diverging_layer(reference, capsys, monkeypatch):
     """tinyslm and transformers read the same folder, so the mismatch is injected into tinyslm's copy."""
-    real_load = tinyslm.parity.load_pretrained
+    real_load = tinyslm.tools.parity.load_pretrained
 
     def load_with_layer_1_perturbed(*args, **kwargs):
         model = real_load(*args, **kwargs)
@@ -329,7 +329,7 @@ def test_parity_mismatch_exits_1_and_names_the_first_diverging_layer(reference, 
             model.blocks[1].ffn.down.weight.add_(0.5)
         return model
 
-    monkeypatch.setattr(tinyslm.parity, "load_pretrained", load_with_layer_1_perturbed)
+    monkeypatch.setattr(tinyslm.tools.parity, "load_pretrained", load_with_layer_1_perturbed)
     code, out, _ = run(capsys, "parity", reference[1], "--tokens", "8")
     assert code == 1
     assert "first diverging layer 1" in out

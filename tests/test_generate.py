@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinyslm
-import tinyslm.mla
+import tinyslm.layers.mla
 from tinyslm import CausalLM, ModelConfig
 
 
@@ -154,7 +154,7 @@ def test_mla_decode_argument_changes_no_token_and_restores_the_model(q_lora_rank
                          kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6,
                          q_lora_rank=q_lora_rank)  # fmt: skip
     model = CausalLM(config).init_weights(std=0.3, seed=0).double().eval()
-    layers = tinyslm.mla.mla_layers(model)
+    layers = tinyslm.layers.mla.mla_layers(model)
     assert len(layers) == 2
     ids = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(0))
     during = []  # the layers' decode paths while each token is decoded
@@ -168,6 +168,6 @@ def test_mla_decode_argument_changes_no_token_and_restores_the_model(q_lora_rank
     assert torch.equal(naive, greedy_by_recomputation(model, ids, 8))
     assert [m.decode for m in layers] == ["naive", "naive"]  # the default, restored
 
-    tinyslm.mla.set_decode_path(model, "auto")  # a path the caller chose is restored too
+    tinyslm.layers.mla.set_decode_path(model, "auto")  # a path the caller chose is restored too
     assert torch.equal(tinyslm.generate(model, ids, 8, mla_decode="absorbed"), naive)
     assert [m.decode for m in layers] == ["auto", "auto"]

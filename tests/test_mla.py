@@ -1,4 +1,4 @@
-"""MLA (tinyslm/mla.py) and the deepseek_v2 family: parity with transformers, both decode paths, the cache.
+"""MLA (tinyslm/layers/mla.py) and the deepseek_v2 family: parity with transformers, both decode paths, the cache.
 
 Reference checkpoints are seeded random-init DeepseekV2ForCausalLM models with shrunken
 DeepSeek-V2-Lite shapes (r = 4 dn, dr = dn / 2, v_head_dim != qk_nope_head_dim), every layer dense
@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 import tinyslm
 from tinyslm import CausalLM, ConfigError, ModelConfig, UnsupportedModelError
-from tinyslm.mla import MLAttention, decode_path, mla_softmax_scale, set_decode_path
-from tinyslm.rope import RotaryEmbedding, apply_rope
+from tinyslm.layers.mla import MLAttention, decode_path, mla_softmax_scale, set_decode_path
+from tinyslm.layers.rope import RotaryEmbedding, apply_rope
 
 transformers = pytest.importorskip("transformers")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tinyslm import CausalLM, ConfigError, ModelConfig
-from tinyslm.stats import model_stats
+from tinyslm.tools.stats import model_stats
 
 
 def small(**overrides) -> ModelConfig:

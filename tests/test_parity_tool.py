@@ -16,7 +16,7 @@ import torch
 from hf_models import hf_greedy, write_hf_checkpoint
 
 from tinyslm.cli import main
-from tinyslm.parity import check_parity, import_transformers
+from tinyslm.tools.parity import check_parity, import_transformers
 
 NEW_TOKENS = 16
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

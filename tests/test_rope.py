@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyslm.rope import RotaryEmbedding, apply_rope
+from tinyslm.layers.rope import RotaryEmbedding, apply_rope
 
 VARIANTS = {
     "default": None,

@@ -1,4 +1,4 @@
-"""The attention-variant toolkit (tinyslm/variants.py): derived configs build, run, and cost what it claims."""
+"""The attention-variant toolkit (tinyslm/tools/variants.py): derived configs build, run, and cost what it claims."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 import tinyslm
 from tinyslm import CausalLM, ConfigError, ModelConfig
-from tinyslm.variants import (
+from tinyslm.tools.variants import (
     attention_variants,
     compare_attention,
     default_gqa_kv_heads,

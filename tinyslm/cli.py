@@ -107,11 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_inspect(args) -> int:
     from .checkpoint import load_config  # noqa: PLC0415
     from .config import dtype_from_name  # noqa: PLC0415
-    from .stats import format_stats, model_stats  # noqa: PLC0415
+    from .tools.stats import format_stats, model_stats  # noqa: PLC0415
 
     config = load_config(args.target)
     if args.compare_attention:
-        from .variants import compare_attention, format_compare_attention, parse_contexts  # noqa: PLC0415
+        from .tools.variants import compare_attention, format_compare_attention, parse_contexts  # noqa: PLC0415
 
         contexts = parse_contexts(args.context) if args.context else [2048, 32768]
         mode = "matched_budget" if args.matched_budget else "same_heads"
@@ -191,7 +191,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    from .parity import check_parity  # noqa: PLC0415
+    from .tools.parity import check_parity  # noqa: PLC0415
 
     report = check_parity(
         args.checkpoint, new_tokens=args.tokens, tolerance=args.tolerance, allow_pickle=args.allow_pickle,
@@ -202,7 +202,7 @@ def cmd_parity(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import format_bench, run_bench  # noqa: PLC0415
+    from .tools.bench import format_bench, run_bench  # noqa: PLC0415
     from .checkpoint import load_config  # noqa: PLC0415
     from .config import dtype_from_name  # noqa: PLC0415
 
@@ -219,7 +219,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo  # noqa: PLC0415
+    from .tools.demo import run_demo  # noqa: PLC0415
 
     t0 = time.perf_counter()
     run_demo(new_tokens=args.tokens)

@@ -199,7 +199,7 @@ class ModelConfig:
                     f"attention={self.attention!r} contradicts n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads} "
                     f"(that is {derived})"
                 )
-        from .rope import rope_type_of  # noqa: PLC0415  (checks the scaling dict's type and fields)
+        from .layers.rope import rope_type_of  # noqa: PLC0415  (checks the scaling dict's type and fields)
 
         try:
             rope_type_of(self.rope_scaling)

@@ -60,7 +60,7 @@ def generate(
     picks the attention path for this call: "naive", "absorbed" or "auto" (see mla.py).
     """
     if mla_decode is not None:
-        from .mla import decode_path  # noqa: PLC0415
+        from .layers.mla import decode_path  # noqa: PLC0415
 
         with decode_path(model, mla_decode):
             return generate(model, input_ids, max_new_tokens, eos_token_id, on_token)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .block import build_block
-from .cache import KVCache
+from .layers.block import build_block
+from .layers.cache import KVCache
 from .config import ModelConfig
-from .norms import make_norm
-from .rope import RotaryEmbedding
+from .layers.norms import make_norm
+from .layers.rope import RotaryEmbedding
 
 
 class CausalLM(nn.Module):

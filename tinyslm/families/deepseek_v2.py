@@ -1,6 +1,6 @@
 """DeepSeek-V2 family (`model_type: deepseek_v2`), dense layers only: MLA attention + SwiGLU FFN.
 
-A Llama-shaped decoder whose attention is multi-head latent attention (tinyslm/mla.py). What the
+A Llama-shaped decoder whose attention is multi-head latent attention (tinyslm/layers/mla.py). What the
 translation has to know:
 
 * RoPE layout is **interleaved**: DeepSeek's weights pair dims (2i, 2i+1); transformers 5.23
@@ -25,7 +25,7 @@ from . import Family
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
 
-# the MLA attention submodules (tinyslm/mla.py) -> DeepseekV2Attention / MiniCPM3Attention names
+# the MLA attention submodules (tinyslm/layers/mla.py) -> DeepseekV2Attention / MiniCPM3Attention names
 MLA_ATTENTION_MODULES = {
     "blocks.{i}.attn.wq": "model.layers.{i}.self_attn.q_proj",  # q_lora_rank = null
     "blocks.{i}.attn.wq_a": "model.layers.{i}.self_attn.q_a_proj",  # query LoRA: D -> rq

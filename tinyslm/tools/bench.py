@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import TinySLMError
+from ..errors import TinySLMError
 
 IMPLEMENTATIONS = ("tinyslm", "transformers")
 
@@ -29,14 +29,14 @@ def _peak_rss_mb() -> float:
 
 def _measure(impl: str, folder: str, dtype_name: str, prompt_tokens: int, new_tokens: int) -> dict:
     """Runs inside the worker process."""
-    from .config import dtype_from_name  # noqa: PLC0415
+    from ..config import dtype_from_name  # noqa: PLC0415
 
     dtype = dtype_from_name(dtype_name)
     base = _peak_rss_mb()
     t0 = time.perf_counter()
     if impl == "tinyslm":
-        from .checkpoint import load_pretrained  # noqa: PLC0415
-        from .generate import generate  # noqa: PLC0415
+        from ..checkpoint import load_pretrained  # noqa: PLC0415
+        from ..generate import generate  # noqa: PLC0415
 
         model = load_pretrained(folder, dtype=dtype)
     else:
@@ -77,7 +77,7 @@ def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 1
         raise TinySLMError(f"--prompt-tokens and --new-tokens must be >= 1, found {prompt_tokens}, {new_tokens}")
     rows = []
     for impl in IMPLEMENTATIONS:
-        cmd = [sys.executable, "-m", "tinyslm.bench", impl, str(folder), dtype, str(prompt_tokens), str(new_tokens)]
+        cmd = [sys.executable, "-m", "tinyslm.tools.bench", impl, str(folder), dtype, str(prompt_tokens), str(new_tokens)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode != 0 or not lines:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .attention import Attention
-from .config import ModelConfig
+from ..config import ModelConfig
 from .ffn import make_ffn
 from .norms import RMSNorm, make_norm
 

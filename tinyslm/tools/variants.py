@@ -25,7 +25,7 @@ that leaves the cache alone). Pass `mla={...}` to choose others. From an MLA bas
 variants use hd = v_head_dim.
 
 Every number is measured on the model itself, built on the meta device: parameters are its
-distinct Parameters (tinyslm/stats.py), KV bytes per token are `cache_values_per_token()` times the
+distinct Parameters (tinyslm/tools/stats.py), KV bytes per token are `cache_values_per_token()` times the
 dtype's size, so the toolkit cannot drift from the code. `compare_attention` puts them in a JSON-able
 dict and `format_compare_attention` renders the table `tinyslm inspect --compare-attention` prints:
 at long context the cache, not the weights, dominates inference memory, and the rows show by how
@@ -40,8 +40,8 @@ from typing import Any, Sequence
 
 import torch
 
-from .config import ModelConfig, dtype_from_name
-from .errors import ConfigError
+from ..config import ModelConfig, dtype_from_name
+from ..errors import ConfigError
 from .stats import human, meta_model, model_stats
 
 KINDS = ("mha", "gqa", "mqa", "mla")
@@ -290,7 +290,7 @@ def compare_attention(
 ) -> dict[str, Any]:
     """Every attention variant of `base` (a ModelConfig, TOML file, config.json or checkpoint folder), JSON-able."""
     if not isinstance(base, ModelConfig):
-        from .checkpoint import load_config  # noqa: PLC0415  (checkpoint imports the model; keep this light)
+        from ..checkpoint import load_config  # noqa: PLC0415  (checkpoint imports the model; keep this light)
 
         base = load_config(base)
     contexts = _check_contexts(contexts)

@@ -6,7 +6,7 @@ Shapes: (..., D) -> (..., D).
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class RMSNorm(nn.Module):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import GenerationError
+from ..errors import GenerationError
 
 
 class KVBuffer:

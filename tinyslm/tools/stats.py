@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ModelConfig
-from .model import CausalLM
+from ..config import ModelConfig
+from ..model import CausalLM
 
 COMPONENTS = ("embedding", "attention", "ffn", "norms", "lm_head")
 

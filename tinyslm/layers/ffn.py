@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ACTIVATIONS = {
     "silu": F.silu,  # a.k.a. swish; SwiGLU when gated

@@ -57,7 +57,7 @@ from einops import rearrange
 from torch import nn
 
 from .attention import attend
-from .errors import ConfigError, GenerationError
+from ..errors import ConfigError, GenerationError
 from .norms import RMSNorm
 from .rope import apply_rope, rope_type_of, yarn_factor, yarn_mscale
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_pretrained, save_pretrained
-from .config import ModelConfig
-from .generate import generate
-from .model import CausalLM
+from ..checkpoint import load_pretrained, save_pretrained
+from ..config import ModelConfig
+from ..generate import generate
+from ..model import CausalLM
 from .stats import human
 
 # Real architectures, scaled down: the real vocabulary, head grouping, biases and RoPE settings.

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tinyslm.layers.attention import Attention, attend, causal_mask
+from tinyslm.layers.positions import Step
 from tinyslm.layers.rope import RotaryEmbedding
 
 
@@ -44,8 +45,8 @@ def make_attention(n_heads, n_kv_heads, head_dim=8, dim=24, seed=0) -> Attention
 
 @torch.no_grad()
 def run(attn: Attention, x: torch.Tensor) -> torch.Tensor:
-    rope = RotaryEmbedding(attn.head_dim, 10000.0, None, 128)(torch.arange(x.shape[1]), x.dtype)
-    return attn(x, rope)
+    rope = RotaryEmbedding(attn.head_dim, 10000.0, None, 128)
+    return attn(x, Step.with_rope({"global": rope}, 0, x.shape[1], x.device))
 
 
 def test_gqa_with_as_many_kv_heads_as_heads_equals_handwritten_mha():
@@ -87,7 +88,7 @@ def test_softcap_bounds_attention_logits():
     """With a tiny cap every logit is squashed to ~0, so each query averages the values it can see."""
     q, k = torch.randn(2, 1, 2, 5, 4, dtype=torch.float64) * 100
     v = torch.arange(5, dtype=torch.float64).view(1, 1, 5, 1).expand(1, 2, 5, 1)
-    out = attend(q, k, v, scale=1.0, start=0, softcap=1e-9)
+    out = attend(q, k, v, scale=1.0, mask=causal_mask(5, 5, 0, None, "cpu"), softcap=1e-9)
     expected = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0], dtype=torch.float64)  # running mean of 0..t
     torch.testing.assert_close(out[0, 0, :, 0], expected)
     torch.testing.assert_close(out[0, 1, :, 0], expected)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import tinyslm
 from tinyslm import CausalLM, ConfigError, ModelConfig, UnsupportedModelError
 from tinyslm.layers.mla import MLAttention, decode_path, mla_softmax_scale, set_decode_path
+from tinyslm.layers.positions import Step
 from tinyslm.layers.rope import RotaryEmbedding, apply_rope
 
 transformers = pytest.importorskip("transformers")
@@ -185,13 +186,13 @@ def test_absorbed_decode_equals_naive_decode(heads, kv_rank, q_rank, nope, rope_
     for path in ("naive", "absorbed"):
         attn.decode = path
         cache = attn.new_cache(2, prompt + new, torch.float64, "cpu")
-        steps = [attn(x[:, :prompt], rotary(torch.arange(prompt), torch.float64), 0, cache)]
+        steps = [attn(x[:, :prompt], Step.with_rope({"global": rotary}, 0, prompt, "cpu"), cache)]
         for t in range(prompt, prompt + new):
-            steps.append(attn(x[:, t : t + 1], rotary(torch.arange(t, t + 1), torch.float64), t, cache))
+            steps.append(attn(x[:, t : t + 1], Step.with_rope({"global": rotary}, t, 1, "cpu"), cache))
         outputs[path] = torch.cat(steps, dim=1)
     torch.testing.assert_close(outputs["absorbed"], outputs["naive"], rtol=1e-9, atol=1e-10)
     attn.decode = "naive"
-    full = attn(x, rotary(torch.arange(prompt + new), torch.float64), 0, None)  # no cache at all
+    full = attn(x, Step.with_rope({"global": rotary}, 0, prompt + new, "cpu"))  # no cache at all
     torch.testing.assert_close(outputs["naive"], full, rtol=1e-9, atol=1e-10)
 
 

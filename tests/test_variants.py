@@ -144,8 +144,8 @@ def test_parse_contexts():
 
 def test_per_layer_heads_keep_their_layout():
     base = TINY.replace(layer_n_heads=[8, 4], layer_n_kv_heads=[2, 2])
-    assert derive(base, "mha").layer_n_kv_heads == [8, 4]
-    assert derive(base, "mqa").layer_n_kv_heads == [1, 1]
-    assert derive(base, "gqa", n_kv_heads=4).layer_n_kv_heads == [4, 4]
+    assert derive(base, "mha").layer_n_kv_heads == (8, 4)
+    assert derive(base, "mqa").layer_n_kv_heads == (1, 1)
+    assert derive(base, "gqa", n_kv_heads=4).layer_n_kv_heads == (4, 4)
     model = built(derive(base, "gqa", n_kv_heads=2, mode="matched_budget"))
     assert model(torch.tensor([[1, 2]])).shape == (1, 2, 96)

@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import ModelConfig, dtype_from_name
 from .errors import CheckpointError
-from .families import config_from_hf, get_family
+from .families import check_expressible, config_from_hf, get_family
 from .families.hf_config import HFConfig
 from .model import CausalLM
 
@@ -155,53 +155,56 @@ def load_pretrained(
 
     with torch.device("meta"):  # structure only: no memory is allocated for the weights
         model = CausalLM(config)
-    params = dict(model.named_parameters())
-    key_map = family.key_map(model)  # our name -> HF name, for distinct parameters only
-    by_hf_name = {hf_key: ours for ours, hf_key in key_map.items()}
-    tied_head = family.hf_key("head.weight") if config.tie_embeddings else None
+    key_map = family.key_map(model)  # HF tensor name -> the parameter(s) it holds
+    tied_head = key_map.tied_head
 
     found_in: dict[str, Path] = {}
     for file in files:
         reader = _open_weights(file)
-        for key in reader.keys():
+        for stored_key in reader.keys():
+            key = family.canonical(stored_key)  # e.g. GPT-NeoX's hub name embed_out -> lm_head
             if key in found_in:
                 raise CheckpointError(f"{folder}: tensor {key!r} is stored twice, in {found_in[key].name} and {file.name}")
             found_in[key] = file
-            if index is not None and index.get(key) != file.name:
+            if index is not None and index.get(stored_key) != file.name:
                 raise CheckpointError(
-                    f"{file}: holds tensor {key!r}, but {SAFETENSORS_INDEX} places it in {index.get(key)!r}"
+                    f"{file}: holds tensor {stored_key!r}, but {SAFETENSORS_INDEX} places it in {index.get(stored_key)!r}"
                 )
-            ours = by_hf_name.get(key)
-            if ours is None:
+            entry = key_map.entries.get(key)
+            if entry is None:
                 if family.is_ignored(key) or key == tied_head:  # a tied copy some files store
                     continue
                 raise CheckpointError(
-                    f"{file}: unexpected tensor {key!r}: no parameter of this {family.model_type} model "
+                    f"{file}: unexpected tensor {stored_key!r}: no parameter of this {family.model_type} model "
                     f"(config.json) is stored under that name"
                 )
-            expected, found = tuple(params[ours].shape), reader.shape(key)
+            expected, found = entry.hf_shape, reader.shape(stored_key)
             if expected != found:
+                holds = f" (it holds {', '.join(entry.ours)}: {' + '.join(str(list(s)) for s in entry.shapes)})"
                 raise CheckpointError(
-                    f"{file}: tensor {key!r} has shape {list(found)}, expected {list(expected)} from config.json"
+                    f"{file}: tensor {stored_key!r} has shape {list(found)}, expected {list(expected)} from config.json"
+                    + (holds if entry.rule is not None else "")
                 )
-            stored = reader.tensor(key)
+            stored = reader.tensor(stored_key)
             if not stored.dtype.is_floating_point:
                 raise CheckpointError(
-                    f"{file}: tensor {key!r} is stored as {stored.dtype}; tinyslm loads floating-point weights "
+                    f"{file}: tensor {stored_key!r} is stored as {stored.dtype}; tinyslm loads floating-point weights "
                     "only (quantised checkpoints are not supported)"
                 )
-            # .to() is a no-op when dtype and device already match: the parameter then *is* the
-            # memory-mapped tensor (copy-on-write), so loading costs no second copy of the weights.
-            tensor = stored.to(device=device, dtype=dtype)
-            module_name, _, leaf = ours.rpartition(".")
-            model.get_submodule(module_name)._parameters[leaf] = nn.Parameter(tensor)
-    missing = [hf_key for ours, hf_key in key_map.items() if model.get_parameter(ours).is_meta]
+            for ours, part in zip(entry.ours, entry.unpack(stored)):
+                # .to() is a no-op when dtype and device already match: a renamed parameter then *is*
+                # the memory-mapped tensor (copy-on-write), so loading costs no second copy.
+                tensor = part.to(device=device, dtype=dtype)
+                tensor = tensor if entry.rule is None else tensor.contiguous()
+                module_name, _, leaf = ours.rpartition(".")
+                model.get_submodule(module_name)._parameters[leaf] = nn.Parameter(tensor)
+    missing = [e.hf_key for e in key_map.entries.values() if any(model.get_parameter(o).is_meta for o in e.ours)]
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise CheckpointError(f"{folder}: missing tensor(s) {shown} (looked in {', '.join(f.name for f in files)})")
     if config.tie_embeddings:
         model.head.weight = model.tok_emb.weight  # one Parameter again
-    model.rope.reset_buffers(device)
+    model.reset_buffers(device)
     return model.eval()
 
 
@@ -216,11 +219,12 @@ def save_pretrained(model: CausalLM, path: str | Path) -> Path:
 
     config = model.config
     family = get_family(config.family, f"config {config.name!r}")
-    hf_config = family.to_hf(config.replace(dtype=str(model.tok_emb.weight.dtype).removeprefix("torch.")))
+    # refuses a config the family's config.json cannot express (it would load as another model)
+    hf_config = check_expressible(family, config.replace(dtype=str(model.tok_emb.weight.dtype).removeprefix("torch.")))
     params = dict(model.named_parameters())
     tensors = {
-        hf_key: params[ours].detach().to("cpu").contiguous()
-        for ours, hf_key in family.key_map(model).items()
+        hf_key: entry.pack([params[o].detach().to("cpu") for o in entry.ours]).contiguous()
+        for hf_key, entry in family.key_map(model).entries.items()
     }
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)

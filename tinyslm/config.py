@@ -4,16 +4,23 @@ A config is data. The model reads it to decide which modules to build (compositi
 inside the forward pass), the loaders produce it from an HF config.json (see `families/`), and
 `configs/*.toml` store real ones. The fields are grouped as the model is:
 
-    embedding -> n_layers x [norm -> attention -> residual, norm -> FFN -> residual] -> norm -> head
+    embedding (+ scale, learned positions, norm) -> n_layers x block -> final norm -> head (+ soft-cap)
+    block: sequential  x + attn(norm(x)), then + ffn(norm(.))      (Llama; optional sandwich norms: Gemma-2/3)
+           parallel    x + attn(norm1(x)) + ffn(norm2(x))           (GPT-NeoX; one shared norm: Phi-2, StableLM)
 
-Room for what later issues need is here from the start: per-layer head / KV-head / FFN-width
-overrides (OpenELM's layer-wise scaling), a block-sharing scheme (MobileLLM), an attention kind
-(mha / mqa / gqa / mla) and MLA's latent dimensions.
+What may differ from layer to layer is resolved once into a `LayerSpec` (`config.layer(i)`): head
+counts and FFN width (OpenELM's layer-wise scaling), the attention window (Gemma-2 alternates,
+Gemma-3 runs 5 local layers per global one, Mistral windows them all) and which RoPE table the layer
+uses (Gemma-3's local layers rotate with their own base).
+
+A config is frozen: it is validated once, in `__post_init__`, and `replace()` builds (and
+validates) a new one, so no config in memory is ever in a state `validate` would refuse.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,23 +29,31 @@ from typing import Any
 from .errors import ConfigError
 
 ATTENTION_KINDS = ("mha", "mqa", "gqa", "mla")
-NORMS = ("rmsnorm", "layernorm")
+NORMS = ("rmsnorm", "rmsnorm_1p", "layernorm", "layernorm_1p", "layernorm_plain")  # see layers/norms.py
 FFN_KINDS = ("gated", "plain")
-ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
+ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu", "relu2")
 ROPE_LAYOUTS = ("half", "interleaved")
+POSITIONS = ("rope", "learned", "alibi")
+BLOCKS = ("sequential", "parallel", "parallel_shared_norm")
+LAYER_TYPES = ("full", "sliding")
 BLOCK_SHARING = ("none", "immediate", "cyclic")
 
 
 @dataclass(frozen=True)
-class LayerShape:
-    """The sizes of one transformer layer (they differ per layer under layer-wise scaling)."""
+class LayerSpec:
+    """Everything about one transformer layer that may differ from the others, resolved once."""
 
     n_heads: int
     n_kv_heads: int
     ffn_dim: int
+    window: int | None = None  # sliding window (keys per query, itself included); None = full causal
+    rope: str = "global"  # which RoPE table: "global" (rope_theta, rope_scaling) or "local" (rope_local_theta)
 
 
-@dataclass
+LayerShape = LayerSpec  # the name earlier versions used
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     # --- identity -------------------------------------------------------------------------
     name: str = "custom"
@@ -58,9 +73,14 @@ class ModelConfig:
     attention: str | None = None  # mha | mqa | gqa | mla; None -> derived from n_kv_heads
     qkv_bias: bool = False  # Qwen2 has biases on q/k/v only
     out_bias: bool = False  # bias on the attention output projection
-    qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on q and k, before RoPE
-    attn_softcap: float | None = None  # extension point: tanh soft-capping of attention logits
-    sliding_window: int | None = None  # extension point: each query sees at most this many keys
+    qk_norm: bool = False  # Qwen3 / Gemma-3 / Phi: the block's norm over head_dim on q and k, before RoPE
+    qk_norm_per_head: bool = False  # StableLM: a separate (bias-free) LayerNorm for every head
+    qkv_clip: float | None = None  # OLMo: clamp q, k and v to [-clip, clip] right after the projections
+    attn_scale: float | None = None  # softmax scale; None -> head_dim^-0.5 (Gemma-2: query_pre_attn_scalar^-0.5)
+    attn_softcap: float | None = None  # Gemma-2: cap * tanh(score / cap) on attention logits
+    sliding_window: int | None = None  # W: each query sees its last W keys, itself included
+    layer_types: list[str] | None = None  # per layer "full" | "sliding"; None -> from sliding_pattern
+    sliding_pattern: int | None = None  # every N-th layer is full, the others slide (Gemma-3: 6); None -> all slide
 
     # --- MLA (attention = "mla"), DeepSeek-V2 names ---------------------------------------
     q_lora_rank: int | None = None  # None -> plain query projection
@@ -70,20 +90,30 @@ class ModelConfig:
     v_head_dim: int | None = None
 
     # --- position encoding ----------------------------------------------------------------
+    positions: str = "rope"  # rope | learned (GPT-2, OPT: a table added to the embedding) | alibi (Bloom)
+    position_offset: int = 0  # learned table rows skipped before position 0 (OPT: 2)
     rope_theta: float = 10000.0
     rope_scaling: dict[str, Any] | None = None  # HF form: {"rope_type": "llama3", "factor": 32, ...}
     partial_rotary_factor: float = 1.0  # fraction of head_dim that is rotated
     rope_layout: str = "half"  # "half" (rotate_half, HF) or "interleaved" (Meta / DeepSeek pairs)
+    rope_fp32: bool = False  # rotate in float32 and cast back (OLMo); else in the activations' dtype
+    rope_local_theta: float | None = None  # Gemma-3: base of the sliding layers' own RoPE table (no scaling)
 
-    # --- FFN and norms --------------------------------------------------------------------
+    # --- block, FFN and norms -------------------------------------------------------------
+    block: str = "sequential"  # sequential | parallel (two norms, GPT-NeoX) | parallel_shared_norm (Phi-2)
+    sandwich_norms: bool = False  # Gemma-2/3: also norm each sub-layer's output before the residual add
     ffn: str = "gated"  # gated: down(act(gate x) * up x); plain: down(act(up x))
     activation: str = "silu"
     ffn_bias: bool = False
     norm: str = "rmsnorm"
     norm_eps: float = 1e-5
 
-    # --- embeddings -----------------------------------------------------------------------
+    # --- embeddings and head --------------------------------------------------------------
+    embed_scale: float | None = None  # Gemma: token embeddings times sqrt(dim), in the weights' dtype
+    embed_norm: bool = False  # Bloom: a norm right after the embedding
     tie_embeddings: bool = False  # lm-head weight *is* the embedding weight (one Parameter)
+    head_bias: bool = False  # Phi-2's lm-head has a bias
+    final_softcap: float | None = None  # Gemma-2: cap * tanh(logits / cap)
 
     # --- layer-wise scaling (OpenELM) and block sharing (MobileLLM) -----------------------
     layer_n_heads: list[int] | None = None  # per-layer overrides; None -> the global value
@@ -99,28 +129,47 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self._check_types()
+        derive = lambda key, value: object.__setattr__(self, key, value)  # noqa: E731  (frozen: only here)
+        for key in ("layer_n_heads", "layer_n_kv_heads", "layer_ffn_dim", "layer_types"):
+            if getattr(self, key) is not None:  # tuples: a list inside a frozen config could still be mutated
+                derive(key, tuple(getattr(self, key)))
+        if self.rope_scaling is not None:
+            derive("rope_scaling", dict(self.rope_scaling))  # our own copy
         if self.n_kv_heads is None:
-            self.n_kv_heads = self.n_heads
+            derive("n_kv_heads", self.n_heads)
         if self.head_dim is None:
             if self.n_heads <= 0 or self.dim % self.n_heads:
                 raise ConfigError(
                     f"config {self.name!r}: dim={self.dim} is not divisible by n_heads={self.n_heads}; "
                     "set head_dim explicitly"
                 )
-            self.head_dim = self.dim // self.n_heads
+            derive("head_dim", self.dim // self.n_heads)
         if self.attention is None:
-            self.attention = _attention_kind(self.n_heads, self.n_kv_heads)
+            derive("attention", _attention_kind(self.n_heads, self.n_kv_heads))
         self.validate()
 
     # ------------------------------------------------------------------------------------
-    def layer(self, i: int) -> LayerShape:
-        """Sizes of layer i, with per-layer overrides applied."""
+    def layer(self, i: int) -> LayerSpec:
+        """Layer i's spec: per-layer sizes applied, its window and its RoPE table resolved."""
         pick = lambda per_layer, default: default if per_layer is None else per_layer[i]  # noqa: E731
-        return LayerShape(
+        sliding = self.layer_type(i) == "sliding"
+        return LayerSpec(
             n_heads=pick(self.layer_n_heads, self.n_heads),
             n_kv_heads=pick(self.layer_n_kv_heads, self.n_kv_heads),
             ffn_dim=pick(self.layer_ffn_dim, self.ffn_dim),
+            window=self.sliding_window if sliding else None,
+            rope="local" if sliding and self.rope_local_theta is not None else "global",
         )
+
+    def layer_type(self, i: int) -> str:
+        """"full" or "sliding": the explicit list, else the pattern (every N-th layer full), else all alike."""
+        if self.sliding_window is None:
+            return "full"
+        if self.layer_types is not None:
+            return self.layer_types[i]
+        if self.sliding_pattern is not None:
+            return "full" if (i + 1) % self.sliding_pattern == 0 else "sliding"
+        return "sliding"
 
     def schedule(self) -> list[int]:
         """Which stored block runs at each depth step (MobileLLM's block-wise sharing).
@@ -141,6 +190,16 @@ class ModelConfig:
         if self.attention == "mla":
             return self.qk_rope_head_dim
         return int(self.head_dim * self.partial_rotary_factor)
+
+    @property
+    def rope_tables(self) -> dict[str, tuple[float, dict[str, Any] | None]]:
+        """The RoPE tables the layers use: {"global": (theta, scaling), "local": (theta, None)}; {} without RoPE."""
+        if self.positions != "rope":
+            return {}
+        tables = {"global": (self.rope_theta, self.rope_scaling)}
+        if any(self.layer(i).rope == "local" for i in range(self.n_layers)):
+            tables["local"] = (self.rope_local_theta, None)
+        return tables
 
     # ------------------------------------------------------------------------------------
     def _check_types(self) -> None:
@@ -164,6 +223,8 @@ class ModelConfig:
             ("ffn", FFN_KINDS),
             ("activation", ACTIVATIONS),
             ("rope_layout", ROPE_LAYOUTS),
+            ("positions", POSITIONS),
+            ("block", BLOCKS),
             ("block_sharing", BLOCK_SHARING),
         ):
             if getattr(self, key) not in allowed:
@@ -209,12 +270,49 @@ class ModelConfig:
             raise bad(f"partial_rotary_factor must be in (0, 1], found {self.partial_rotary_factor}")
         if self.rotary_dim % 2:
             raise bad(f"the rotary dimension must be even, found {self.rotary_dim}")
-        if self.norm_eps <= 0:
+        if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
             raise bad(f"norm_eps must be > 0, found {self.norm_eps}")
+        for key in ("attn_softcap", "final_softcap", "attn_scale", "qkv_clip", "embed_scale", "rope_local_theta"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise bad(f"{key} must be a positive number or absent, found {value}")
+        if not (math.isfinite(self.rope_theta) and self.rope_theta > 0):
+            raise bad(f"rope_theta must be a positive number, found {self.rope_theta}")
+        self._validate_layers(bad)
+        self._validate_positions(bad)
+        if self.qk_norm_per_head and not self.qk_norm:
+            raise bad("qk_norm_per_head=true needs qk_norm=true")
+
+    def _validate_layers(self, bad) -> None:
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.n_layers:
+                raise bad(f"layer_types has {len(self.layer_types)} entries, expected one per layer ({self.n_layers})")
+            unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
+            if unknown:
+                raise bad(f"layer_types may hold {' and '.join(LAYER_TYPES)} only, found {', '.join(map(repr, unknown))}")
+            if "sliding" in self.layer_types and self.sliding_window is None:
+                raise bad("layer_types names sliding layers but sliding_window is not set")
+            if self.sliding_pattern is not None:
+                raise bad("give layer_types or sliding_pattern, not both")
+        if self.sliding_pattern is not None and self.sliding_pattern < 1:
+            raise bad(f"sliding_pattern must be a positive integer, found {self.sliding_pattern}")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise bad(f"sliding_window must be a positive integer or absent, found {self.sliding_window}")
-        if self.attn_softcap is not None and self.attn_softcap <= 0:
-            raise bad(f"attn_softcap must be > 0 or absent, found {self.attn_softcap}")
+        if self.rope_local_theta is not None and not any(self.layer_type(i) == "sliding" for i in range(self.n_layers)):
+            raise bad("rope_local_theta is the sliding layers' RoPE base, but no layer slides")
+
+    def _validate_positions(self, bad) -> None:
+        if self.positions != "rope":
+            rope_fields = {"rope_scaling": self.rope_scaling is not None, "rope_local_theta": self.rope_local_theta is not None,
+                           "partial_rotary_factor": self.partial_rotary_factor != 1.0,
+                           "rope_layout": self.rope_layout != "half", "rope_fp32": self.rope_fp32}  # fmt: skip
+            set_fields = [key for key, is_set in rope_fields.items() if is_set]
+            if set_fields:
+                raise bad(f"{', '.join(set_fields)} configure RoPE, but positions={self.positions!r} uses no RoPE")
+            if self.attention == "mla":
+                raise bad(f"MLA's decoupled key is rotated by RoPE; positions={self.positions!r} cannot be used with it")
+        if self.position_offset < 0 or (self.position_offset and self.positions != "learned"):
+            raise bad(f"position_offset applies to learned positions only and must be >= 0, found {self.position_offset}")
 
     def _validate_mla(self, bad) -> None:
         for key in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
@@ -253,7 +351,8 @@ class ModelConfig:
         return cls.from_dict(values, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data (lists, not tuples): what a TOML or JSON file would hold."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
@@ -267,6 +366,7 @@ _TYPE_CHECKS = {  # the annotations ModelConfig uses, one checker each
     "bool": lambda v: isinstance(v, bool),
     "None": lambda v: v is None,
     "list[int]": lambda v: isinstance(v, (list, tuple)) and all(_INT(x) for x in v),
+    "list[str]": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
     "dict[str, Any]": lambda v: isinstance(v, dict),
 }
 

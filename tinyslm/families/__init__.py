@@ -4,21 +4,36 @@ A family module defines a `Family` with
     from_hf(HFConfig) -> ModelConfig      read a checkpoint's config.json
     to_hf(ModelConfig) -> dict            write one transformers loads back
     modules: {our module path: HF module path}, `{i}` standing for the layer index
+    fused:   rules for HF tensors that hold several of ours, or hold one transposed (keymap.py)
+    aliases: other names real files use for the same tensor (older hub layouts)
 
 The key map for a concrete model is derived from the model's own parameters (`key_map`), so a
 family lists only module names, and a parameter the family forgot to map is an error, not a
 silently random weight.
+
+What a family can express is decided by its own two functions: a config can be saved in a
+family's format only if reading back what `to_hf` writes gives the same config
+(`check_expressible`). A llama config with a sliding window, say, is refused rather than written
+as a checkpoint that means something else.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib
+import json
+import pkgutil
 import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ..config import ModelConfig
-from ..errors import CheckpointError, ConfigError, UnsupportedModelError
+from ..errors import ConfigError, UnsupportedModelError
 from .hf_config import HFConfig
+from .keymap import Fused, KeyMap
+
+__all__ = ["Family", "Fused", "KeyMap", "get_family", "families", "config_from_hf", "check_expressible"]
 
 
 @dataclass(frozen=True)
@@ -28,44 +43,73 @@ class Family:
     from_hf: Callable[[HFConfig], ModelConfig]
     to_hf: Callable[[ModelConfig], dict]
     modules: dict[str, str]  # our module path -> HF module path ("{i}" = layer index)
+    fused: tuple[Fused, ...] = ()  # split / transposed tensors (keymap.py)
+    aliases: tuple[tuple[str, str], ...] = ()  # (regex, replacement): other spellings of HF tensor names
     ignored: tuple[str, ...] = ()  # regexes of non-parameter buffers real files carry
     examples: str = ""  # checkpoints known to load, listed when a model_type is not supported
-    _patterns: list = field(default_factory=list, compare=False, repr=False)
+    _aliases: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for ours, theirs in self.modules.items():
-            regex = re.compile(re.escape(ours).replace(r"\{i\}", r"(?P<i>\d+)"))
-            self._patterns.append((regex, theirs))
+        self._aliases.extend((re.compile(p), r) for p, r in self.aliases)
 
-    def hf_key(self, our_key: str) -> str:
-        """'blocks.3.attn.wq.bias' -> 'model.layers.3.self_attn.q_proj.bias'."""
-        module, _, leaf = our_key.rpartition(".")
-        for regex, theirs in self._patterns:
-            match = regex.fullmatch(module)
-            if match:
-                return theirs.format(**match.groupdict()) + "." + leaf
-        raise CheckpointError(f"family {self.model_type!r} has no checkpoint name for parameter {our_key!r}")
+    def key_map(self, model) -> KeyMap:
+        """The entries mapping every distinct parameter of `model` to a checkpoint tensor."""
+        return KeyMap.build(model, self.modules, self.fused, self.model_type)
 
-    def key_map(self, model) -> dict[str, str]:
-        """{our parameter name: HF tensor name} for every distinct parameter (a tied head is not stored)."""
-        return {name: self.hf_key(name) for name, _ in model.named_parameters()}
+    def canonical(self, hf_key: str) -> str:
+        """A tensor name as this family's current transformers class spells it."""
+        for regex, replacement in self._aliases:
+            hf_key = regex.sub(replacement, hf_key)
+        return hf_key
 
     def is_ignored(self, hf_key: str) -> bool:
         return any(re.fullmatch(p, hf_key) for p in self.ignored)
 
 
-def _registry() -> dict[str, Family]:
-    from . import deepseek_v2, llama, qwen2, qwen3  # noqa: PLC0415
+def check_expressible(family: Family, config: ModelConfig) -> dict:
+    """`family.to_hf(config)`, after checking that reading it back gives `config` again.
 
-    return {f.model_type: f for f in (llama.FAMILY, qwen2.FAMILY, qwen3.FAMILY, deepseek_v2.FAMILY)}
+    Every field that does not survive the round trip is one the format cannot express; saving
+    would write a checkpoint that transformers (and tinyslm) load as a different model.
+    """
+    hf = family.to_hf(config)
+    source = f"config {config.name!r} as a {family.model_type} config.json"
+    back = family.from_hf(HFConfig(json.loads(json.dumps(hf)), source))
+    lost = [
+        f"{f.name}={getattr(config, f.name)!r} (reads back as {getattr(back, f.name)!r})"
+        for f in dataclasses.fields(ModelConfig)
+        if f.name not in ("name", "dtype") and getattr(config, f.name) != getattr(back, f.name)
+    ]
+    if lost:
+        raise UnsupportedModelError(
+            f"config {config.name!r}: a {family.model_type} checkpoint cannot express {'; '.join(lost)}. "
+            f"Choose a family whose format has these features, or change the config"
+        )
+    return hf
+
+
+@functools.cache
+def _registry() -> dict[str, Family]:
+    """Every module of this package that defines FAMILY (one file per family; nothing else to register)."""
+    families = {}
+    for info in pkgutil.iter_modules(__path__):
+        family = getattr(importlib.import_module(f"{__name__}.{info.name}"), "FAMILY", None)
+        if isinstance(family, Family):
+            families[family.model_type] = family
+    return families
+
+
+def families() -> dict[str, Family]:
+    """{model_type: Family} of every supported family."""
+    return dict(_registry())
 
 
 def get_family(model_type, source: str = "config.json") -> Family:
-    families = _registry()
-    if not isinstance(model_type, str) or model_type not in families:
-        known = "; ".join(f"{name} ({f.examples})" for name, f in sorted(families.items()))
-        raise UnsupportedModelError(f"{source}: model_type {model_type!r} is not supported; supported: {known}")
-    return families[model_type]
+    known = _registry()
+    if not isinstance(model_type, str) or model_type not in known:
+        listed = "; ".join(f"{name} ({f.examples})" for name, f in sorted(known.items()))
+        raise UnsupportedModelError(f"{source}: model_type {model_type!r} is not supported; supported: {listed}")
+    return known[model_type]
 
 
 def config_from_hf(hf: HFConfig) -> ModelConfig:

@@ -51,7 +51,7 @@ def llama_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
     Absent keys take the defaults of transformers' LlamaConfig, so a folder loads as transformers
     would load it (families override what their own config class defaults differently).
     """
-    theta, scaling, partial = hf.rope()
+    theta, scaling, _ = hf.rope()
     n_heads = hf.typed("num_attention_heads", int)
     values = dict(
         name=hf.get("_name_or_path") or Path(hf.source).parent.name or family,  # else the folder's name
@@ -66,7 +66,7 @@ def llama_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
         max_seq_len=hf.typed("max_position_embeddings", int, 2048),
         rope_theta=theta,
         rope_scaling=scaling,
-        partial_rotary_factor=partial,
+        partial_rotary_factor=1.0,  # LlamaAttention rotates the whole head whatever the config says
         activation=activation_from_hf(hf),
         norm_eps=hf.typed("rms_norm_eps", float, 1e-6),
         tie_embeddings=hf.typed("tie_word_embeddings", bool, False),

@@ -16,7 +16,20 @@ G times we fold the G query heads of each group into the row dimension, so one b
 per group does the work and the cache stays K heads wide: that is the whole memory win of
 GQA/MQA, KV-cache bytes scale with K, not H.
 
-head_dim is independent of D / H (Qwen3-0.6B: D=1024, H=16, hd=128).
+What the families vary, each an argument of the module (never a branch on the family):
+    scale      head_dim^-0.5, or query_pre_attn_scalar^-0.5 (Gemma-2/3)
+    softcap    cap * tanh(score / cap) before the mask (Gemma-2)
+    window     sliding-window mask; the layer's cache then keeps only W keys (cache.py)
+    pos_bias   an additive score bias from key positions (ALiBi, Bloom)
+    q/k norm   per-head norms before RoPE (Qwen3, Gemma-3, Phi, StableLM)
+    qkv_clip   clamp q, k, v after the projections (OLMo)
+
+Two backends compute the same attention (`set_attention_backend`):
+    eager   written out below: scores, cap, bias, mask, float32 softmax. The reference, and what
+            transformers' eager path computes op for op.
+    sdpa    torch.nn.functional.scaled_dot_product_attention: fused, never materialises float32
+            probabilities for every layer (what training needs). It cannot soft-cap, so a
+            soft-capped layer stays on the eager path. Agreement: tests/test_attention.py.
 """
 
 from __future__ import annotations
@@ -26,22 +39,17 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .cache import KVBuffer
+from ..errors import ConfigError
+from .cache import KVBuffer, RingKVBuffer
+from .positions import Step, attention_mask
 from .rope import apply_rope
+
+BACKENDS = ("eager", "sdpa")
 
 
 def causal_mask(t: int, s: int, start: int, window: int | None, device) -> torch.Tensor:
-    """Boolean (T, S): True where query at position start+i may attend key at position j.
-
-    Causal: j <= start+i. With a sliding window W (Mistral / Gemma-2 / Phi-3): also j > start+i-W,
-    i.e. each query sees its last W keys including itself.
-    """
-    q_pos = torch.arange(start, start + t, device=device)[:, None]  # (T, 1)
-    k_pos = torch.arange(s, device=device)[None, :]  # (1, S)
-    allowed = k_pos <= q_pos
-    if window is not None:
-        allowed &= k_pos > q_pos - window
-    return allowed
+    """Boolean (T, S) mask for queries at start..start+T-1 over keys at 0..S-1 (see positions.attention_mask)."""
+    return attention_mask(torch.arange(start, start + t, device=device), torch.arange(s, device=device), window)
 
 
 def attend(
@@ -50,14 +58,20 @@ def attend(
     v: torch.Tensor,
     *,
     scale: float,
-    start: int,
+    mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
     softcap: float | None = None,
-    window: int | None = None,
+    backend: str = "eager",
 ) -> torch.Tensor:
-    """Grouped scaled-dot-product attention, written out.
+    """Grouped scaled-dot-product attention.
 
     q (B, H, T, hd_qk), k (B, K, S, hd_qk), v (B, K, S, hd_v) -> (B, H, T, hd_v), H a multiple of K.
+    mask: bool (T, S), True = may attend (None = all); bias: additive (H, T or 1, S), added after scaling.
     """
+    if backend == "sdpa" and softcap is None:
+        return _attend_sdpa(q, k, v, scale=scale, mask=mask, bias=bias)
+    if backend not in BACKENDS:
+        raise ConfigError(f"attention backend must be one of {', '.join(BACKENDS)}; found {backend!r}")
     b, h, t, _ = q.shape
     n_kv, s = k.shape[1], k.shape[2]
     g = h // n_kv
@@ -66,25 +80,40 @@ def attend(
     if softcap is not None:  # Gemma-2: bound the logits smoothly to (-cap, cap)
         scores = torch.tanh(scores / softcap) * softcap
     scores = scores.view(b, n_kv, g, t, s)  # (B, K, G, T, S)
-    if t > 1 or window is not None:  # a single new token with a full cache sees every key
-        mask = causal_mask(t, s, start, window, q.device)  # (T, S)
+    if bias is not None:
+        scores = scores + bias.view(n_kv, g, -1, s)  # (K, G, T or 1, S) broadcast over B
+    if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    probs = F.softmax(scores.float(), dim=-1).to(v.dtype)  # softmax in float32, as transformers does
+    # softmax in (at least) float32, as transformers does
+    probs = F.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(v.dtype)
     out = probs.view(b, n_kv, g * t, s) @ v  # (B, K, G*T, hd_v)
     return rearrange(out, "b k (g t) d -> b (k g) t d", g=g)  # (B, H, T, hd_v)
 
 
+def _attend_sdpa(q, k, v, *, scale: float, mask, bias) -> torch.Tensor:
+    """The same attention through torch's fused kernel (mask and bias become one additive float mask)."""
+    attn_mask = mask
+    if bias is not None:
+        bias = bias[None]  # (1, H, T or 1, S)
+        attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+    enable_gqa = q.shape[1] != k.shape[1]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale, enable_gqa=enable_gqa)
+
+
 class Attention(nn.Module):
-    """Multi-head causal self-attention with n_kv_heads key/value heads and RoPE.
+    """Multi-head causal self-attention with n_kv_heads key/value heads.
 
     Args:
         dim: model width D.
         n_heads, n_kv_heads, head_dim: H, K, hd (n_heads % n_kv_heads == 0).
-        qkv_bias: biases on the q/k/v projections (Qwen2).
-        out_bias: bias on the output projection.
-        q_norm, k_norm: optional per-head norms over hd applied before RoPE (Qwen3's QK-norm).
-        rope_layout: "half" or "interleaved" (see rope.py).
-        softcap: optional tanh cap on attention logits (Gemma-2); sliding_window: optional window.
+        qkv_bias: biases on the q/k/v projections (Qwen2); out_bias: on the output projection.
+        q_norm, k_norm: optional per-head norms over hd applied before RoPE (QK-norm).
+        rope_layout: "half" or "interleaved" (see rope.py); rope_fp32: rotate in float32 (OLMo).
+        rope_key: which of the model's RoPE tables this layer reads ("global" / "local"); RoPE is
+            skipped when the step has no such table (learned positions, ALiBi).
+        scale: softmax scale (None -> hd^-0.5); softcap: tanh cap on the scores.
+        window: sliding window W (None: full causal); pos_bias: e.g. `ALiBi(n_heads)`.
+        qkv_clip: clamp q, k, v to [-clip, clip] (OLMo).
     """
 
     def __init__(
@@ -99,8 +128,13 @@ class Attention(nn.Module):
         q_norm: nn.Module | None = None,
         k_norm: nn.Module | None = None,
         rope_layout: str = "half",
+        rope_fp32: bool = False,
+        rope_key: str = "global",
+        scale: float | None = None,
         softcap: float | None = None,
-        sliding_window: int | None = None,
+        window: int | None = None,
+        pos_bias: nn.Module | None = None,
+        qkv_clip: float | None = None,
     ):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
@@ -109,31 +143,62 @@ class Attention(nn.Module):
         self.wv = nn.Linear(dim, n_kv_heads * head_dim, bias=qkv_bias)  # D -> K*hd
         self.wo = nn.Linear(n_heads * head_dim, dim, bias=out_bias)  # H*hd -> D
         self.q_norm, self.k_norm = q_norm, k_norm
-        self.rope_layout, self.softcap, self.sliding_window = rope_layout, softcap, sliding_window
-        self.scale = head_dim**-0.5
+        self.rope_layout, self.rope_fp32, self.rope_key = rope_layout, rope_fp32, rope_key
+        self.scale = head_dim**-0.5 if scale is None else scale
+        self.softcap, self.window, self.pos_bias, self.qkv_clip = softcap, window, pos_bias, qkv_clip
+        self.backend = "eager"
 
-    def forward(
-        self,
-        x: torch.Tensor,  # (B, T, D)
-        rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin (T, d)
-        start: int = 0,  # position of x's first token
-        cache: KVBuffer | None = None,
-    ) -> torch.Tensor:
-        q = rearrange(self.wq(x), "b t (h d) -> b h t d", d=self.head_dim)  # (B, H, T, hd)
-        k = rearrange(self.wk(x), "b t (k d) -> b k t d", d=self.head_dim)  # (B, K, T, hd)
-        v = rearrange(self.wv(x), "b t (k d) -> b k t d", d=self.head_dim)  # (B, K, T, hd)
+    def forward(self, x: torch.Tensor, step: Step, cache: KVBuffer | RingKVBuffer | None = None) -> torch.Tensor:
+        """x (B, T, D) at positions step.start.. -> (B, T, D); with a cache, the past is read from it."""
+        q, k, v = self.wq(x), self.wk(x), self.wv(x)  # (B, T, H*hd), (B, T, K*hd) x 2
+        if self.qkv_clip is not None:
+            q, k, v = (t.clamp(-self.qkv_clip, self.qkv_clip) for t in (q, k, v))
+        q = rearrange(q, "b t (h d) -> b h t d", d=self.head_dim)  # (B, H, T, hd)
+        k = rearrange(k, "b t (k d) -> b k t d", d=self.head_dim)  # (B, K, T, hd)
+        v = rearrange(v, "b t (k d) -> b k t d", d=self.head_dim)  # (B, K, T, hd)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = rope
-        q, k = apply_rope(q, cos, sin, self.rope_layout), apply_rope(k, cos, sin, self.rope_layout)
+        rope = step.rope(self.rope_key)
+        if rope is not None:
+            q, k = (apply_rope(t, *rope, self.rope_layout, fp32=self.rope_fp32) for t in (q, k))
+        k_pos = None  # None: keys sit at positions 0..S-1
         if cache is not None:
-            k, v = cache.update(k, v, start)  # (B, K, S, hd) with S = start + T
-        out = attend(q, k, v, scale=self.scale, start=start, softcap=self.softcap, window=self.sliding_window)
+            k, v, k_pos = cache.update(k, v, step.start)  # (B, K, S, hd) with S = keys kept + T
+        mask = step.mask(k_pos, k.shape[2], self.window)
+        bias = None
+        if self.pos_bias is not None:
+            positions = k_pos if k_pos is not None else torch.arange(k.shape[2], device=x.device)
+            bias = self.pos_bias(positions, q.dtype)  # (H, 1, S)
+        out = attend(q, k, v, scale=self.scale, mask=mask, bias=bias, softcap=self.softcap, backend=self.backend)
         return self.wo(rearrange(out, "b h t d -> b t (h d)"))  # (B, T, D)
 
-    def new_cache(self, batch: int, capacity: int, dtype, device) -> KVBuffer:
+    def new_cache(self, batch: int, capacity: int, dtype, device) -> KVBuffer | RingKVBuffer:
+        """A full cache, or for a sliding-window layer a ring of the last W keys (never more than capacity)."""
+        if self.window is not None and self.window < capacity:
+            return RingKVBuffer(batch, self.n_kv_heads, self.window, capacity, self.head_dim, dtype, device)
         return KVBuffer(batch, self.n_kv_heads, capacity, self.head_dim, self.head_dim, dtype, device)
 
     def cache_values_per_token(self) -> int:
-        """Numbers stored per token in this layer's cache: K and V for each KV head."""
+        """Numbers stored per token in this layer's cache: K and V for each KV head (a window caps the tokens)."""
         return 2 * self.n_kv_heads * self.head_dim
+
+    def extra_repr(self) -> str:
+        extras = [f"heads={self.n_heads}", f"kv_heads={self.n_kv_heads}", f"head_dim={self.head_dim}"]
+        extras += [f"{k}={v}" for k, v in (("window", self.window), ("softcap", self.softcap)) if v is not None]
+        return ", ".join(extras)
+
+
+def attention_layers(model: nn.Module) -> list[nn.Module]:
+    """Every module of `model` that attends (has a `backend`)."""
+    return [m for m in model.modules() if hasattr(m, "backend") and hasattr(m, "new_cache")]
+
+
+def set_attention_backend(model: nn.Module, backend: str) -> str:
+    """Make every attention layer of `model` use `backend` ("eager" | "sdpa"); returns the previous one."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"attention backend must be one of {', '.join(BACKENDS)}; found {backend!r}")
+    layers = attention_layers(model)
+    previous = layers[0].backend if layers else "eager"
+    for layer in layers:
+        layer.backend = backend
+    return previous

@@ -1,10 +1,16 @@
-"""The pre-norm transformer block, and the builders that pick its parts from a config.
+"""Transformer blocks, and the builders that pick their parts from a config.
 
-    h   = x + attention(attn_norm(x))
-    out = h + ffn(ffn_norm(h))
+    SequentialBlock (Llama, GPT-2, OPT, Bloom, ...):
+        h   = x + attn_out_norm(attention(attn_norm(x)))
+        out = h + ffn_out_norm(ffn(ffn_norm(h)))
+        (attn_out_norm / ffn_out_norm are Gemma-2/3's "sandwich" norms, identities elsewhere)
 
-The block does not know which attention, FFN or norm it holds: `build_block` chooses them from
-the config (composition, not flags), so an ablation is a config change.
+    ParallelBlock (GPT-NeoX / Pythia, Phi-2, StableLM with use_parallel_residual):
+        out = x + attention(attn_norm(x)) + ffn(ffn_norm(x))
+        (Phi-2 and StableLM have a single norm: the FFN reads attn_norm(x) too)
+
+A block does not know which attention, FFN or norms it holds: `build_block` chooses them from the
+config's `LayerSpec` for that layer (composition, not flags), so an ablation is a config change.
 """
 
 from __future__ import annotations
@@ -12,21 +18,53 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import Attention
 from ..config import ModelConfig
+from .attention import Attention
 from .ffn import make_ffn
-from .norms import RMSNorm, make_norm
+from .norms import PerHeadNorm, make_norm
+from .positions import ALiBi, Step
 
 
-class Block(nn.Module):
-    def __init__(self, *, attn: nn.Module, ffn: nn.Module, attn_norm: nn.Module, ffn_norm: nn.Module):
+class SequentialBlock(nn.Module):
+    def __init__(
+        self,
+        *,
+        attn: nn.Module,
+        ffn: nn.Module,
+        attn_norm: nn.Module,
+        ffn_norm: nn.Module,
+        attn_out_norm: nn.Module | None = None,
+        ffn_out_norm: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.attn_norm, self.attn = attn_norm, attn
+        self.attn_out_norm = attn_out_norm or nn.Identity()
+        self.ffn_norm, self.ffn = ffn_norm, ffn
+        self.ffn_out_norm = ffn_out_norm or nn.Identity()
+
+    def forward(self, x: torch.Tensor, step: Step, cache=None) -> torch.Tensor:  # (B, T, D)
+        x = x + self.attn_out_norm(self.attn(self.attn_norm(x), step, cache))
+        return x + self.ffn_out_norm(self.ffn(self.ffn_norm(x)))
+
+
+class ParallelBlock(nn.Module):
+    """Attention and FFN both read the block's input; their outputs are added to it together.
+
+    ffn_norm=None: one shared norm (Phi-2, StableLM); else GPT-NeoX's second norm.
+    """
+
+    def __init__(self, *, attn: nn.Module, ffn: nn.Module, attn_norm: nn.Module, ffn_norm: nn.Module | None = None):
         super().__init__()
         self.attn_norm, self.attn = attn_norm, attn
         self.ffn_norm, self.ffn = ffn_norm, ffn
 
-    def forward(self, x: torch.Tensor, rope, start: int = 0, cache=None) -> torch.Tensor:  # (B, T, D)
-        x = x + self.attn(self.attn_norm(x), rope, start, cache)
-        return x + self.ffn(self.ffn_norm(x))
+    def forward(self, x: torch.Tensor, step: Step, cache=None) -> torch.Tensor:  # (B, T, D)
+        h = self.attn_norm(x)
+        ffn_in = h if self.ffn_norm is None else self.ffn_norm(x)
+        return x + self.attn(h, step, cache) + self.ffn(ffn_in)
+
+
+Block = SequentialBlock  # the name earlier versions used
 
 
 def build_attention(config: ModelConfig, layer: int) -> nn.Module:
@@ -34,27 +72,44 @@ def build_attention(config: ModelConfig, layer: int) -> nn.Module:
         from .mla import MLAttention  # noqa: PLC0415  (MLA arrives with its own module)
 
         return MLAttention.from_config(config)
-    shape = config.layer(layer)
-    qk_norm = config.qk_norm
+    spec = config.layer(layer)
+    hd = config.head_dim
+    if config.qk_norm_per_head:
+        q_norm, k_norm = PerHeadNorm(hd, spec.n_heads, config.norm_eps), PerHeadNorm(hd, spec.n_kv_heads, config.norm_eps)
+    elif config.qk_norm:
+        q_norm, k_norm = make_norm(config.norm, hd, config.norm_eps), make_norm(config.norm, hd, config.norm_eps)
+    else:
+        q_norm = k_norm = None
     return Attention(
         config.dim,
-        shape.n_heads,
-        shape.n_kv_heads,
-        config.head_dim,
+        spec.n_heads,
+        spec.n_kv_heads,
+        hd,
         qkv_bias=config.qkv_bias,
         out_bias=config.out_bias,
-        q_norm=RMSNorm(config.head_dim, config.norm_eps) if qk_norm else None,
-        k_norm=RMSNorm(config.head_dim, config.norm_eps) if qk_norm else None,
+        q_norm=q_norm,
+        k_norm=k_norm,
         rope_layout=config.rope_layout,
+        rope_fp32=config.rope_fp32,
+        rope_key=spec.rope,
+        scale=config.attn_scale,
         softcap=config.attn_softcap,
-        sliding_window=config.sliding_window,
+        window=spec.window,
+        pos_bias=ALiBi(spec.n_heads) if config.positions == "alibi" else None,
+        qkv_clip=config.qkv_clip,
     )
 
 
-def build_block(config: ModelConfig, layer: int) -> Block:
-    return Block(
-        attn=build_attention(config, layer),
-        ffn=make_ffn(config.ffn, config.dim, config.layer(layer).ffn_dim, config.activation, config.ffn_bias),
-        attn_norm=make_norm(config.norm, config.dim, config.norm_eps),
-        ffn_norm=make_norm(config.norm, config.dim, config.norm_eps),
-    )
+def build_block(config: ModelConfig, layer: int) -> nn.Module:
+    norm = lambda: make_norm(config.norm, config.dim, config.norm_eps)  # noqa: E731
+    attn = build_attention(config, layer)
+    ffn = make_ffn(config.ffn, config.dim, config.layer(layer).ffn_dim, config.activation, config.ffn_bias)
+    if config.block == "parallel":
+        return ParallelBlock(attn=attn, ffn=ffn, attn_norm=norm(), ffn_norm=norm())
+    if config.block == "parallel_shared_norm":
+        return ParallelBlock(attn=attn, ffn=ffn, attn_norm=norm())
+    sandwich = config.sandwich_norms
+    return SequentialBlock(
+        attn=attn, ffn=ffn, attn_norm=norm(), ffn_norm=norm(),
+        attn_out_norm=norm() if sandwich else None, ffn_out_norm=norm() if sandwich else None,
+    )  # fmt: skip

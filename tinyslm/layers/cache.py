@@ -1,16 +1,28 @@
-"""The KV cache: pre-allocated per-layer key/value buffers for incremental decoding.
+"""The KV cache: pre-allocated per-layer buffers for incremental decoding.
 
-Legend: B batch, n_kv KV heads, S capacity (prompt + new tokens), hd head_dim.
+Legend: B batch, K KV heads, S capacity (prompt + new tokens), W window, hd head_dim.
 
 Decoding one token at a time recomputes nothing for the past: each attention layer appends the
 new token's key and value to its buffer and attends over everything stored so far. The buffers
 are allocated once, sized to exactly what the request needs (prompt + max_new_tokens), never to
 the model's maximum context.
 
-Each attention type decides what it stores: `Attention` (MHA/MQA/GQA) keeps per-KV-head K and V
-in a `KVBuffer`; MLA keeps its compressed latent instead. The model asks each of its attention
-modules for a layer cache (`new_cache`) and `KVCache` holds the list, one slot per depth step
-(a shared block that runs twice gets two slots).
+Every layer cache follows one protocol (`LayerCache`): `update(...)` stores the new positions and
+returns what attention reads, `tensors()` lists the buffers (for byte counts). Each attention type
+decides what it stores:
+
+    KVBuffer      K and V of every position so far: (B, K, S, hd) each          MHA / GQA / MQA
+    RingKVBuffer  K and V of the last W positions only: (B, K, W, hd) each      sliding-window layers
+    MLACache      one latent per position: (B, S, r + dr)                        MLA (mla.py)
+
+The ring buffer writes position p into slot p % W and remembers each slot's position; attention
+masks by those positions (positions.attention_mask), so the slots need no order. Two cases:
+    one new token   write it, then attend over the W slots: exactly the W keys its window holds
+    a chunk of T    attend over (the W stored + the T new) keys, *then* keep the last W of them:
+                    writing first would overwrite keys the chunk's early queries still need
+This stays exact past the window and for prefills longer than the window (tests/test_generate.py).
+
+`KVCache` holds one layer cache per depth step (a shared block that runs twice gets two).
 """
 
 from __future__ import annotations
@@ -20,25 +32,69 @@ import torch
 from ..errors import GenerationError
 
 
-class KVBuffer:
-    """Keys and values of one attention layer: k, v (B, n_kv, S, hd)."""
+class LayerCache:
+    """The protocol: `capacity` positions, `update` (per attention type), `tensors()` for byte counts."""
+
+    capacity: int
+
+    def tensors(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def check_room(self, start: int, t: int) -> int:
+        end = start + t
+        if end > self.capacity:
+            raise GenerationError(f"KV cache overflow: position {end} exceeds the cache capacity {self.capacity}")
+        return end
+
+
+class KVBuffer(LayerCache):
+    """Keys and values of one attention layer: k, v (B, K, S, hd)."""
 
     def __init__(self, batch: int, n_kv_heads: int, capacity: int, k_dim: int, v_dim: int, dtype, device):
+        self.capacity = capacity
         self.k = torch.zeros(batch, n_kv_heads, capacity, k_dim, dtype=dtype, device=device)
         self.v = torch.zeros(batch, n_kv_heads, capacity, v_dim, dtype=dtype, device=device)
 
-    @property
-    def capacity(self) -> int:
-        return self.k.shape[2]
-
-    def update(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, n_kv, T, hd) at positions start..start+T; return all keys/values so far."""
-        end = start + k.shape[2]
-        if end > self.capacity:
-            raise GenerationError(f"KV cache overflow: position {end} exceeds the cache capacity {self.capacity}")
+    def update(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Store k, v (B, K, T, hd) at positions start..start+T; return all keys/values so far (positions 0..end-1)."""
+        end = self.check_room(start, k.shape[2])
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]  # (B, n_kv, end, hd)
+        return self.k[:, :, :end], self.v[:, :, :end], None  # (B, K, end, hd)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.k, self.v]
+
+
+class RingKVBuffer(LayerCache):
+    """Keys and values of a sliding-window layer: the last W positions in W slots, slot = position % W."""
+
+    def __init__(self, batch: int, n_kv_heads: int, window: int, capacity: int, head_dim: int, dtype, device):
+        self.capacity, self.window = capacity, window
+        self.k = torch.zeros(batch, n_kv_heads, window, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros(batch, n_kv_heads, window, head_dim, dtype=dtype, device=device)
+        self.pos = torch.full((window,), -1, dtype=torch.long, device=device)  # (W,): -1 = empty slot
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Store k, v (B, K, T, hd) for positions start..; return the keys to attend over and their positions."""
+        t = k.shape[2]
+        self.check_room(start, t)
+        new_pos = torch.arange(start, start + t, device=self.pos.device)  # (T,)
+        if t == 1:  # decode: the new key replaces the one that just left the window
+            self._write(k, v, new_pos)
+            return self.k, self.v, self.pos  # (B, K, W, hd), (W,)
+        keys = torch.cat((self.k, k), dim=2)  # (B, K, W + T, hd)
+        values = torch.cat((self.v, v), dim=2)
+        positions = torch.cat((self.pos, new_pos))  # (W + T,)
+        keep = slice(max(t - self.window, 0), t)  # the last W new positions stay
+        self._write(k[:, :, keep], v[:, :, keep], new_pos[keep])
+        return keys, values, positions
+
+    def _write(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor) -> None:
+        slots = positions % self.window  # (n,) distinct: n <= W consecutive positions
+        self.k[:, :, slots] = k
+        self.v[:, :, slots] = v
+        self.pos[slots] = positions
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.k, self.v]
@@ -47,12 +103,12 @@ class KVBuffer:
 class KVCache:
     """All layers' caches plus how many positions have been written (`length`)."""
 
-    def __init__(self, layers: list, capacity: int):
+    def __init__(self, layers: list[LayerCache], capacity: int):
         self.layers = layers  # one layer cache per depth step
         self.capacity = capacity
         self.length = 0  # positions already stored; the next token's position
 
-    def __getitem__(self, step: int):
+    def __getitem__(self, step: int) -> LayerCache:
         return self.layers[step]
 
     @property

@@ -1,5 +1,8 @@
 """Feed-forward networks: the gated FFN (SwiGLU / GeGLU) and the plain two-layer MLP.
 
+A fused checkpoint tensor (Phi-3's gate_up_proj) is split at load time by the family's key map, so
+the module stays the same three matrices.
+
 Shapes: x (B, T, D) -> (B, T, D); the hidden width F (ffn_dim) may differ per layer.
 
     gated (Shazeer 2020, Llama):  down( act(gate(x)) * up(x) )     3 matrices, D->F, D->F, F->D
@@ -17,6 +20,7 @@ ACTIVATIONS = {
     "gelu": F.gelu,  # exact (erf) GELU
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's gelu_new, Gemma's gelu_pytorch_tanh
     "relu": F.relu,
+    "relu2": lambda x: F.relu(x).square(),  # squared ReLU (So et al. 2021, Primer), Nemotron's relu2
 }
 
 

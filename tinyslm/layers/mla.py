@@ -56,9 +56,11 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..errors import ConfigError
 from .attention import attend
-from ..errors import ConfigError, GenerationError
+from .cache import LayerCache
 from .norms import RMSNorm
+from .positions import Step
 from .rope import apply_rope, rope_type_of, yarn_factor, yarn_mscale
 
 DECODE_PATHS = ("naive", "absorbed", "auto")
@@ -85,24 +87,19 @@ def mla_softmax_scale(config) -> float:
     return scale
 
 
-class MLACache:
+class MLACache(LayerCache):
     """One layer's MLA cache: latent (B, S, r + dr) = [normed c | roped k_pe] per token.
 
     That is all MLA keeps: no per-head keys or values. Both decode paths read the same tensor.
     """
 
     def __init__(self, batch: int, capacity: int, kv_lora_rank: int, rope_dim: int, dtype, device):
+        self.capacity = capacity
         self.latent = torch.zeros(batch, capacity, kv_lora_rank + rope_dim, dtype=dtype, device=device)
-
-    @property
-    def capacity(self) -> int:
-        return self.latent.shape[1]
 
     def update(self, latent: torch.Tensor, start: int) -> torch.Tensor:
         """Store latent (B, T, r + dr) at positions start..start+T; return everything so far (B, S, r + dr)."""
-        end = start + latent.shape[1]
-        if end > self.capacity:
-            raise GenerationError(f"KV cache overflow: position {end} exceeds the cache capacity {self.capacity}")
+        end = self.check_room(start, latent.shape[1])
         self.latent[:, start:end] = latent
         return self.latent[:, :end]
 
@@ -161,6 +158,7 @@ class MLAttention(nn.Module):
         self.scale = dqk**-0.5 if softmax_scale is None else softmax_scale
         self.rope_layout = rope_layout
         self.decode = decode
+        self.backend = "eager"  # or "sdpa" (attention.set_attention_backend)
 
     @classmethod
     def from_config(cls, config) -> "MLAttention":
@@ -179,33 +177,29 @@ class MLAttention(nn.Module):
         )
 
     # ------------------------------------------------------------------------------------
-    def forward(
-        self,
-        x: torch.Tensor,  # (B, T, D)
-        rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin (T, dr)
-        start: int = 0,  # position of x's first token
-        cache: MLACache | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: Step, cache: MLACache | None = None) -> torch.Tensor:
+        """x (B, T, D) at positions step.start.. -> (B, T, D); the RoPE table is the step's "global" one (T, dr)."""
         q = self.wq(x) if self.q_lora_rank is None else self.wq_b(self.q_norm(self.wq_a(x)))  # (B, T, H*dqk)
         q = rearrange(q, "b t (h d) -> b h t d", h=self.n_heads)  # (B, H, T, dqk)
         q_nope, q_pe = q.split([self.dn, self.dr], dim=-1)  # (B, H, T, dn), (B, H, T, dr)
 
         c, k_pe = self.wkv_a(x).split([self.kv_lora_rank, self.dr], dim=-1)  # (B, T, r), (B, T, dr)
         c = self.kv_norm(c)  # (B, T, r)
-        cos, sin = rope
+        cos, sin = step.rope("global")
         q_pe = apply_rope(q_pe, cos, sin, self.rope_layout)  # (B, H, T, dr)
         k_pe = apply_rope(k_pe[:, None], cos, sin, self.rope_layout)[:, 0]  # (B, T, dr): one head for all
 
         latent = torch.cat((c, k_pe), dim=-1)  # (B, T, r + dr): what the cache keeps
         if cache is not None:
-            latent = cache.update(latent, start)  # (B, S, r + dr)
+            latent = cache.update(latent, step.start)  # (B, S, r + dr)
+        mask = step.mask(None, latent.shape[1], None)  # (T, S) causal, or None for one new token
         if self._path(x.shape[1]) == "absorbed":
-            out = self._attend_absorbed(q_nope, q_pe, latent, start)
+            out = self._attend_absorbed(q_nope, q_pe, latent, mask)
         else:
-            out = self._attend_naive(q_nope, q_pe, latent, start)
+            out = self._attend_naive(q_nope, q_pe, latent, mask)
         return self.wo(rearrange(out, "b h t d -> b t (h d)"))  # (B, T, D)
 
-    def _attend_naive(self, q_nope, q_pe, latent, start: int) -> torch.Tensor:
+    def _attend_naive(self, q_nope, q_pe, latent, mask) -> torch.Tensor:
         """Expand the latents into H keys and values, then ordinary attention with K = H heads."""
         c, k_pe = latent.split([self.kv_lora_rank, self.dr], dim=-1)  # (B, S, r), (B, S, dr)
         kv = rearrange(self.wkv_b(c), "b s (h d) -> b h s d", h=self.n_heads)  # (B, H, S, dn + dv)
@@ -213,9 +207,9 @@ class MLAttention(nn.Module):
         k_pe = k_pe[:, None].expand(-1, self.n_heads, -1, -1)  # (B, H, S, dr): the shared key, every head
         k = torch.cat((k_nope, k_pe), dim=-1)  # (B, H, S, dqk)
         q = torch.cat((q_nope, q_pe), dim=-1)  # (B, H, T, dqk)
-        return attend(q, k, v, scale=self.scale, start=start)  # (B, H, T, dv)
+        return attend(q, k, v, scale=self.scale, mask=mask, backend=self.backend)  # (B, H, T, dv)
 
-    def _attend_absorbed(self, q_nope, q_pe, latent, start: int) -> torch.Tensor:
+    def _attend_absorbed(self, q_nope, q_pe, latent, mask) -> torch.Tensor:
         """Attend in latent space: MQA over the cache itself, with wkv_b folded into q and the output."""
         w = rearrange(self.wkv_b.weight, "(h d) r -> h d r", h=self.n_heads)  # (H, dn + dv, r)
         w_uk, w_uv = w.split([self.dn, self.dv], dim=1)  # (H, dn, r), (H, dv, r)
@@ -223,7 +217,7 @@ class MLAttention(nn.Module):
         q = torch.cat((q_latent, q_pe), dim=-1)  # (B, H, T, r + dr)
         k = latent[:, None]  # (B, 1, S, r + dr): a single key head shared by all H query heads
         v = latent[:, None, :, : self.kv_lora_rank]  # (B, 1, S, r): the latent is the value
-        out = attend(q, k, v, scale=self.scale, start=start)  # (B, H, T, r)
+        out = attend(q, k, v, scale=self.scale, mask=mask, backend=self.backend)  # (B, H, T, r)
         return torch.einsum("bhtr,hvr->bhtv", out, w_uv)  # (B, H, T, dv): W_uv applied once, after
 
     def _path(self, t: int) -> str:

@@ -175,17 +175,21 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-b, a), dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str = "half") -> torch.Tensor:
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str = "half", fp32: bool = False
+) -> torch.Tensor:
     """Rotate the first d dims of x (B, H, T, hd) by the angles in cos/sin (T, d); pass the rest through.
 
-    Precision follows transformers: split-half rotates in x's dtype with cos/sin cast to it (Llama);
-    interleaved rotates in float32 and casts the result back (DeepSeek-V2's complex product).
+    Precision follows transformers: split-half rotates in x's dtype with cos/sin cast to it (Llama),
+    or with fp32=True in float32, cast back afterwards (OLMo); interleaved always rotates in float32
+    (DeepSeek-V2's complex product).
     """
     d = cos.shape[-1]
     x_rot, x_pass = x[..., :d], x[..., d:]  # (B, H, T, d), (B, H, T, hd - d)
     if layout == "half":
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        rotated = x_rot * cos + rotate_half(x_rot) * sin
+        work = torch.float32 if fp32 else x.dtype
+        cos, sin, x_rot = cos.to(work), sin.to(work), x_rot.to(work)
+        rotated = (x_rot * cos + rotate_half(x_rot) * sin).to(x.dtype)
     elif layout == "interleaved":
         cos_i, sin_i = cos[..., : d // 2].float(), sin[..., : d // 2].float()  # (T, d/2): one angle per pair
         even, odd = x_rot[..., 0::2].float(), x_rot[..., 1::2].float()  # (B, H, T, d/2)

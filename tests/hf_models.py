@@ -70,6 +70,10 @@ def to_legacy_config(folder: Path) -> None:
     """Rewrite config.json as the Hub ships it: rope_theta / rope_scaling / torch_dtype keys."""
     path = Path(folder) / "config.json"
     cfg = json.loads(path.read_text())
+    if any(isinstance(v, dict) for v in (cfg.get("rope_parameters") or {}).values()):
+        cfg["torch_dtype"] = cfg.pop("dtype", "float32")  # per-layer-type RoPE: the case's legacy_rewrite handles it
+        path.write_text(json.dumps(cfg, indent=2))
+        return
     rope = dict(cfg.pop("rope_parameters", None) or {})
     cfg["rope_theta"] = rope.pop("rope_theta", 10000.0)
     if "partial_rotary_factor" in rope:

@@ -36,6 +36,22 @@ PUBLISHED_PARAMS = {
     "qwen2.5-0.5b": 494_032_768,
     "qwen2.5-1.5b": 1_543_714_304,
     "qwen3-0.6b": 596_049_920,
+    "h2o-danube3-500m": 513_590_784,
+    "h2o-danube-1.8b": 1_831_201_280,
+    "gemma-2b": 2_506_172_416,
+    "gemma-2-2b": 2_614_341_888,
+    "gemma-3-270m": 268_098_176,
+    "gemma-3-1b": 999_885_952,
+    "phi-2": 2_779_683_840,
+    "phi-3-mini-4k": 3_821_079_552,
+    "stablelm-2-1.6b": 1_644_515_328,
+    "pythia-160m": 162_322_944,
+    "opt-125m": 125_239_296,
+    "cerebras-gpt-111m": 111_050_496,
+    "lamini-gpt-774m": 774_031_360,
+    "bloom-560m": 559_214_592,
+    "olmo-1b": 1_176_764_416,
+    "minitron-4b": 4_190_509_056,
 }
 
 # KV-cache bytes per token in bf16 (2 x layers x kv_heads x head_dim x 2 B): ARCHITECTURES.md section 5.
@@ -49,6 +65,22 @@ PUBLISHED_KV_BYTES = {
     "qwen2.5-0.5b": 12_288,
     "qwen2.5-1.5b": 28_672,
     "qwen3-0.6b": 114_688,
+    "h2o-danube3-500m": 49_152,
+    "h2o-danube-1.8b": 61_440,  # per token while the context is within the 4096 window; then the rings stop growing
+    "gemma-2b": 18_432,
+    "gemma-2-2b": 106_496,
+    "gemma-3-270m": 18_432,
+    "gemma-3-1b": 26_624,
+    "phi-2": 327_680,
+    "phi-3-mini-4k": 393_216,
+    "stablelm-2-1.6b": 196_608,
+    "pythia-160m": 36_864,
+    "opt-125m": 36_864,
+    "cerebras-gpt-111m": 30_720,
+    "lamini-gpt-774m": 184_320,
+    "bloom-560m": 98_304,
+    "olmo-1b": 131_072,
+    "minitron-4b": 131_072,
 }
 
 configs = pytest.mark.parametrize("path", CONFIG_FILES, ids=[p.stem for p in CONFIG_FILES])

@@ -1,0 +1,135 @@
+"""Every family of tests/family_cases/ against transformers' own modeling code (its eager attention path).
+
+For each case (a seeded random-init transformers model from a shrunken real config):
+  * saved with save_pretrained, and rewritten in the legacy Hub config.json form, loaded with
+    tinyslm.load_pretrained: float32 logits within 1e-5 of the logit scale and a 16-token greedy
+    continuation identical (prompts run past the sliding window wherever there is one);
+  * bfloat16 logits within the tolerance measured and stated in the case;
+  * cached decoding equals full recomputation, in chunks of every size, around the window;
+  * the eager and SDPA attention backends agree;
+  * tinyslm.save_pretrained writes a folder transformers loads back with identical logits.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from family_cases import Case, all_cases
+from hf_models import hf_greedy, write_hf_checkpoint
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinyslm
+from tinyslm.layers.attention import set_attention_backend
+
+CASES = all_cases()
+cases = pytest.mark.parametrize("name", list(CASES))
+
+
+def prompt_ids(case: Case, batch: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, case.hparams["vocab_size"], (batch, case.prompt), generator=torch.Generator().manual_seed(seed))
+
+
+def max_relative_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return float((ours.float() - theirs.float()).abs().max() / theirs.float().abs().max())
+
+
+@functools.cache
+def reference(name: str) -> tuple[torch.nn.Module, Path]:
+    """The case's transformers model (eager attention) and the folder it was saved to (once per session)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"tinyslm-{name}-"))
+    case = CASES[name]
+    hf_model = write_hf_checkpoint(folder, case.config_cls, attn_implementation="eager", **case.hparams)
+    return hf_model, folder
+
+
+@cases
+@pytest.mark.parametrize("legacy", [False, True], ids=["current-config", "legacy-hub-config"])
+def test_logits_and_greedy_tokens_match_transformers(name, legacy, tmp_path):
+    case = CASES[name]
+    hf_model = write_hf_checkpoint(tmp_path, case.config_cls, legacy=legacy, attn_implementation="eager", **case.hparams)
+    if legacy and case.legacy_rewrite is not None:
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(case.legacy_rewrite(json.loads(path.read_text())), indent=2))
+    model = tinyslm.load_pretrained(tmp_path)
+    ids = prompt_ids(case)
+    with torch.no_grad():
+        ours, theirs = model(ids), hf_model(ids).logits
+    assert max_relative_diff(ours, theirs) <= 1e-5, f"max relative diff {max_relative_diff(ours, theirs):.3e}"
+    expected = hf_greedy(hf_model, ids, 16)
+    assert torch.equal(tinyslm.generate(model, ids, 16), expected)
+
+
+@cases
+def test_bfloat16_logits_match_transformers_eager_attention(name):
+    transformers = pytest.importorskip("transformers")
+    case = CASES[name]
+    _, folder = reference(name)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="eager")
+    ours = tinyslm.load_pretrained(folder, dtype=torch.bfloat16)
+    ids = prompt_ids(case, seed=2)
+    with torch.no_grad():
+        diff = max_relative_diff(ours(ids), theirs.eval()(ids).logits)
+    assert diff <= case.bf16_tolerance, f"bf16 relative diff {diff:.3e} > {case.bf16_tolerance}"
+
+
+@cases
+@settings(max_examples=8)
+@given(data=st.data())
+def test_cached_decode_equals_full_forward(name, data):
+    """Prefill, then chunks of 1-4 tokens through the cache: every position's logits as in one full forward.
+
+    Prompt lengths are drawn around the sliding window (shorter, equal, longer, and more than twice it).
+    """
+    case = CASES[name]
+    _, folder = reference(name)
+    model = _loaded(name)
+    window = case.window or 4
+    total = data.draw(st.integers(window + 1, 3 * window + 3), label="total tokens")
+    prefill = data.draw(st.integers(1, total - 1), label="prefill")
+    ids = torch.randint(0, case.hparams["vocab_size"], (2, total), generator=torch.Generator().manual_seed(total))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache(2, total)
+        pieces, at = [model(ids[:, :prefill], cache=cache)], prefill
+        while at < total:
+            size = data.draw(st.integers(1, 4), label="chunk")
+            pieces.append(model(ids[:, at : at + size], cache=cache))
+            at += size
+    assert max_relative_diff(torch.cat(pieces, dim=1), full) <= 1e-5
+
+
+@cases
+def test_eager_and_sdpa_attention_agree(name):
+    """Same weights, the two attention backends: float32 logits within 1e-5 of the logit scale."""
+    model = _loaded(name)
+    ids = prompt_ids(CASES[name], seed=3)
+    with torch.no_grad():
+        eager = model(ids)
+        set_attention_backend(model, "sdpa")
+        try:
+            sdpa = model(ids)
+        finally:
+            set_attention_backend(model, "eager")
+    assert max_relative_diff(sdpa, eager) <= 1e-5
+
+
+@cases
+def test_save_pretrained_round_trips_into_transformers(name, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    hf_model, folder = reference(name)
+    tinyslm.save_pretrained(tinyslm.load_pretrained(folder), tmp_path)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    ids = prompt_ids(CASES[name], seed=4)
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, hf_model(ids).logits)
+
+
+@functools.cache
+def _loaded(name: str):
+    return tinyslm.load_pretrained(reference(name)[1])

@@ -399,6 +399,37 @@ def test_saved_folder_loads_in_transformers_with_identical_logits(case, tmp_path
     assert_same_logits(tinyslm.load_pretrained(tmp_path), theirs)  # and it round-trips through tinyslm
 
 
+# A llama config.json cannot say these; saving them as llama would write another model (logits off by 2-6).
+INEXPRESSIBLE_AS_LLAMA = {
+    "sliding_window": dict(sliding_window=4),
+    "attn_softcap": dict(attn_softcap=5.0),
+    "rope_layout": dict(rope_layout="interleaved"),
+    "partial_rotary_factor": dict(partial_rotary_factor=0.5),  # LlamaAttention rotates the whole head
+    "norm": dict(norm="layernorm"),
+    "block": dict(block="parallel"),
+    "positions": dict(positions="learned"),
+    "final_softcap": dict(final_softcap=30.0),
+}
+
+
+@pytest.mark.parametrize("field", list(INEXPRESSIBLE_AS_LLAMA))
+def test_save_refuses_a_config_its_family_cannot_express(field, tmp_path):
+    config = SAVE_CASES["llama"].replace(**INEXPRESSIBLE_AS_LLAMA[field])
+    with pytest.raises(UnsupportedModelError, match=rf"llama checkpoint cannot express .*{field}="):
+        tinyslm.save_pretrained(seeded_model(config), tmp_path)
+    assert not (tmp_path / "config.json").exists() and not (tmp_path / SAFETENSORS_FILE).exists()
+
+
+def test_a_sliding_window_saves_as_mistral_and_transformers_applies_it(tmp_path):
+    """The same window that llama refuses is what a mistral checkpoint says: saved, it loads with equal logits."""
+    transformers = pytest.importorskip("transformers")
+    ours = seeded_model(SAVE_CASES["llama"].replace(family="mistral", sliding_window=4)).eval()
+    tinyslm.save_pretrained(ours, tmp_path)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), attn_implementation="eager").eval()
+    assert theirs.config.sliding_window == 4
+    assert_same_logits(ours, theirs)
+
+
 @pytest.mark.parametrize("case", ["llama", "llama-tied"])
 def test_save_leaves_only_config_and_weights_no_temp_files(case, tmp_path):
     tinyslm.save_pretrained(seeded_model(SAVE_CASES[case]), tmp_path)

@@ -1,5 +1,7 @@
 """config.py, model.py and stats.py: what a config builds, and what it costs."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -36,11 +38,62 @@ def test_attention_kind_is_derived_from_kv_heads():
         (dict(n_kv_heads=4, kv_lora_rank=16, v_head_dim=8), r"kv_lora_rank, v_head_dim .*attention='mha'"),
         (dict(MLA, layer_n_heads=[4, 4, 4]), r"per-layer head counts \(layer_n_heads / layer_n_kv_heads\).*MLA"),
         (dict(MLA, layer_n_kv_heads=[4, 4, 4]), "per-layer head counts .* not supported with MLA"),
+        # per-layer attention patterns
+        (dict(sliding_window=4, layer_types=["full", "sliding"]), r"layer_types has 2 entries, expected one per layer \(3\)"),
+        (dict(sliding_window=4, layer_types=["full", "local", "full"]), "layer_types may hold full and sliding only"),
+        (dict(layer_types=["full", "sliding", "full"]), "sliding layers but sliding_window is not set"),
+        (dict(sliding_window=4, sliding_pattern=0), "sliding_pattern must be a positive integer"),
+        (dict(rope_local_theta=1e4), "no layer slides"),
+        # positions: ALiBi and learned tables have no RoPE to scale
+        (dict(positions="alibi", rope_scaling={"rope_type": "linear", "factor": 2.0}),
+         "rope_scaling configure RoPE, but positions='alibi' uses no RoPE"),
+        (dict(positions="learned", partial_rotary_factor=0.5), "partial_rotary_factor configure RoPE"),
+        (dict(position_offset=2), "position_offset applies to learned positions only"),
+        # numbers that would turn every logit into NaN
+        (dict(rope_theta=0.0), "rope_theta must be a positive number"),
+        (dict(attn_softcap=float("nan")), "attn_softcap must be a positive number"),
+        (dict(norm_eps=float("nan")), "norm_eps must be > 0"),
+        (dict(qk_norm_per_head=True), "qk_norm_per_head=true needs qk_norm=true"),
     ],
 )
 def test_inconsistent_configs_raise_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         small(**overrides)
+
+
+def test_a_config_is_frozen_and_replace_validates():
+    config = small()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.n_heads = 3
+    with pytest.raises(ConfigError, match="multiple of n_kv_heads"):
+        config.replace(n_kv_heads=3)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (dict(), ["full"] * 6),
+        (dict(sliding_window=4), ["sliding"] * 6),  # Mistral: every layer
+        (dict(sliding_window=4, sliding_pattern=2), ["sliding", "full"] * 3),  # Gemma-2 alternates
+        (dict(sliding_window=4, sliding_pattern=3), ["sliding", "sliding", "full"] * 2),  # Gemma-3's 5:1, shrunk
+        (dict(sliding_window=4, layer_types=["full"] * 5 + ["sliding"]), ["full"] * 5 + ["sliding"]),
+    ],
+)
+def test_layer_spec_resolves_windows_from_a_list_or_a_pattern(overrides, expected):
+    config = small(n_layers=6, **overrides)
+    assert [config.layer_type(i) for i in range(6)] == expected
+    windows = [config.layer(i).window for i in range(6)]
+    assert windows == [4 if kind == "sliding" else None for kind in expected]
+    model = CausalLM(config)
+    assert [b.attn.window for b in model.blocks] == windows
+
+
+def test_sliding_layers_read_their_own_rope_table():
+    config = small(n_layers=4, sliding_window=4, sliding_pattern=2, rope_theta=1e6, rope_local_theta=1e4)
+    model = CausalLM(config)
+    assert set(model.ropes) == {"global", "local"}
+    assert [b.attn.rope_key for b in model.blocks] == ["local", "global", "local", "global"]
+    assert model.ropes["local"].theta == 1e4 and model.ropes["global"].theta == 1e6
 
 
 def test_per_layer_overrides_build_layers_of_different_widths():

@@ -237,6 +237,7 @@ class ModelConfig:
                 raise bad(f"{key} has {len(per_layer)} entries, expected one per layer ({self.n_layers})")
             if per_layer is not None and min(per_layer) <= 0:
                 raise bad(f"{key} must hold positive integers, found {list(per_layer)}")
+        self._validate_layers(bad)  # before anything resolves a layer's spec
         for i in range(self.n_layers):
             shape = self.layer(i)
             if shape.n_kv_heads <= 0 or shape.n_heads % shape.n_kv_heads:
@@ -278,7 +279,6 @@ class ModelConfig:
                 raise bad(f"{key} must be a positive number or absent, found {value}")
         if not (math.isfinite(self.rope_theta) and self.rope_theta > 0):
             raise bad(f"rope_theta must be a positive number, found {self.rope_theta}")
-        self._validate_layers(bad)
         self._validate_positions(bad)
         if self.qk_norm_per_head and not self.qk_norm:
             raise bad("qk_norm_per_head=true needs qk_norm=true")

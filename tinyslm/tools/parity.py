@@ -141,7 +141,10 @@ def check_parity(
             f"parity needs 1 <= tokens < the model's context ({ours.config.max_seq_len}), found {new_tokens}"
         )
     progress("loading with transformers (float32)")
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    # eager: transformers' reference path (its SDPA path skips, e.g., Gemma-2's attention soft-cap)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(
+        str(folder), dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     config = ours.config
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, config.vocab_size, (batch, min(length, config.max_seq_len - new_tokens)), generator=gen)

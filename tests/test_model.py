@@ -137,3 +137,13 @@ def test_kv_cache_object_bytes_equal_the_reported_figure():
     model = CausalLM(small()).to(torch.bfloat16)
     cache = model.new_cache(batch=1, capacity=10)
     assert cache.nbytes == model_stats(small(), torch.bfloat16, context=10).kv_cache_bytes_at_context
+
+
+def test_sliding_window_layers_stop_growing_the_cache_at_their_window():
+    """Gemma-2-like: every other layer slides (W=4). At 10 tokens those layers hold 4, the others 10."""
+    config = small(n_layers=4, sliding_window=4, sliding_pattern=2)
+    per_layer = 2 * 2 * 8  # K and V, 2 KV heads, head_dim 8
+    stats = model_stats(config, torch.float32, context=10)
+    assert stats.kv_cache_values_at_context == per_layer * (4 + 10 + 4 + 10)
+    cache = CausalLM(config).new_cache(1, 10, torch.float32)
+    assert cache.nbytes == stats.kv_cache_bytes_at_context

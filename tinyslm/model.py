@@ -108,8 +108,12 @@ class CausalLM(nn.Module):
         return KVCache(layers, capacity)
 
     def cache_values_per_token(self) -> int:
-        """Numbers the KV cache stores per token, over all depth steps (sliding layers stop growing at W)."""
+        """Numbers the KV cache stores per token, over all depth steps (before any sliding window fills)."""
         return sum(self.blocks[b].attn.cache_values_per_token() for b in self.schedule)
+
+    def cache_values(self, context: int) -> int:
+        """Numbers the KV cache holds for `context` tokens (what `new_cache(1, context)` allocates)."""
+        return sum(self.blocks[b].attn.cache_values(context) for b in self.schedule)
 
     def reset_buffers(self, device=None) -> None:
         """Recompute the non-persistent buffers (RoPE tables, ALiBi slopes) after a meta-device build."""

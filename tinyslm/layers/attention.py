@@ -179,8 +179,12 @@ class Attention(nn.Module):
         return KVBuffer(batch, self.n_kv_heads, capacity, self.head_dim, self.head_dim, dtype, device)
 
     def cache_values_per_token(self) -> int:
-        """Numbers stored per token in this layer's cache: K and V for each KV head (a window caps the tokens)."""
+        """Numbers stored per token in this layer's cache: K and V for each KV head."""
         return 2 * self.n_kv_heads * self.head_dim
+
+    def cache_values(self, context: int) -> int:
+        """Numbers this layer's cache holds for `context` tokens: a sliding window stops growing at W."""
+        return self.cache_values_per_token() * (context if self.window is None else min(context, self.window))
 
     def extra_repr(self) -> str:
         extras = [f"heads={self.n_heads}", f"kv_heads={self.n_kv_heads}", f"head_dim={self.head_dim}"]

@@ -240,6 +240,9 @@ class MLAttention(nn.Module):
         """Numbers stored per token in this layer's cache: the latent and the shared RoPE key."""
         return self.kv_lora_rank + self.dr
 
+    def cache_values(self, context: int) -> int:
+        return self.cache_values_per_token() * context
+
     def extra_repr(self) -> str:
         return f"heads={self.n_heads}, decode={self.decode!r}, rope_layout={self.rope_layout!r}, scale={self.scale:.6g}"
 

@@ -49,6 +49,7 @@ class ModelStats:
     kv_cache_values_per_token: int
     dtype_bytes: int
     context: int
+    kv_cache_values_at_context: int  # sliding-window layers stop growing at their window
 
     @property
     def kv_cache_bytes_per_token(self) -> int:
@@ -56,7 +57,7 @@ class ModelStats:
 
     @property
     def kv_cache_bytes_at_context(self) -> int:
-        return self.kv_cache_bytes_per_token * self.context
+        return self.kv_cache_values_at_context * self.dtype_bytes
 
     @property
     def weight_bytes(self) -> int:
@@ -92,6 +93,7 @@ def model_stats(config: ModelConfig, dtype: torch.dtype = torch.bfloat16, contex
         kv_cache_values_per_token=model.cache_values_per_token(),
         dtype_bytes=torch.empty((), dtype=dtype).element_size(),
         context=context or config.max_seq_len,
+        kv_cache_values_at_context=model.cache_values(context or config.max_seq_len),
     )
 
 

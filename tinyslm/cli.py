@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="allow *.bin pickle weights (read with torch.load(weights_only=True))")
     p.add_argument("--mla-decode", choices=["naive", "absorbed", "auto"], default=None,
                    help="MLA models only: expand K/V from the latent each step (naive) or attend in latent space (absorbed)")
+    p.add_argument("--attention", choices=["eager", "sdpa"], default="eager",
+                   help="attention backend: eager (written out, transformers' reference path; default) or sdpa "
+                   "(torch's fused scaled_dot_product_attention; soft-capped layers stay eager)")
 
     p = sub.add_parser(
         "parity",
@@ -133,8 +136,9 @@ def cmd_generate(args) -> int:
     import torch  # noqa: PLC0415
 
     from .checkpoint import load_pretrained  # noqa: PLC0415
-    from .generate import check_request, generate  # noqa: PLC0415
     from .errors import TokenizerError  # noqa: PLC0415
+    from .generate import check_request, generate  # noqa: PLC0415
+    from .layers.attention import set_attention_backend  # noqa: PLC0415
     from .tokenizer import load_tokenizer  # noqa: PLC0415
 
     tokenizer = None
@@ -146,6 +150,7 @@ def cmd_generate(args) -> int:
     t_load = time.perf_counter()
     model = load_pretrained(args.checkpoint, dtype=args.dtype, allow_pickle=args.allow_pickle)
     t_load = time.perf_counter() - t_load
+    set_attention_backend(model, args.attention)
     if args.prompt is not None:
         tokenizer = load_tokenizer(args.checkpoint)
         ids = tokenizer.encode(args.prompt)
@@ -185,7 +190,8 @@ def cmd_generate(args) -> int:
         decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
         print(
             f"[load {t_load:.2f} s | prompt {prompt.shape[1]} tokens, prefill {1000 * (times[0] - t0):.1f} ms | "
-            f"{len(times)} new tokens, decode {decode:.1f} tokens/s | {args.dtype}, {torch.get_num_threads()} threads]"
+            f"{len(times)} new tokens, decode {decode:.1f} tokens/s | {args.dtype}, {args.attention} attention, "
+            f"{torch.get_num_threads()} threads]"
         )
     return 0
 

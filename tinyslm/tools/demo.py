@@ -63,7 +63,7 @@ def run_demo(new_tokens: int = 32, seed: int = 0, out=print) -> list[dict]:
                 row["max_logit_diff"], row["parity"] = report.max_abs_diff, "ok" if report.ok else "FAILED"
             prompt = torch.randint(0, config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(seed))
             bytes_per_value = model.tok_emb.weight.element_size()  # the cache has the weights' dtype
-            cache_bytes = model.cache_values_per_token() * bytes_per_value * (prompt.shape[1] + new_tokens)
+            cache_bytes = model.cache_values(prompt.shape[1] + new_tokens) * bytes_per_value
             times = []
             t0 = time.perf_counter()
             generate(model, prompt, new_tokens, on_token=lambda _t: times.append(time.perf_counter()))

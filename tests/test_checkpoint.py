@@ -415,7 +415,7 @@ INEXPRESSIBLE_AS_LLAMA = {
 @pytest.mark.parametrize("field", list(INEXPRESSIBLE_AS_LLAMA))
 def test_save_refuses_a_config_its_family_cannot_express(field, tmp_path):
     config = SAVE_CASES["llama"].replace(**INEXPRESSIBLE_AS_LLAMA[field])
-    with pytest.raises(UnsupportedModelError, match=rf"llama checkpoint cannot express .*{field}="):
+    with pytest.raises(UnsupportedModelError, match=rf"family 'llama' cannot express .*{field}="):
         tinyslm.save_pretrained(seeded_model(config), tmp_path)
     assert not (tmp_path / "config.json").exists() and not (tmp_path / SAFETENSORS_FILE).exists()
 
@@ -526,3 +526,21 @@ def test_trainer_side_files_are_not_taken_for_weights(checkpoint):
     (checkpoint / SAFETENSORS_FILE).unlink()
     with pytest.raises(CheckpointError, match="no weights found"):
         weight_files(checkpoint, allow_pickle=True)
+
+
+# --- fused tensors: split by the key map, and refused when they do not split as config.json says ---
+
+
+def test_fused_qkv_that_does_not_split_as_the_config_says_names_file_key_and_sizes(tmp_path):
+    """Phi-3's qkv_proj holds [q | k | v]. A config.json claiming fewer KV heads than the file has is refused."""
+    hparams = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+                   num_key_value_heads=4, pad_token_id=None)  # fmt: skip
+    write_hf_checkpoint(tmp_path, "Phi3Config", **hparams)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_key_value_heads": 2}))
+    with pytest.raises(CheckpointError) as err:
+        tinyslm.load_pretrained(tmp_path)
+    message = str(err.value)
+    assert "model.safetensors" in message and "model.layers.0.self_attn.qkv_proj.weight" in message
+    assert "has shape [192, 64], expected [128, 64]" in message  # (4 + 4 + 4) x 16 rows found, (4 + 2 + 2) x 16 expected
+    assert "[64, 64] + [32, 64] + [32, 64]" in message  # the q, k, v parts it was expected to hold

@@ -31,7 +31,7 @@ from .errors import ConfigError
 ATTENTION_KINDS = ("mha", "mqa", "gqa", "mla")
 NORMS = ("rmsnorm", "rmsnorm_1p", "layernorm", "layernorm_1p", "layernorm_plain")  # see layers/norms.py
 FFN_KINDS = ("gated", "plain")
-ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu", "relu2")
+ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "gelu_new", "relu", "relu2")
 ROPE_LAYOUTS = ("half", "interleaved")
 POSITIONS = ("rope", "learned", "alibi")
 BLOCKS = ("sequential", "parallel", "parallel_shared_norm")

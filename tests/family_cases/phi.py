@@ -23,17 +23,15 @@ CASES = {
                   num_attention_heads=4, partial_rotary_factor=0.4, hidden_act="gelu_new", layer_norm_eps=1e-5,
                   max_position_embeddings=2048, qk_layernorm=False, tie_word_embeddings=False,
                   bos_token_id=50, eos_token_id=50),
-                  # measured 7.8e-3 (8.2e-3 max over seeds 2-5). Two roundings differ, and with both written
-                  # as transformers computes them the diff measured 0: gelu_new rounds to bf16 after each of
-                  # its ops (torch's tanh GELU once), and PhiDecoderLayer sums attn + mlp + residual (ours
-                  # x + attn + ffn); either one alone still leaves 5.9e-3 / 6.8e-3
-                  bf16_tolerance=9e-3),
+                  # measured 8.9e-3 (max over 5 prompts), with gelu_new written out as transformers does:
+                  # PhiDecoderLayer sums attn + mlp + residual, ours x + attn + ffn (in its order the diff
+                  # measured 0)
+                  bf16_tolerance=1.1e-2),
     "phi-1.5-qk-layernorm": Case("PhiConfig", dict(vocab_size=512, hidden_size=64, intermediate_size=256,
                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                  partial_rotary_factor=0.5, qk_layernorm=True, tie_word_embeddings=False),
-                                 # measured 8.9e-3 (9.6e-3 max over seeds 2-5); 0 with gelu_new and the
-                                 # residual order written as transformers computes them (see phi-2)
-                                 bf16_tolerance=1e-2),
+                                 # measured 9.3e-3 (max over 5 prompts): the residual sum's order (see phi-2)
+                                 bf16_tolerance=1.2e-2),
     "phi3-mini-4k": Case("Phi3Config", dict(vocab_size=512, hidden_size=64, intermediate_size=176,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, sliding_window=5,
                          max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,

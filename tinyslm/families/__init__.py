@@ -82,7 +82,7 @@ def check_expressible(family: Family, config: ModelConfig) -> dict:
     ]
     if lost:
         raise UnsupportedModelError(
-            f"config {config.name!r}: a {family.model_type} checkpoint cannot express {'; '.join(lost)}. "
+            f"config {config.name!r}: a checkpoint of family {family.model_type!r} cannot express {'; '.join(lost)}. "
             f"Choose a family whose format has these features, or change the config"
         )
     return hf

@@ -34,8 +34,9 @@ LLAMA_MODULES = {
 LLAMA_IGNORED = (r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq", r"model\.rotary_emb\.inv_freq")
 
 HF_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh",
-                  "gelu_new": "gelu_tanh", "relu": "relu", "relu2": "relu2"}  # fmt: skip
-OUR_ACTIVATIONS = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "relu2": "relu2"}
+                  "gelu_new": "gelu_new", "relu": "relu", "relu2": "relu2"}  # fmt: skip
+OUR_ACTIVATIONS = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "gelu_new": "gelu_new",
+                   "relu": "relu", "relu2": "relu2"}  # fmt: skip
 
 
 def activation_from_hf(hf: HFConfig) -> str:

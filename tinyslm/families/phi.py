@@ -94,8 +94,7 @@ def to_hf(config: ModelConfig) -> dict:
         config, "PhiForCausalLM",
         layer_norm_eps=config.norm_eps,
         qk_layernorm=config.qk_norm,
-        # Phi checkpoints spell the tanh GELU gelu_new (transformers' own formula; gelu_pytorch_tanh is torch's kernel)
-        hidden_act="gelu_new" if config.activation == "gelu_tanh" else OUR_ACTIVATIONS[config.activation],
+        hidden_act=OUR_ACTIVATIONS[config.activation],
     )  # fmt: skip
     del values["rms_norm_eps"]
     if config.head_dim * config.n_heads == config.dim:

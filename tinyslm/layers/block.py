@@ -60,8 +60,10 @@ class ParallelBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, step: Step, cache=None) -> torch.Tensor:  # (B, T, D)
         h = self.attn_norm(x)
-        ffn_in = h if self.ffn_norm is None else self.ffn_norm(x)
-        return x + self.attn(h, step, cache) + self.ffn(ffn_in)
+        if self.ffn_norm is None:  # one shared norm; summed as StableLM does
+            return x + self.attn(h, step, cache) + self.ffn(h)
+        a = self.attn(h, step, cache)
+        return self.ffn(self.ffn_norm(x)) + a + x  # GPT-NeoX's order (it decides bf16 rounding, nothing else)
 
 
 Block = SequentialBlock  # the name earlier versions used

@@ -9,6 +9,8 @@ Shapes: x (B, T, D) -> (B, T, D); the hidden width F (ffn_dim) may differ per la
     plain (GPT-2, OPT, Pythia):   down( act(up(x)) )                 2 matrices, D->F, F->D
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,7 +20,10 @@ from ..errors import ConfigError
 ACTIVATIONS = {
     "silu": F.silu,  # a.k.a. swish; SwiGLU when gated
     "gelu": F.gelu,  # exact (erf) GELU
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's gelu_new, Gemma's gelu_pytorch_tanh
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # torch's kernel: Gemma's gelu_pytorch_tanh
+    # the same tanh approximation written out op by op, as GPT-2 / Phi define gelu_new: equal in float32,
+    # but each op rounds in bfloat16, so bf16 parity with those checkpoints needs this spelling
+    "gelu_new": lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0)))),
     "relu": F.relu,
     "relu2": lambda x: F.relu(x).square(),  # squared ReLU (So et al. 2021, Primer), Nemotron's relu2
 }

@@ -66,6 +66,9 @@ class Family:
         return any(re.fullmatch(p, hf_key) for p in self.ignored)
 
 
+_NOT_COMPARED = ("name", "dtype", "layer_types", "sliding_pattern", "sliding_window", "rope_local_theta", "attn_scale")
+
+
 def check_expressible(family: Family, config: ModelConfig) -> dict:
     """`family.to_hf(config)`, after checking that reading it back gives `config` again.
 
@@ -78,8 +81,16 @@ def check_expressible(family: Family, config: ModelConfig) -> dict:
     lost = [
         f"{f.name}={getattr(config, f.name)!r} (reads back as {getattr(back, f.name)!r})"
         for f in dataclasses.fields(ModelConfig)
-        if f.name not in ("name", "dtype") and getattr(config, f.name) != getattr(back, f.name)
+        if f.name not in _NOT_COMPARED and getattr(config, f.name) != getattr(back, f.name)
     ]
+    # fields with several spellings of one model (a pattern or its list, a scale or its default) are
+    # compared by what they resolve to
+    resolved = {
+        "sliding_window=": lambda c: f"{c.sliding_window!r} (per-layer windows {[c.layer(i).window for i in range(c.n_layers)]})",
+        "rope_local_theta=": lambda c: f"{c.rope_local_theta!r} (RoPE table per layer {[c.layer(i).rope for i in range(c.n_layers)]})",
+        "attn_scale=": lambda c: f"{c.head_dim**-0.5 if c.attn_scale is None else c.attn_scale:.6g}",
+    }
+    lost += [f"{what}{view(config)} (reads back as {view(back)})" for what, view in resolved.items() if view(config) != view(back)]
     if lost:
         raise UnsupportedModelError(
             f"config {config.name!r}: a checkpoint of family {family.model_type!r} cannot express {'; '.join(lost)}. "

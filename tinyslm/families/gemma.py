@@ -42,15 +42,11 @@ SANDWICH_MODULES = LLAMA_MODULES | {
 HF_LAYER_TYPES = {"sliding_attention": "sliding", "full_attention": "full", "attention": "full"}
 
 
-def with_defaults(hf: HFConfig, defaults: dict) -> HFConfig:
-    """The config.json with the config class's defaults filled in for absent keys."""
-    return HFConfig({**defaults, **hf}, hf.source)
-
 
 def gemma_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
     """What every Gemma generation shares: (1 + w) RMSNorm, sqrt(hidden) embedding scale, GeGLU, tied head.
 
-    `hf` must already carry the family's defaults (`with_defaults`); `fields` add or override.
+    `hf` must already carry the family's defaults (`HFConfig.with_defaults`); `fields` add or override.
     """
     if hf.typed("use_bidirectional_attention", bool, False):
         raise UnsupportedModelError(
@@ -170,7 +166,7 @@ def attn_scale_to_hf(config: ModelConfig) -> int:
 
 
 def from_hf(hf: HFConfig) -> ModelConfig:
-    hf = with_defaults(hf, GEMMA_DEFAULTS | {"hidden_act": "gelu_pytorch_tanh"})
+    hf = hf.with_defaults(GEMMA_DEFAULTS | {"hidden_act": "gelu_pytorch_tanh"})
     act = hf.get("hidden_act")
     activation = "gelu_tanh" if act == "gelu" else activation_from_key(hf, "hidden_act", "gelu_pytorch_tanh")
     return gemma_like_from_hf(hf, "gemma", activation=activation)

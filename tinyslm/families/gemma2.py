@@ -18,7 +18,7 @@ from ..config import ModelConfig
 from . import Family
 from .gemma import (
     GEMMA_DEFAULTS, SANDWICH_MODULES, activation_from_key, attn_scale_from_hf, attn_scale_to_hf,
-    check_gemma_shape, gemma_like_from_hf, optional_float, sliding_layout, sliding_layout_to_hf, with_defaults,
+    check_gemma_shape, gemma_like_from_hf, optional_float, sliding_layout, sliding_layout_to_hf,
 )  # fmt: skip
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, OUR_ACTIVATIONS, llama_like_to_hf
@@ -36,7 +36,7 @@ def softcap_from_hf(hf: HFConfig, key: str, default: float | None) -> float | No
 
 
 def from_hf(hf: HFConfig) -> ModelConfig:
-    hf = with_defaults(hf, GEMMA2_DEFAULTS)
+    hf = hf.with_defaults(GEMMA2_DEFAULTS)
     head_dim = hf.typed("head_dim", int, 256)
     return gemma_like_from_hf(
         hf, "gemma2",

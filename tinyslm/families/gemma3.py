@@ -23,7 +23,7 @@ from ..errors import UnsupportedModelError
 from . import Family
 from .gemma import (
     GEMMA_DEFAULTS, SANDWICH_MODULES, activation_from_key, attn_scale_from_hf, attn_scale_to_hf, check_gemma_shape,
-    gemma_like_from_hf, optional_float, sliding_layout, sliding_layout_to_hf, with_defaults,
+    gemma_like_from_hf, optional_float, sliding_layout, sliding_layout_to_hf,
 )  # fmt: skip
 from .gemma2 import softcap_from_hf
 from .hf_config import HFConfig
@@ -85,7 +85,7 @@ def read_rope(hf: HFConfig, layout: dict) -> dict:
 
 
 def from_hf(hf: HFConfig) -> ModelConfig:
-    hf = with_defaults(hf, GEMMA3_DEFAULTS)
+    hf = hf.with_defaults(GEMMA3_DEFAULTS)
     n_layers, head_dim = hf.typed("num_hidden_layers", int), hf.typed("head_dim", int, 256)
     layout = sliding_layout(hf, n_layers, pattern=6, pattern_key="sliding_window_pattern")
     clean = HFConfig({k: v for k, v in hf.items() if k not in ("rope_parameters", "rope_scaling")}, hf.source)

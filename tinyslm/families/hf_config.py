@@ -45,6 +45,11 @@ class HFConfig(dict):
             raise CheckpointError(f"{path}: expected a JSON object, found {type(values).__name__}")
         return cls(values, str(path))
 
+    def with_defaults(self, defaults: dict[str, Any]) -> "HFConfig":
+        """This config.json with every key it leaves out set to the config class's default (an explicit value,
+        null included, wins): a folder then loads as transformers, which fills the same defaults, loads it."""
+        return HFConfig({**defaults, **self}, self.source)
+
     def require(self, key: str) -> Any:
         if self.get(key) is None:
             raise ConfigError(f"{self.source}: missing key {key!r} (model_type {self.get('model_type')!r})")

@@ -104,7 +104,7 @@ def llama_like_to_hf(config: ModelConfig, architecture: str, **fields) -> dict:
         head_dim=config.head_dim,
         hidden_act=OUR_ACTIVATIONS[config.activation],
         max_position_embeddings=config.max_seq_len,
-        rms_norm_eps=config.norm_eps,
+        rms_norm_eps=float(config.norm_eps),  # transformers' config classes refuse an int here
         rope_parameters=rope,
         tie_word_embeddings=config.tie_embeddings,
         bos_token_id=config.bos_token_id,

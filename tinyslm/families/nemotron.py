@@ -27,7 +27,6 @@ from .llama import (
     llama_like_from_hf,
     llama_like_to_hf,
 )
-from .olmo import with_defaults
 
 # NemotronConfig's defaults (transformers 5.23), for keys a config.json leaves out
 HF_DEFAULTS = {
@@ -46,7 +45,7 @@ def partial_rotary_factor(hf: HFConfig) -> float:
 
 
 def from_hf(hf: HFConfig) -> ModelConfig:
-    hf = with_defaults(hf, HF_DEFAULTS)
+    hf = hf.with_defaults(HF_DEFAULTS)
     bias = hf.typed("attention_bias", bool, False)
     return llama_like_from_hf(
         hf, "nemotron",

@@ -34,13 +34,9 @@ HF_DEFAULTS = {
 }  # fmt: skip
 
 
-def with_defaults(hf: HFConfig, defaults: dict) -> HFConfig:
-    """`hf` with every key it leaves out set to the config class's default (an explicit value, null included, wins)."""
-    return HFConfig({**defaults, **hf}, hf.source)
-
 
 def from_hf(hf: HFConfig) -> ModelConfig:
-    hf = with_defaults(hf, HF_DEFAULTS)
+    hf = hf.with_defaults(HF_DEFAULTS)
     _, scaling, partial = hf.rope()
     if scaling is not None and partial != 1.0:
         # the scaled-RoPE initialisers honour partial_rotary_factor, OlmoAttention does not: transformers fails

@@ -447,13 +447,15 @@ def test_pickle_checkpoint_generates_with_allow_pickle(reference, tmp_path, caps
 
 
 # ----------------------------------------------------------------------------------------------
-# demo (about 15-20 s: three real-vocabulary models written, loaded, checked and decoded; run once)
+# demo (about 20-30 s: six real-vocabulary models written, loaded, checked and decoded; run once)
+
+DEMO_MODELS = ("tinyllama-shaped", "qwen2.5-shaped", "qwen3-shaped", "gemma2-shaped", "phi2-shaped", "bloom-shaped")
 
 
 def test_demo_prints_its_table_with_parity_ok_for_every_model(capsys):
     code, out, err = run(capsys, "demo", "--tokens", "4")
     assert code == 0, err
-    for name in ("tinyllama-shaped", "qwen2.5-shaped", "qwen3-shaped"):
+    for name in DEMO_MODELS:
         row = next(line for line in out.splitlines() if name in line)
         assert " ok " in row, row
     assert "family" in out and "tok/s" in out and "demo finished" in out
@@ -474,7 +476,7 @@ def test_demo_without_transformers_still_runs_and_says_parity_was_skipped(capsys
     code, out, _ = run(capsys, "demo", "--tokens", "2")
     assert code == 0
     assert "parity is skipped" in out and "n/a" in out
-    assert all(name in out for name in ("tinyllama-shaped", "qwen2.5-shaped", "qwen3-shaped"))
+    assert all(name in out for name in DEMO_MODELS)
 
 
 def test_generate_ids_with_an_empty_item_is_refused_not_skipped(reference, capsys):

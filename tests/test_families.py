@@ -133,3 +133,23 @@ def test_save_pretrained_round_trips_into_transformers(name, tmp_path):
 @functools.cache
 def _loaded(name: str):
     return tinyslm.load_pretrained(reference(name)[1])
+
+
+def one_case_per_family() -> list[str]:
+    first: dict[str, str] = {}
+    for name, case in CASES.items():
+        first.setdefault(case.config_cls, name)
+    return list(first.values())
+
+
+@pytest.mark.parametrize("name", one_case_per_family())
+def test_cli_inspect_generate_and_parity_work_for_every_family(name, capsys):
+    from tinyslm.cli import main  # noqa: PLC0415
+
+    _, folder = reference(name)
+    assert main(["inspect", str(folder), "--context", "64"]) == 0
+    assert "parameters" in capsys.readouterr().out
+    assert main(["generate", str(folder), "--ids", "1,2,3,4,5,6,7,8,9", "--max-new-tokens", "4", "--attention", "sdpa"]) == 0
+    assert "4 new tokens" in capsys.readouterr().out
+    assert main(["parity", str(folder), "--tokens", "8"]) == 0
+    assert "PARITY OK" in capsys.readouterr().out

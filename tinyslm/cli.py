@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="write, load, check and decode small models of real architectures (offline)",
-        description="Writes TinyLlama-, Qwen2.5- and Qwen3-shaped checkpoints (real vocabularies and head layouts, "
+        description="Writes TinyLlama-, Qwen2.5-, Qwen3-, Gemma-2-, Phi-2- and Bloom-shaped checkpoints (real "
+        "vocabularies and head layouts, "
         "fewer/narrower layers) with tinyslm's writer, loads them back, checks them against transformers when it "
         "is installed, decodes greedily with the KV cache and prints a table.",
     )

@@ -38,6 +38,23 @@ DEMO_CONFIGS = [
         n_kv_heads=2, head_dim=128, ffn_dim=768, max_seq_len=40960, rope_theta=1e6, norm_eps=1e-6,
         qk_norm=True, tie_embeddings=True,
     ),
+    ModelConfig(  # Gemma-2-2B: sandwich norms, (1 + w) RMSNorm, scaled embedding, soft-caps, every other layer windowed
+        name="gemma2-shaped", family="gemma2", vocab_size=256000, dim=64, n_layers=4, n_heads=4, n_kv_heads=2,
+        head_dim=32, ffn_dim=256, max_seq_len=8192, rope_theta=10000.0, norm="rmsnorm_1p", norm_eps=1e-6,
+        activation="gelu_tanh", embed_scale=64**0.5, sandwich_norms=True, attn_softcap=50.0, final_softcap=30.0,
+        sliding_window=8, sliding_pattern=2, tie_embeddings=True,
+    ),
+    ModelConfig(  # Phi-2: attention and FFN in parallel off one LayerNorm, partial rotary 0.4, biases, head bias
+        name="phi2-shaped", family="phi", vocab_size=51200, dim=160, n_layers=4, n_heads=2, ffn_dim=640,
+        max_seq_len=2048, partial_rotary_factor=0.4, block="parallel_shared_norm", norm="layernorm", ffn="plain",
+        activation="gelu_new", qkv_bias=True, out_bias=True, ffn_bias=True, head_bias=True, bos_token_id=50256,
+        eos_token_id=50256,
+    ),
+    ModelConfig(  # Bloom-560m: ALiBi instead of RoPE, LayerNorm on the embedding, plain GELU FFN
+        name="bloom-shaped", family="bloom", vocab_size=250880, dim=64, n_layers=4, n_heads=16, ffn_dim=256,
+        max_seq_len=2048, positions="alibi", embed_norm=True, norm="layernorm", ffn="plain", activation="gelu_tanh",
+        qkv_bias=True, out_bias=True, ffn_bias=True, tie_embeddings=True, bos_token_id=1, eos_token_id=2,
+    ),
 ]  # fmt: skip
 
 
@@ -76,12 +93,12 @@ def run_demo(new_tokens: int = 32, seed: int = 0, out=print) -> list[dict]:
 
 
 def format_table(rows: list[dict], new_tokens: int) -> str:
-    header = f"{'family':<7} {'model':<17} {'params':>8} {'max|dlogit|':>11} {'parity':>6} {'prefill':>9} {'tok/s':>7} {'KV cache':>10}"
+    header = f"{'family':<7} {'model':<16} {'params':>8} {'max|dlogit|':>11} {'parity':>6} {'prefill':>9} {'tok/s':>7} {'KV cache':>10}"
     lines = [header, "-" * len(header)]
     for r in rows:
         diff = f"{r['max_logit_diff']:.1e}" if "max_logit_diff" in r else "n/a"
         lines.append(
-            f"{r['family']:<7} {r['model']:<17} {human(r['parameters']):>8} {diff:>11} {r.get('parity', 'n/a'):>6} "
+            f"{r['family']:<7} {r['model']:<16} {human(r['parameters']):>8} {diff:>11} {r.get('parity', 'n/a'):>6} "
             f"{r['prefill_ms']:>7.1f}ms {r['tokens_per_s']:>7.1f} {human(r['cache_bytes'], 'B'):>10}"
         )
     lines.append(

@@ -453,9 +453,10 @@ def test_failed_save_leaves_the_previous_checkpoint_intact_and_no_temp_files(tmp
         raise OSError("disk full")
 
     monkeypatch.setattr(safetensors.torch, "save_file", fail_halfway)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"cannot save the checkpoint \(disk full\)"):
         tinyslm.save_pretrained(seeded_model(SAVE_CASES["llama"], seed=1), tmp_path)
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+    assert not [p for p in tmp_path.parent.iterdir() if ".tinyslm-" in p.name]  # no staging folder left behind
 
 
 def test_saved_files_get_the_usual_permissions_not_private_temp_ones(tmp_path):

@@ -7,16 +7,21 @@
 Loading builds the model on the meta device (no memory), then hands each memory-mapped
 safetensors tensor to its parameter: when the file's dtype is the requested one the parameter
 *is* the mapped tensor (nothing is copied); otherwise each tensor is converted on its own, so
-there is never a second full copy of the weights in memory. Every tensor
-is checked: unexpected names, missing names and wrong shapes are errors naming the file, the
-key and both shapes. Pickle checkpoints (`*.bin`, `*.pt`) can run arbitrary code when loaded;
-they are refused unless the caller opts in, and then read with `torch.load(weights_only=True)`.
+there is never a second full copy of the weights in memory. Every tensor is checked: unexpected
+names, missing names and wrong shapes are errors naming the file, the key and both shapes. Which
+files are read, and how each is opened (by content: pickles need the caller's opt-in and are read
+with `torch.load(weights_only=True)`), is decided in files.py.
+
+Saving is all or nothing: the new checkpoint is written into a temporary folder beside the target
+and swapped in by renaming, so the target holds the old checkpoint or the new one, never a mix
+(and never stale shards of an earlier checkpoint next to the new file).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,14 +29,24 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, dtype_from_name
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .families import check_expressible, config_from_hf, get_family
 from .families.hf_config import HFConfig
+from .files import (
+    CHECKPOINT_PATTERNS,
+    LOADABLE_DTYPES,
+    SAFETENSORS_FILE,
+    SAFETENSORS_INDEX,
+    open_weights,
+    read_index,
+    shown,
+    weight_files as _weight_files,
+)
 from .model import CausalLM
 
-SAFETENSORS_FILE = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-PICKLE_PATTERNS = ("pytorch_model.bin", "pytorch_model-*-of-*.bin")  # not training_args.bin, optimizer.pt
+__all__ = ["load_config", "load_pretrained", "save_pretrained", "weight_files", "SAFETENSORS_FILE", "SAFETENSORS_INDEX"]
+
+MAX_PARAMETERS = 10**12  # what load_pretrained / inspect will build: far above any small (or large) LM
 
 
 def load_config(path: str | Path) -> ModelConfig:
@@ -42,98 +57,23 @@ def load_config(path: str | Path) -> ModelConfig:
     return config_from_hf(HFConfig.read(path))
 
 
-def read_index(folder: Path) -> dict[str, str] | None:
-    """The {tensor name: shard file} map of a sharded checkpoint, or None for a single file."""
-    index = folder / SAFETENSORS_INDEX
-    if not index.is_file():
-        return None
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{index}: not a valid safetensors index ({exc!r})") from None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise CheckpointError(f"{index}: weight_map must map tensor names to shard file names")
-    outside = sorted({v for v in weight_map.values() if Path(v).name != v or v in (".", "..")})
-    if outside:
-        raise CheckpointError(f"{index}: shard names must be plain file names in the folder, found {', '.join(outside)}")
-    return weight_map
+def weight_files(folder: str | Path, allow_pickle: bool = False) -> list[Path]:
+    """The weight files of a checkpoint folder (files.py decides which), refusing pickles unless allowed."""
+    return _weight_files(Path(folder).expanduser(), allow_pickle)[0]
 
 
-def weight_files(folder: Path, allow_pickle: bool = False) -> list[Path]:
-    """The weight files of a checkpoint folder, refusing pickles unless allowed."""
-    return _weight_files(folder, read_index(folder), allow_pickle)
+def check_buildable(config: ModelConfig, source: str) -> int:
+    """The model's parameter count, computed from one block per distinct layer spec (nothing is built
+    for the other layers); refuses a config far beyond any real model before minutes go into building it."""
+    from .tools.stats import estimate_parameters  # noqa: PLC0415
 
-
-def _weight_files(folder: Path, weight_map: dict[str, str] | None, allow_pickle: bool) -> list[Path]:
-    if weight_map is not None:
-        files = [folder / name for name in sorted(set(weight_map.values()))]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise CheckpointError(f"{folder / SAFETENSORS_INDEX} names shard(s) that are not in the folder: {', '.join(missing)}")
-        return files
-    if (folder / SAFETENSORS_FILE).is_file():
-        return [folder / SAFETENSORS_FILE]
-    shards = sorted(folder.glob("*.safetensors"))
-    if shards:
-        return shards
-    pickles = sorted({p for pattern in PICKLE_PATTERNS for p in folder.glob(pattern)})
-    if pickles and not allow_pickle:
-        raise CheckpointError(
-            f"{folder}: only pickle weights found ({', '.join(p.name for p in pickles)}). Pickle files can run code "
-            "when loaded, so they are refused by default. Convert them to safetensors, or opt in with "
-            "load_pretrained(..., allow_pickle=True) / `--allow-pickle` (read with torch.load(weights_only=True))."
+    n = estimate_parameters(config)
+    if n > MAX_PARAMETERS:
+        raise ConfigError(
+            f"{source}: describes a model of {n:.3g} parameters (n_layers={config.n_layers}, dim={config.dim}, "
+            f"vocab_size={config.vocab_size}); tinyslm builds at most {MAX_PARAMETERS:.0e}"
         )
-    if pickles:
-        return pickles
-    raise CheckpointError(f"{folder}: no weights found (expected {SAFETENSORS_FILE} or {SAFETENSORS_INDEX})")
-
-
-class _SafetensorsReader:
-    def __init__(self, path: Path):
-        from safetensors import safe_open  # noqa: PLC0415
-
-        self.path = path
-        try:
-            self._file = safe_open(str(path), framework="pt", device="cpu")  # memory-mapped
-        except Exception as exc:  # safetensors raises its own error types for truncated/corrupt headers
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-
-    def keys(self) -> list[str]:
-        return list(self._file.keys())
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._file.get_slice(key).get_shape())
-
-    def tensor(self, key: str) -> torch.Tensor:
-        try:
-            return self._file.get_tensor(key)
-        except Exception as exc:  # data section shorter than the header claims
-            raise CheckpointError(f"{self.path}: tensor {key!r} cannot be read ({exc})") from None
-
-
-class _PickleReader:
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self._state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True) ({first_line})") from None
-        if not isinstance(self._state, dict):
-            raise CheckpointError(f"{path}: expected a state dict, found {type(self._state).__name__}")
-
-    def keys(self) -> list[str]:
-        return list(self._state)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._state[key].shape)
-
-    def tensor(self, key: str) -> torch.Tensor:
-        return self._state[key]
-
-
-def _open_weights(path: Path) -> _SafetensorsReader | _PickleReader:
-    return _SafetensorsReader(path) if path.suffix == ".safetensors" else _PickleReader(path)
+    return n
 
 
 def load_pretrained(
@@ -144,53 +84,56 @@ def load_pretrained(
 ) -> CausalLM:
     """Build a CausalLM from an HF checkpoint folder and load its weights (strictly checked)."""
     folder = Path(path).expanduser()
+    if folder.is_file() and folder.name != "config.json":
+        raise CheckpointError(f"{folder}: is a file; give the checkpoint folder that holds it (config.json + weights)")
     hf = HFConfig.read(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: expected a checkpoint folder, found a file")
     config = config_from_hf(hf)
     family = get_family(config.family)
     dtype = dtype_from_name(dtype) if isinstance(dtype, str) else dtype
-    index = read_index(folder)  # read once: it lists the files and says which tensor each holds
-    files = _weight_files(folder, index, allow_pickle)
+    files, index = _weight_files(folder, allow_pickle)  # the one decision on which files make the checkpoint
+    readers = [open_weights(f, allow_pickle) for f in files]  # by content: a pickle is a pickle whatever its name
+    stored_values = sum(_numel(r.shape(k)) for r in readers for k in r.keys())
+    expected = check_buildable(config, hf.source)
+    if expected > 2 * stored_values + 10**6:  # before building: a config far larger than its weights
+        raise CheckpointError(
+            f"{hf.source}: describes a model of {expected:,} parameters, but the weight files hold only "
+            f"{stored_values:,} values"
+        )
 
     with torch.device("meta"):  # structure only: no memory is allocated for the weights
         model = CausalLM(config)
     key_map = family.key_map(model)  # HF tensor name -> the parameter(s) it holds
-    tied_head = key_map.tied_head
+    stored_head = None  # a tied model's file may store lm_head too (see below)
 
     found_in: dict[str, Path] = {}
-    for file in files:
-        reader = _open_weights(file)
+    for reader in readers:
+        file = reader.path
         for stored_key in reader.keys():
             key = family.canonical(stored_key)  # e.g. GPT-NeoX's hub name embed_out -> lm_head
             if key in found_in:
-                raise CheckpointError(f"{folder}: tensor {key!r} is stored twice, in {found_in[key].name} and {file.name}")
+                raise CheckpointError(
+                    f"{folder}: tensor {shown(key)!r} is stored twice, in {found_in[key].name} and {file.name}"
+                )
             found_in[key] = file
             if index is not None and index.get(stored_key) != file.name:
                 raise CheckpointError(
-                    f"{file}: holds tensor {stored_key!r}, but {SAFETENSORS_INDEX} places it in {index.get(stored_key)!r}"
+                    f"{file}: holds tensor {shown(stored_key)!r}, but {SAFETENSORS_INDEX} places it in "
+                    f"{shown(str(index.get(stored_key)))!r}"
                 )
             entry = key_map.entries.get(key)
+            if entry is None and key == key_map.tied_head:
+                stored_head = _checked(reader, stored_key, tuple(model.head.weight.shape))
+                continue
             if entry is None:
-                if family.is_ignored(key) or key == tied_head:  # a tied copy some files store
+                if family.is_ignored(key):
                     continue
                 raise CheckpointError(
-                    f"{file}: unexpected tensor {stored_key!r}: no parameter of this {family.model_type} model "
-                    f"(config.json) is stored under that name"
+                    f"{file}: unexpected tensor {shown(stored_key)!r}: no parameter of this {family.model_type} "
+                    "model (config.json) is stored under that name"
                 )
-            expected, found = entry.hf_shape, reader.shape(stored_key)
-            if expected != found:
-                holds = f" (it holds {', '.join(entry.ours)}: {' + '.join(str(list(s)) for s in entry.shapes)})"
-                raise CheckpointError(
-                    f"{file}: tensor {stored_key!r} has shape {list(found)}, expected {list(expected)} from config.json"
-                    + (holds if entry.rule is not None else "")
-                )
-            stored = reader.tensor(stored_key)
-            if not stored.dtype.is_floating_point:
-                raise CheckpointError(
-                    f"{file}: tensor {stored_key!r} is stored as {stored.dtype}; tinyslm loads floating-point weights "
-                    "only (quantised checkpoints are not supported)"
-                )
+            stored = _checked(reader, stored_key, entry.hf_shape, entry)
             for ours, part in zip(entry.ours, entry.unpack(stored)):
                 # .to() is a no-op when dtype and device already match: a renamed parameter then *is*
                 # the memory-mapped tensor (copy-on-write), so loading costs no second copy.
@@ -200,20 +143,56 @@ def load_pretrained(
                 model.get_submodule(module_name)._parameters[leaf] = nn.Parameter(tensor)
     missing = [e.hf_key for e in key_map.entries.values() if any(model.get_parameter(o).is_meta for o in e.ours)]
     if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise CheckpointError(f"{folder}: missing tensor(s) {shown} (looked in {', '.join(f.name for f in files)})")
+        listed = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise CheckpointError(f"{folder}: missing tensor(s) {listed} (looked in {', '.join(f.name for f in files)})")
     if config.tie_embeddings:
         model.head.weight = model.tok_emb.weight  # one Parameter again
+        if stored_head is not None and not torch.equal(stored_head.to(dtype), model.tok_emb.weight.cpu()):
+            # transformers loads a stored lm_head even when config.json says tie_word_embeddings: so do we
+            model.head.weight = nn.Parameter(stored_head.to(device=device, dtype=dtype))
+            model.config = config.replace(tie_embeddings=False)
     model.reset_buffers(device)
     return model.eval()
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _checked(reader, key: str, expected: tuple[int, ...], entry=None) -> torch.Tensor:
+    """The stored tensor, after its shape and dtype are checked against what the config expects."""
+    found = reader.shape(key)
+    if tuple(expected) != tuple(found):
+        holds = ""
+        if entry is not None and entry.rule is not None:
+            holds = f" (it holds {', '.join(entry.ours)}: {' + '.join(str(list(s)) for s in entry.shapes)})"
+        raise CheckpointError(
+            f"{reader.path}: tensor {shown(key)!r} has shape {list(found)}, expected {list(expected)} from config.json"
+            + holds
+        )
+    stored = reader.tensor(key)
+    if stored.dtype not in LOADABLE_DTYPES:
+        raise CheckpointError(
+            f"{reader.path}: tensor {shown(key)!r} is stored as {stored.dtype}; tinyslm loads float32, float16, "
+            "bfloat16 and float64 weights (quantised checkpoints are not supported)"
+        )
+    return stored
+
+
+# ----------------------------------------------------------------------------------------------
+# saving
 
 
 def save_pretrained(model: CausalLM, path: str | Path) -> Path:
     """Write config.json + model.safetensors in the HF layout of the model's family.
 
     transformers' `AutoModelForCausalLM.from_pretrained(path)` loads the folder back with identical
-    logits. Files are written to temporary names and renamed, so a failure never leaves a
-    half-written checkpoint.
+    logits. All or nothing: the files are written into a temporary folder beside `path`, the other
+    files already in `path` (a tokenizer, a README) are linked in, and the folder is swapped in by
+    renaming. Files of an earlier checkpoint in `path` (shards, an index, pickles) do not survive.
     """
     from safetensors.torch import save_file  # noqa: PLC0415
 
@@ -226,22 +205,64 @@ def save_pretrained(model: CausalLM, path: str | Path) -> Path:
         hf_key: entry.pack([params[o].detach().to("cpu") for o in entry.ours]).contiguous()
         for hf_key, entry in family.key_map(model).entries.items()
     }
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    outputs = {
-        SAFETENSORS_FILE: lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
-        "config.json": lambda tmp: Path(tmp).write_text(json.dumps(hf_config, indent=2) + "\n"),
-    }
-    umask = os.umask(0)
-    os.umask(umask)
-    for name, write in outputs.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-        os.close(fd)
+    folder = Path(path).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder}: exists and is not a folder; cannot save a checkpoint there")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(folder)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tinyslm-save-", dir=folder.parent))
         try:
-            write(tmp)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
-            os.replace(tmp, folder / name)
+            save_file(tensors, staging / SAFETENSORS_FILE, metadata={"format": "pt"})
+            (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes the folder private; give it the usual permissions
+            for f in staging.iterdir():
+                os.chmod(f, 0o666 & ~umask)
+            _swap_in(staging, folder)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)  # an interrupt or a failure leaves no half-written files
             raise
+    except OSError as exc:
+        raise CheckpointError(f"{folder}: cannot save the checkpoint ({exc.strerror or exc})") from None
     return folder
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Move the finished checkpoint in `staging` to `folder`, keeping `folder`'s other files (tokenizer, ...)."""
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    for entry in folder.iterdir():  # what is not part of a checkpoint stays: hard links cost no copy
+        if not any(entry.match(p) for p in CHECKPOINT_PATTERNS):
+            target = staging / entry.name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, target, symlinks=True, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(entry, target)
+    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tinyslm-old-", dir=folder.parent))
+    os.rename(folder, old / folder.name)  # from here until the next rename the old checkpoint sits in `old`
+    os.rename(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Temporary folders of earlier saves to `folder` that were killed before they could clean up.
+
+    A save killed between its two renames left the previous checkpoint in an "-old-" folder and
+    none at `folder`: that one is put back, not deleted.
+    """
+    for stale in folder.parent.glob(f".{folder.name}.tinyslm-save-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in folder.parent.glob(f".{folder.name}.tinyslm-old-*"):
+        if not folder.exists() and (old / folder.name).is_dir():
+            os.rename(old / folder.name, folder)
+        shutil.rmtree(old, ignore_errors=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,24 @@ class ModelConfig:
             rope="local" if sliding and self.rope_local_theta is not None else "global",
         )
 
+    def layer_spec_counts(self) -> dict[LayerSpec, int]:
+        """Each distinct layer spec and how many stored layers have it.
+
+        Without per-layer lists the count is arithmetic (a pattern has at most two specs), so a
+        config claiming ten million layers costs nothing to count.
+        """
+        n = self.n_layers
+        lists = (self.layer_n_heads, self.layer_n_kv_heads, self.layer_ffn_dim, self.layer_types)
+        if any(values is not None for values in lists):
+            return dict(Counter(self.layer(i) for i in range(n)))
+        if self.sliding_window is None or self.sliding_pattern is None:
+            return {self.layer(0): n}  # every layer alike: all full, or all sliding
+        full = n // self.sliding_pattern  # layers p-1, 2p-1, ... are full
+        counts = {self.layer(self.sliding_pattern - 1): full} if full else {}
+        if n - full:
+            counts[self.layer(0)] = n - full
+        return counts
+
     def layer_type(self, i: int) -> str:
         """"full" or "sliding": the explicit list, else the pattern (every N-th layer full), else all alike."""
         if self.sliding_window is None:
@@ -238,7 +257,10 @@ class ModelConfig:
             if per_layer is not None and min(per_layer) <= 0:
                 raise bad(f"{key} must hold positive integers, found {list(per_layer)}")
         self._validate_layers(bad)  # before anything resolves a layer's spec
-        for i in range(self.n_layers):
+        if self.layer_n_heads is None and self.layer_n_kv_heads is None:  # one check, not one per layer
+            if self.n_heads % self.n_kv_heads:
+                raise bad(f"n_heads={self.n_heads} must be a positive multiple of n_kv_heads={self.n_kv_heads}")
+        for i in range(self.n_layers if self.layer_n_heads or self.layer_n_kv_heads else 0):
             shape = self.layer(i)
             if shape.n_kv_heads <= 0 or shape.n_heads % shape.n_kv_heads:
                 raise bad(

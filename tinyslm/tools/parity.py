@@ -142,9 +142,13 @@ def check_parity(
         )
     progress("loading with transformers (float32)")
     # eager: transformers' reference path (its SDPA path skips, e.g., Gemma-2's attention soft-cap)
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(
-        str(folder), dtype=torch.float32, attn_implementation="eager"
-    ).eval()
+    try:
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=torch.float32, attn_implementation="eager"
+        ).eval()
+    except Exception as exc:  # noqa: BLE001  (the reference refused a folder tinyslm loads: say so, in one line)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TinySLMError(f"{folder}: transformers cannot load this folder ({type(exc).__name__}: {message})") from None
     config = ours.config
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, config.vocab_size, (batch, min(length, config.max_seq_len - new_tokens)), generator=gen)

@@ -78,22 +78,56 @@ class ModelStats:
         }
 
 
+def representative(config: ModelConfig) -> tuple[ModelConfig, list[int]]:
+    """A config with one layer per distinct layer spec, and how many stored layers each one stands for.
+
+    Counting a model needs one block of each kind, not every block: a 26-layer Gemma-2 has two kinds
+    (sliding and full), and a config.json claiming ten million layers is counted as fast as one.
+    """
+    counts = config.layer_spec_counts()
+    specs = list(counts)
+    sliding = [s.window is not None for s in specs]
+    varies = lambda values, default: None if all(v == default for v in values) else [*values]  # noqa: E731
+    small = config.replace(
+        n_layers=len(specs),
+        layer_n_heads=varies([s.n_heads for s in specs], config.n_heads),
+        layer_n_kv_heads=varies([s.n_kv_heads for s in specs], config.n_kv_heads),
+        layer_ffn_dim=varies([s.ffn_dim for s in specs], config.ffn_dim),
+        layer_types=["sliding" if s else "full" for s in sliding] if any(sliding) else None,
+        sliding_pattern=None,
+        sliding_window=config.sliding_window if any(sliding) else None,
+        rope_local_theta=config.rope_local_theta if any(sliding) else None,
+        block_sharing="none",
+    )
+    return small, list(counts.values())
+
+
+def estimate_parameters(config: ModelConfig) -> int:
+    """The model's parameter count, without building more than one block per layer spec."""
+    return model_stats(config).parameters
+
+
 def model_stats(config: ModelConfig, dtype: torch.dtype = torch.bfloat16, context: int | None = None) -> ModelStats:
-    model = meta_model(config)
+    small, counts = representative(config)
+    model = meta_model(small)
+    executed = config.share_repeats if config.block_sharing != "none" else 1  # depth steps per stored block
     breakdown = dict.fromkeys(COMPONENTS, 0)
     for name, p in model.named_parameters():  # distinct Parameters only: a tied head is not listed
-        breakdown[component_of(name)] += p.numel()
+        times = counts[int(name.split(".")[1])] if name.startswith("blocks.") else 1
+        breakdown[component_of(name)] += p.numel() * times
     total = sum(breakdown.values())
+    context = context or config.max_seq_len
+    attns = [(block.attn, n * executed) for block, n in zip(model.blocks, counts)]
     return ModelStats(
         name=config.name,
         parameters=total,
         non_embedding_parameters=total - breakdown["embedding"] - breakdown["lm_head"],
         breakdown=breakdown,
         tied_head=config.tie_embeddings,
-        kv_cache_values_per_token=model.cache_values_per_token(),
+        kv_cache_values_per_token=sum(attn.cache_values_per_token() * n for attn, n in attns),
         dtype_bytes=torch.empty((), dtype=dtype).element_size(),
-        context=context or config.max_seq_len,
-        kv_cache_values_at_context=model.cache_values(context or config.max_seq_len),
+        context=context,
+        kv_cache_values_at_context=sum(attn.cache_values(context) * n for attn, n in attns),
     )
 
 

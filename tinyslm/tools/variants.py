@@ -42,7 +42,7 @@ import torch
 
 from ..config import ModelConfig, dtype_from_name
 from ..errors import ConfigError
-from .stats import human, meta_model, model_stats
+from .stats import human, model_stats
 
 KINDS = ("mha", "gqa", "mqa", "mla")
 MODES = ("same_heads", "matched_budget")
@@ -298,7 +298,7 @@ def compare_attention(
         raise ConfigError(f"batch must be a positive integer, found {batch!r}")
     dtype = dtype_from_name(dtype) if isinstance(dtype, str) else dtype
     variants = attention_variants(base, mode=mode, gqa_kv_heads=gqa_kv_heads, mla=mla)
-    mha_values = meta_model(derive(base, "mha")).cache_values_per_token()
+    mha_values = model_stats(derive(base, "mha")).kv_cache_values_per_token
     rows = [report_variant(name, cfg, contexts, dtype, batch, mha_values) for name, cfg in variants.items()]
     for row in rows:  # the row that *is* the base config (none for per-layer KV heads or other MLA dims)
         row.is_base = row.config.replace(name=base.name) == base

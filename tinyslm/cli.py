@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -148,6 +149,9 @@ def cmd_generate(args) -> int:
             ids = [int(x) for x in args.ids.split(",")] if args.ids.strip() else []
         except ValueError:
             raise UsageError(f"--ids must be comma-separated integers, found {args.ids!r}") from None
+        too_big = [i for i in ids if abs(i) >= 2**63]  # beyond int64: no vocabulary is that large
+        if too_big:
+            raise UsageError(f"--ids: token id {too_big[0]} is out of range (no vocabulary has that many tokens)")
     t_load = time.perf_counter()
     model = load_pretrained(args.checkpoint, dtype=args.dtype, allow_pickle=args.allow_pickle)
     t_load = time.perf_counter() - t_load
@@ -200,6 +204,8 @@ def cmd_generate(args) -> int:
 def cmd_parity(args) -> int:
     from .tools.parity import check_parity  # noqa: PLC0415
 
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise UsageError(f"--tolerance must be a finite number >= 0, found {args.tolerance}")
     report = check_parity(
         args.checkpoint, new_tokens=args.tokens, tolerance=args.tolerance, allow_pickle=args.allow_pickle,
         progress=lambda message: print(f"... {message}", file=sys.stderr, flush=True),

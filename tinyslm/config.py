@@ -269,6 +269,10 @@ class ModelConfig:
         mla_fields = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
         if self.attention == "mla":
             self._validate_mla(bad)
+            ignored = [k for k in ("sliding_window", "attn_softcap", "attn_scale", "qkv_clip", "rope_local_theta")
+                       if getattr(self, k) is not None] + [k for k in ("qk_norm", "rope_fp32") if getattr(self, k)]  # fmt: skip
+            if ignored:
+                raise bad(f"{', '.join(ignored)} configure MHA/GQA attention; MLA (attention='mla') has no such option")
             if self.layer_n_heads is not None or self.layer_n_kv_heads is not None:
                 raise bad("per-layer head counts (layer_n_heads / layer_n_kv_heads) are not supported with MLA")
         elif any(getattr(self, key) is not None for key in mla_fields):
@@ -302,6 +306,13 @@ class ModelConfig:
         if not (math.isfinite(self.rope_theta) and self.rope_theta > 0):
             raise bad(f"rope_theta must be a positive number, found {self.rope_theta}")
         self._validate_positions(bad)
+        for key in ("bos_token_id", "eos_token_id"):
+            ids = getattr(self, key)
+            ids = [ids] if isinstance(ids, int) else ids
+            if ids is not None and (not ids or min(ids) < 0):
+                raise bad(f"{key} must be a token id >= 0 or a non-empty list of them, found {getattr(self, key)!r}")
+        if self.sandwich_norms and self.block != "sequential":
+            raise bad(f"sandwich_norms apply to the sequential block, not block={self.block!r}")
         if self.qk_norm_per_head and not self.qk_norm:
             raise bad("qk_norm_per_head=true needs qk_norm=true")
 
@@ -316,6 +327,8 @@ class ModelConfig:
                 raise bad("layer_types names sliding layers but sliding_window is not set")
             if self.sliding_pattern is not None:
                 raise bad("give layer_types or sliding_pattern, not both")
+        if self.sliding_pattern is not None and self.sliding_window is None:
+            raise bad("sliding_pattern says which layers slide, but sliding_window is not set")
         if self.sliding_pattern is not None and self.sliding_pattern < 1:
             raise bad(f"sliding_pattern must be a positive integer, found {self.sliding_pattern}")
         if self.sliding_window is not None and self.sliding_window <= 0:
@@ -362,11 +375,13 @@ class ModelConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "ModelConfig":
+        from .files import read_text  # noqa: PLC0415
+
         path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: no such config file")
         try:
-            values = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
+            values = tomllib.loads(read_text(path, ConfigError))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
         values.setdefault("name", path.stem)

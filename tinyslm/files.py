@@ -191,7 +191,11 @@ class PickleReader:
     def __init__(self, path: Path):
         self.path = path
         try:
-            self._state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            if path.suffix == ".safetensors":  # torch.load would take the name's word for it: give it the bytes
+                with open(path, "rb") as f:
+                    self._state = torch.load(f, map_location="cpu", weights_only=True)
+            else:
+                self._state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True) ({first_line})") from None

@@ -77,6 +77,11 @@ def generate(
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
     logits = model(input_ids, cache=cache, last_only=True)  # prefill: (B, 1, V), not (B, T, V)
+    if not bool(torch.isfinite(logits).all()):  # else argmax would "decode" token 0 forever
+        raise GenerationError(
+            "the model's logits for the prompt are NaN or infinite: the weights hold NaN/Inf values, or the "
+            "config breaks the arithmetic (an extreme rope_theta, norm eps or scaling factor); check the checkpoint"
+        )
     for i in range(max_new_tokens):
         token = logits[:, -1].argmax(dim=-1)  # (B,)
         if eos is not None:

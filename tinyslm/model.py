@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .errors import GenerationError
 from .layers.block import build_block
 from .layers.cache import KVCache
 from .layers.norms import make_norm
@@ -104,7 +105,14 @@ class CausalLM(nn.Module):
         """An empty cache for `batch` sequences of up to `capacity` positions."""
         dtype = dtype or self.tok_emb.weight.dtype
         device = device or self.tok_emb.weight.device
-        layers = [self.blocks[b].attn.new_cache(batch, capacity, dtype, device) for b in self.schedule]
+        try:
+            layers = [self.blocks[b].attn.new_cache(batch, capacity, dtype, device) for b in self.schedule]
+        except (RuntimeError, MemoryError) as exc:  # the allocator's own message is a raw traceback line
+            size = self.cache_values(capacity) * batch * torch.empty((), dtype=dtype).element_size()
+            raise GenerationError(
+                f"cannot allocate the KV cache: {batch} x {capacity} positions need {size:,} bytes "
+                f"({type(exc).__name__}); ask for fewer tokens"
+            ) from None
         return KVCache(layers, capacity)
 
     def cache_values_per_token(self) -> int:

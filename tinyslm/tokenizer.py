@@ -8,10 +8,10 @@ tokenizer's own post-processor.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import TokenizerError
+from .files import read_json
 
 
 class Tokenizer:
@@ -83,11 +83,14 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         raise TokenizerError(f"{path}: no such file or folder")
     folder = path if path.is_dir() else path.parent
     special = {}
-    if (folder / "tokenizer_config.json").is_file():
-        try:
-            special = json.loads((folder / "tokenizer_config.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise TokenizerError(f"{folder / 'tokenizer_config.json'}: not valid JSON ({exc})") from None
+    if (folder / "tokenizer_config.json").exists():
+        special = read_json(folder / "tokenizer_config.json", TokenizerError)
+        for key in ("bos_token", "eos_token"):
+            token = special.get(key)
+            if isinstance(token, dict):  # {"content": "<s>", ...} in older tokenizer_config files
+                token = token.get("content")
+            if token is not None and not isinstance(token, str):
+                raise TokenizerError(f"{folder / 'tokenizer_config.json'}: {key} must be a token string, found {token!r}")
     candidates = [path] if path.is_file() else [folder / "tokenizer.json", folder / "tokenizer.model"]
     for file in candidates:
         if file.is_file() and file.suffix == ".json":

@@ -66,7 +66,9 @@ class Family:
         return any(re.fullmatch(p, hf_key) for p in self.ignored)
 
 
-_NOT_COMPARED = ("name", "dtype", "layer_types", "sliding_pattern", "sliding_window", "rope_local_theta", "attn_scale")
+# compared by what they resolve to (below): several spellings mean one model
+_NOT_COMPARED = ("name", "dtype", "layer_types", "sliding_pattern", "sliding_window", "rope_local_theta", "attn_scale",
+                 "attention")  # fmt: skip
 
 
 def check_expressible(family: Family, config: ModelConfig) -> dict:
@@ -86,11 +88,13 @@ def check_expressible(family: Family, config: ModelConfig) -> dict:
     # fields with several spellings of one model (a pattern or its list, a scale or its default) are
     # compared by what they resolve to
     resolved = {
-        "sliding_window=": lambda c: f"{c.sliding_window!r} (per-layer windows {[c.layer(i).window for i in range(c.n_layers)]})",
-        "rope_local_theta=": lambda c: f"{c.rope_local_theta!r} (RoPE table per layer {[c.layer(i).rope for i in range(c.n_layers)]})",
-        "attn_scale=": lambda c: f"{c.head_dim**-0.5 if c.attn_scale is None else c.attn_scale:.6g}",
+        "sliding windows per layer": lambda c: [c.layer(i).window for i in range(c.n_layers)],
+        "RoPE (theta, scaling) per layer": lambda c: [c.rope_tables.get(c.layer(i).rope) for i in range(c.n_layers)],
+        "attention scale": lambda c: c.head_dim**-0.5 if c.attn_scale is None else c.attn_scale,
+        "attention kind": lambda c: "mla" if c.attention == "mla" else [c.layer(i).n_kv_heads for i in range(c.n_layers)],
     }
-    lost += [f"{what}{view(config)} (reads back as {view(back)})" for what, view in resolved.items() if view(config) != view(back)]
+    lost += [f"{what} {view(config)!r} (reads back as {view(back)!r})" for what, view in resolved.items()
+             if view(config) != view(back)]  # fmt: skip
     if lost:
         raise UnsupportedModelError(
             f"config {config.name!r}: a checkpoint of family {family.model_type!r} cannot express {'; '.join(lost)}. "

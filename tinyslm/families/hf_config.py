@@ -11,11 +11,11 @@ with scaling in the current `rope_type` spelling, and `require(key)` fails with 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, ConfigError
+from ..files import read_json
 
 # RoPE types whose formula needs the pre-training context; HF fills it from max_position_embeddings.
 _NEEDS_ORIGINAL_CONTEXT = ("llama3", "yarn", "longrope")
@@ -35,15 +35,11 @@ class HFConfig(dict):
         if not folder.exists():
             raise CheckpointError(f"{folder}: no such checkpoint folder")
         path = folder / "config.json" if folder.is_dir() else folder
-        if not path.is_file():
+        if not path.exists():
             raise CheckpointError(f"{folder}: no config.json (a checkpoint folder needs config.json + *.safetensors)")
-        try:
-            values = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(values, dict):
-            raise CheckpointError(f"{path}: expected a JSON object, found {type(values).__name__}")
-        return cls(values, str(path))
+        if path.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
+            raise CheckpointError(f"{path}: is a weights file; give the checkpoint folder that holds it and its config.json")
+        return cls(read_json(path), str(path))
 
     def with_defaults(self, defaults: dict[str, Any]) -> "HFConfig":
         """This config.json with every key it leaves out set to the config class's default (an explicit value,

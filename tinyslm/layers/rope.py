@@ -76,9 +76,15 @@ def rope_type_of(scaling: dict[str, Any] | None) -> str:
         raise ConfigError(f"rope_scaling of type {rope_type!r} needs {', '.join(missing)}")
     for key, value in scaling.items():
         if key not in ("rope_type", "type", "truncate") and value is not None and (
-            not isinstance(value, (int, float)) or isinstance(value, bool)
+            not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
         ):
             raise ConfigError(f"rope_scaling {key} must be a number, found {value!r}")
+    for key in ("factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor", "beta_fast",
+                "beta_slow", "attention_factor"):  # fmt: skip
+        if scaling.get(key) is not None and scaling[key] <= 0:
+            raise ConfigError(f"rope_scaling {key} must be > 0, found {scaling[key]!r}")
+    if rope_type == "llama3" and scaling["low_freq_factor"] == scaling["high_freq_factor"]:
+        raise ConfigError("rope_scaling of type 'llama3' needs high_freq_factor != low_freq_factor")
     return rope_type
 
 

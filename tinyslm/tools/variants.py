@@ -83,6 +83,12 @@ def derive(
     return _match_budget(base, variant) if mode == "matched_budget" else variant
 
 
+# MLA replaces the whole attention: the base's MHA/GQA options (windows, caps, QK-norm, ...) do not carry over
+MLA_REPLACES = dict(sliding_window=None, layer_types=None, sliding_pattern=None, rope_local_theta=None,
+                    attn_softcap=None, attn_scale=None, qk_norm=False, qk_norm_per_head=False, qkv_clip=None,
+                    rope_fp32=False)  # fmt: skip
+
+
 def _same_heads(base: ModelConfig, kind: str, n_kv_heads: int | None, mla: dict[str, Any] | None) -> ModelConfig:
     h, hd = base.n_heads, head_dim_of(base)
     layer_heads = base.layer_n_heads  # OpenELM-style per-layer head counts, or None
@@ -98,6 +104,7 @@ def _same_heads(base: ModelConfig, kind: str, n_kv_heads: int | None, mla: dict[
         return base.replace(
             name=f"{base.name}-mla", attention="mla", n_kv_heads=h, layer_n_kv_heads=None,
             head_dim=dims["qk_nope_head_dim"] + dims["qk_rope_head_dim"], partial_rotary_factor=1.0, **dims,
+            **MLA_REPLACES,
         )  # fmt: skip
     if kind == "gqa":
         every = layer_heads or [h]
@@ -251,7 +258,7 @@ def report_variant(
     weights = stats.weight_bytes
     at = []
     for ctx in contexts:
-        cache = batch * ctx * values * size
+        cache = batch * model_stats(config, dtype, context=ctx).kv_cache_values_at_context * size  # windows cap it
         at.append(AtContext(ctx, cache, cache / (weights + cache)))
     return VariantReport(
         name=name, config=config, layout=layout_of(config), parameters=total, attention_parameters=attention,

@@ -1,0 +1,532 @@
+"""Damaged checkpoints: every outcome is an exact load or a TinySLMError, nothing else.
+
+Hypothesis takes a valid checkpoint folder, applies 1-3 random mutations to a private copy and
+calls every entry point that reads a folder. Guaranteed, for every mutated folder:
+
+  tinyslm.load_pretrained(folder)   raises TinySLMError, or returns a model whose float32 logits equal
+                                    transformers' (AutoModelForCausalLM.from_pretrained(folder,
+                                    attn_implementation="eager", dtype=float32)) within 1e-5 of the logit
+                                    scale. Where transformers does not load the folder (it raises, reports
+                                    missing or mismatched weights, i.e. random-initialises some) or its
+                                    logits are not finite, loading is all that is required.
+  tinyslm.load_config(folder)       returns a ModelConfig or raises TinySLMError.
+  tinyslm inspect / generate        exit status 0 or 2, never 1 ("unexpected"). The CLI runs with
+                                    TINYSLM_DEBUG=1, so an unexpected exception propagates with its traceback.
+
+and never a hang (each example runs under a 20 s alarm; a faulthandler watchdog kills the run if the
+alarm cannot fire inside native code) nor a runaway allocation (an address-space limit of a few GiB
+above the current size turns one into an error).
+
+Base folders: transformers' save_pretrained of tiny Llama (untied), Qwen2 (tied, legacy Hub config
+form), Phi-3 (fused qkv / gate_up), GPT-2 (Conv1D weights, learned positions), a Llama sharded at
+20 KB (an index and five shards), and tinyslm.save_pretrained's output for GPT-2.
+
+Mutations (the falsifying example names the base and each mutation; replay it with `apply`):
+  OverwriteBytes  a few bytes of a safetensors file's 8-byte length + JSON header
+  Truncate        any file cut at a random length        AppendJunk  random bytes appended
+  EditHeader      one tensor's dtype / shape / data_offsets replaced, the tensor renamed or dropped,
+                  in a rewritten (consistently framed) safetensors header
+  SetJson         config.json or the index: a key (existing, nested, or new) set to a random JSON
+                  value: null, bools, zero / negative / huge ints, NaN / Infinity, strings, lists,
+                  objects; in the index a tensor pointed at another shard, a missing file, "", a path
+  DeleteJson      a key (config.json, the index's weight_map or one of its entries) removed
+  RemoveFile      a file of the folder deleted
+
+Examples per test: TINYSLM_MUTATION_EXAMPLES (default 40); CI=true derandomises (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import io
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hf_models import write_hf_checkpoint
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinyslm
+from tinyslm.cli import main
+
+transformers = pytest.importorskip("transformers")
+
+EXAMPLES = int(os.environ.get("TINYSLM_MUTATION_EXAMPLES", "40"))
+TIMEOUT_S = 20  # per example; a hang fails the example
+EXTRA_ADDRESS_SPACE = 4 << 30  # what one example may allocate beyond the process's current size
+TOLERANCE = 1e-5  # max |ours - theirs| / max |theirs|, float32
+VOCAB = 64
+IDS = torch.tensor([[1, 5, 9, 33, 60], [63, 0, 2, 2, 17]])  # (2, 5), within every base's vocabulary
+INDEX = "model.safetensors.index.json"
+
+TINY = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)  # fmt: skip
+GPT2 = dict(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=4, n_positions=32, bos_token_id=1, eos_token_id=2)
+
+
+def _write_llama(folder: Path) -> None:
+    write_hf_checkpoint(folder, "LlamaConfig", **TINY, tie_word_embeddings=False)
+
+
+def _write_qwen2_legacy(folder: Path) -> None:
+    write_hf_checkpoint(folder, "Qwen2Config", legacy=True, **TINY, tie_word_embeddings=True)
+
+
+def _write_phi3(folder: Path) -> None:
+    write_hf_checkpoint(folder, "Phi3Config", **TINY, pad_token_id=None)
+
+
+def _write_gpt2(folder: Path) -> None:
+    write_hf_checkpoint(folder, "GPT2Config", **GPT2)
+
+
+def _write_llama_sharded(folder: Path) -> None:
+    model = write_hf_checkpoint(folder, "LlamaConfig", **{**TINY, "num_hidden_layers": 2})
+    shutil.rmtree(folder)
+    model.save_pretrained(folder, max_shard_size="20KB")
+    assert (folder / INDEX).is_file() and len(list(folder.glob("*.safetensors"))) > 1, "precondition: sharded"
+
+
+def _write_tinyslm_gpt2(folder: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_gpt2(Path(tmp))
+        tinyslm.save_pretrained(tinyslm.load_pretrained(tmp), folder)
+
+
+WRITERS = {
+    "llama": _write_llama,
+    "qwen2-legacy": _write_qwen2_legacy,
+    "phi3": _write_phi3,
+    "gpt2": _write_gpt2,
+    "llama-sharded": _write_llama_sharded,
+    "tinyslm-gpt2": _write_tinyslm_gpt2,
+}
+
+
+@dataclass
+class Base:
+    """A valid checkpoint folder and what the mutation strategies need to know about it."""
+
+    folder: Path
+    files: list[str]  # every file in the folder
+    config: dict[str, Any]
+    headers: dict[str, tuple[int, dict[str, Any]]]  # safetensors file -> (header length, header)
+    index: dict[str, Any] | None
+
+
+BASES: dict[str, Base] = {}  # filled once per session by the `bases` fixture, before any example is drawn
+
+
+def read_header(path: Path) -> tuple[int, dict[str, Any]]:
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    return n, json.loads(data[8 : 8 + n])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bases(tmp_path_factory):
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    root = tmp_path_factory.mktemp("mutation-bases")
+    for name, write in WRITERS.items():
+        folder = root / name
+        write(folder)
+        files = sorted(p.name for p in folder.iterdir())
+        index = json.loads((folder / INDEX).read_text()) if INDEX in files else None
+        headers = {f: read_header(folder / f) for f in files if f.endswith(".safetensors")}
+        BASES[name] = Base(folder, files, json.loads((folder / "config.json").read_text()), headers, index)
+    yield BASES
+    transformers.logging.set_verbosity(verbosity)
+
+
+# ----------------------------------------------------------------------------------------------
+# mutations: each one a small value (its repr is the falsifying example) that damages a folder
+
+
+def _json_edit(path: Path, keys: tuple[str, ...], edit) -> None:
+    """edit(parent, last key) on the JSON object at `path`; a no-op where an earlier mutation left no such object."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return
+    parent = data
+    for key in keys[:-1]:
+        parent = parent.get(key) if isinstance(parent, dict) else None
+    if not isinstance(parent, dict):
+        return
+    edit(parent, keys[-1])
+    path.write_text(json.dumps(data, indent=2, allow_nan=True))
+
+
+@dataclass(frozen=True)
+class SetJson:
+    file: str
+    keys: tuple[str, ...]  # the path to the key: ("rope_parameters", "rope_theta"), ("weight_map", name)
+    value: Any
+
+    def apply(self, folder: Path) -> None:
+        _json_edit(folder / self.file, self.keys, lambda parent, key: parent.__setitem__(key, self.value))
+
+
+@dataclass(frozen=True)
+class DeleteJson:
+    file: str
+    keys: tuple[str, ...]
+
+    def apply(self, folder: Path) -> None:
+        _json_edit(folder / self.file, self.keys, lambda parent, key: parent.pop(key, None))
+
+
+@dataclass(frozen=True)
+class OverwriteBytes:
+    file: str
+    edits: tuple[tuple[int, int], ...]  # (offset, new byte value)
+
+    def apply(self, folder: Path) -> None:
+        path = folder / self.file
+        if not path.is_file():
+            return
+        data = bytearray(path.read_bytes())
+        for offset, byte in self.edits:
+            if offset < len(data):
+                data[offset] = byte
+        path.write_bytes(bytes(data))
+
+
+@dataclass(frozen=True)
+class Truncate:
+    file: str
+    length: int
+
+    def apply(self, folder: Path) -> None:
+        path = folder / self.file
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[: self.length])
+
+
+@dataclass(frozen=True)
+class AppendJunk:
+    file: str
+    junk: bytes
+
+    def apply(self, folder: Path) -> None:
+        path = folder / self.file
+        if path.is_file():
+            path.write_bytes(path.read_bytes() + self.junk)
+
+
+@dataclass(frozen=True)
+class EditHeader:
+    """Rewrite one tensor's entry of a safetensors header; the length prefix is rewritten to match."""
+
+    file: str
+    tensor: str
+    field: str  # "dtype", "shape", "data_offsets"; "rename" (value: the new name); "drop"
+    value: Any = None
+
+    def apply(self, folder: Path) -> None:
+        path = folder / self.file
+        try:
+            data = path.read_bytes()
+            (n,) = struct.unpack("<Q", data[:8])
+            header = json.loads(data[8 : 8 + n])
+            entry = header[self.tensor]
+        except (OSError, ValueError, KeyError, TypeError, struct.error):
+            return  # an earlier mutation already broke the framing
+        if self.field == "drop":
+            del header[self.tensor]
+        elif self.field == "rename":
+            header[self.value] = header.pop(self.tensor)
+        else:
+            entry[self.field] = self.value
+        text = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
+        text += b" " * (-len(text) % 8)
+        path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n :])
+
+
+@dataclass(frozen=True)
+class RemoveFile:
+    file: str
+
+    def apply(self, folder: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / self.file).unlink()
+
+
+@dataclass(frozen=True)
+class Case:
+    base: str
+    mutations: tuple[Any, ...]
+
+    def apply(self, folder: Path) -> None:
+        for mutation in self.mutations:
+            mutation.apply(folder)
+
+
+# ----------------------------------------------------------------------------------------------
+# strategies
+
+INTS = st.one_of(
+    st.integers(-3, 70), st.sampled_from([0, -1, 2**31, 2**53 + 1, 2**63, -(2**63), 10**12, 10**30])
+)
+FLOATS = st.one_of(st.sampled_from([0.0, -0.0, 1e-300, 0.5, 1e30, 1e308, math.nan, math.inf, -math.inf]), st.floats())
+WORDS = ["", "llama", "qwen2", "phi3", "gpt2", "mistral", "bert", "silu", "gelu", "gelu_new", "relu", "tanh", "float16",
+         "bfloat16", "float32", "int8", "default", "linear", "dynamic", "yarn", "llama3", "longrope", "su", "eager",
+         "sliding_attention", "full_attention", "LlamaForCausalLM"]  # fmt: skip
+STRINGS = st.one_of(st.sampled_from(WORDS), st.text(max_size=6))
+SCALARS = st.one_of(st.none(), st.booleans(), INTS, FLOATS, STRINGS)
+# keys that make a nested object look like a RoPE scaling dict
+NESTED_KEYS = ["rope_type", "type", "rope_theta", "factor", "original_max_position_embeddings", "low_freq_factor",
+               "high_freq_factor", "short_factor", "long_factor", "beta_fast", "beta_slow", "mscale"]  # fmt: skip
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.sampled_from(NESTED_KEYS), st.text(max_size=4)), inner, max_size=3),
+    ),
+    max_leaves=6,
+)
+# keys a config.json may carry that the bases leave out (family switches, legacy spellings, unknown ones)
+EXTRA_CONFIG_KEYS = ["rope_scaling", "rope_theta", "rope_parameters", "torch_dtype", "dtype", "head_dim",
+                     "sliding_window", "use_sliding_window", "max_window_layers", "layer_types",
+                     "partial_rotary_factor", "attention_bias", "mlp_bias", "tie_word_embeddings", "model_type",
+                     "hidden_act", "n_inner", "scale_attn_weights", "reorder_and_upcast_attn",
+                     "scale_attn_by_inverse_layer_idx", "original_max_position_embeddings", "qk_layernorm",
+                     "final_logit_softcapping", "attn_logit_softcapping", "num_key_value_heads",
+                     "pretraining_tp", "quantization_config", "embedding_multiplier", "unknown_key"]  # fmt: skip
+HEADER_DTYPES = ["F32", "F16", "BF16", "F64", "I32", "U32", "I64", "I16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2",
+                 "F4", "E8M0", "C64", "f32", ""]  # fmt: skip
+SHARD_NAMES = ["model-00099-of-00099.safetensors", "", ".", "..", "sub/x.safetensors", "/etc/hostname",
+               "config.json", INDEX, "generation_config.json", "model.safetensors", "\x1b[31m.safetensors"]  # fmt: skip
+BYTES = st.one_of(st.sampled_from(list(b'0123456789{}[]",:-.eE ')), st.integers(0, 255))
+
+
+def config_mutations(base: Base):
+    keys = [(k,) for k in base.config] + [(k, sub) for k, v in base.config.items() if isinstance(v, dict) for sub in v]
+    new_keys = [(k,) for k in EXTRA_CONFIG_KEYS if k not in base.config]
+    return st.one_of(
+        st.builds(SetJson, st.just("config.json"), st.sampled_from(keys + new_keys), JSON_VALUES),
+        st.builds(SetJson, st.just("config.json"), st.tuples(st.text(max_size=8)), JSON_VALUES),
+        st.builds(DeleteJson, st.just("config.json"), st.sampled_from(keys)),
+    )
+
+
+def byte_mutations(base: Base):
+    def overwrite(file: str):
+        header_end = 8 + base.headers[file][0]
+        edit = st.tuples(st.integers(0, header_end - 1), BYTES)
+        return st.builds(OverwriteBytes, st.just(file), st.lists(edit, min_size=1, max_size=4).map(tuple))
+
+    def truncate(file: str):
+        size = (base.folder / file).stat().st_size
+        return st.builds(Truncate, st.just(file), st.integers(0, max(size - 1, 0)))
+
+    weights = sorted(base.headers)
+    return st.one_of(
+        st.sampled_from(weights).flatmap(overwrite),
+        st.sampled_from(base.files).flatmap(truncate),
+        st.builds(AppendJunk, st.sampled_from(base.files), st.binary(min_size=1, max_size=64)),
+        st.builds(RemoveFile, st.sampled_from(base.files)),
+    )
+
+
+def header_mutations(base: Base):
+    all_tensors = sorted({t for _, header in base.headers.values() for t in header if t != "__metadata__"})
+
+    def for_tensor(file: str, tensor: str):
+        entry = base.headers[file][1][tensor]
+        shape, (start, end) = entry["shape"], entry["data_offsets"]
+        numel = math.prod(shape)
+        shapes = st.one_of(
+            st.sampled_from([shape[::-1], [numel], [*shape, 1], [1, *shape], [numel * 2], [], [0, *shape[1:]]]),
+            st.lists(st.one_of(st.integers(-1, 70), st.sampled_from([2**32, 2**63, 2**64 - 1])), max_size=3),
+            JSON_VALUES,
+        )
+        offsets = st.one_of(
+            st.lists(st.sampled_from([0, start, end, start + 1, end - 1, end + 4, 2**63, -1]), min_size=2, max_size=2),
+            JSON_VALUES,
+        )
+        names = st.one_of(
+            st.sampled_from(all_tensors + ["model.layers.9.mlp.up_proj.weight", "x", "", "lm_head.weight\x1b[2J"]),
+            st.text(max_size=8),
+        )
+        return st.one_of(
+            st.builds(EditHeader, st.just(file), st.just(tensor), st.just("dtype"),
+                      st.one_of(st.sampled_from(HEADER_DTYPES), JSON_VALUES)),
+            st.builds(EditHeader, st.just(file), st.just(tensor), st.just("shape"), shapes),
+            st.builds(EditHeader, st.just(file), st.just(tensor), st.just("data_offsets"), offsets),
+            st.builds(EditHeader, st.just(file), st.just(tensor), st.just("rename"), names),
+            st.builds(EditHeader, st.just(file), st.just(tensor), st.just("drop")),
+        )  # fmt: skip
+
+    pairs = [(f, t) for f, (_, header) in sorted(base.headers.items()) for t in sorted(header) if t != "__metadata__"]
+    return st.sampled_from(pairs).flatmap(lambda pair: for_tensor(*pair))
+
+
+def index_mutations(base: Base):
+    tensors = sorted(base.index["weight_map"])
+    shards = sorted(set(base.index["weight_map"].values()))
+    shard_values = st.one_of(st.sampled_from(shards + SHARD_NAMES), JSON_VALUES)
+    new_names = st.one_of(st.sampled_from(["model.layers.9.mlp.up_proj.weight", "x", "", "lm_head.bias"]), st.text(max_size=6))
+    return st.one_of(
+        st.builds(SetJson, st.just(INDEX), st.sampled_from(tensors).map(lambda t: ("weight_map", t)), shard_values),
+        st.builds(SetJson, st.just(INDEX), new_names.map(lambda t: ("weight_map", t)), st.sampled_from(shards)),
+        st.builds(DeleteJson, st.just(INDEX), st.sampled_from(tensors).map(lambda t: ("weight_map", t))),
+        st.builds(SetJson, st.just(INDEX), st.just(("weight_map",)),
+                  st.one_of(st.just(tensors), st.just(shards), st.just(list(base.index["weight_map"].items())),
+                            JSON_VALUES)),
+        st.builds(DeleteJson, st.just(INDEX), st.sampled_from([("weight_map",), ("metadata",)])),
+        st.builds(SetJson, st.just(INDEX), st.sampled_from([("metadata",), ("metadata", "total_size")]), JSON_VALUES),
+    )  # fmt: skip
+
+
+@st.composite
+def damaged_checkpoints(draw) -> Case:
+    name = draw(st.sampled_from(sorted(WRITERS)))
+    base = BASES[name]
+    kinds = [config_mutations(base), byte_mutations(base), header_mutations(base)]
+    if base.index is not None:
+        kinds.append(index_mutations(base))
+    mutations = draw(st.lists(st.one_of(kinds), min_size=1, max_size=3))
+    return Case(name, tuple(mutations))
+
+
+# ----------------------------------------------------------------------------------------------
+# guards and references
+
+
+class Hang(BaseException):
+    """Raised by the alarm: a BaseException, so no `except Exception` in the code under test swallows it."""
+
+
+def _address_space() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+
+
+@contextlib.contextmanager
+def guarded():
+    """No hang (SIGALRM after TIMEOUT_S, a hard faulthandler exit at 3x that) and no runaway allocation."""
+
+    def on_alarm(signum, frame):
+        raise Hang(f"still running after {TIMEOUT_S} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (_address_space() + EXTRA_ADDRESS_SPACE, limits[1]))
+    faulthandler.dump_traceback_later(3 * TIMEOUT_S, exit=True)
+    signal.alarm(TIMEOUT_S)
+    try:
+        yield
+    except Hang as exc:  # hypothesis shrinks failures, not BaseExceptions
+        raise AssertionError(f"hang: {exc}") from exc
+    finally:
+        signal.alarm(0)
+        faulthandler.cancel_dump_traceback_later()
+        resource.setrlimit(resource.RLIMIT_AS, limits)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def damaged_copy(case: Case):
+    with tempfile.TemporaryDirectory(prefix="tinyslm-mutated-") as tmp:
+        folder = Path(shutil.copytree(BASES[case.base].folder, Path(tmp) / "ckpt"))
+        case.apply(folder)
+        with guarded():
+            yield folder
+
+
+def transformers_logits(folder: Path) -> torch.Tensor | None:
+    """transformers' float32 logits for IDS, or None where it does not load the folder as stored."""
+    try:
+        model, info = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, attn_implementation="eager", dtype=torch.float32, output_loading_info=True
+        )
+        if info.get("missing_keys") or info.get("mismatched_keys"):
+            return None  # random-initialised weights: not a load of this folder
+        with torch.no_grad():
+            logits = model.eval()(IDS).logits
+    except Exception:  # noqa: BLE001  (transformers refuses or crashes: no agreement required)
+        return None
+    return logits if bool(torch.isfinite(logits).all()) else None
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.environ.get("TINYSLM_DEBUG")
+    os.environ["TINYSLM_DEBUG"] = "1"  # an unexpected exception is raised here, traceback and all
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(list(argv))
+    finally:
+        if previous is None:
+            del os.environ["TINYSLM_DEBUG"]
+        else:
+            os.environ["TINYSLM_DEBUG"] = previous
+    return status, err.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------
+# the properties
+
+PROPERTY = settings(max_examples=EXAMPLES, deadline=None)
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_every_base_loads_with_transformers_logits(name):
+    """Precondition: the undamaged folders are exact loads, so a difference below is the mutation's."""
+    folder = BASES[name].folder
+    theirs = transformers_logits(folder)
+    assert theirs is not None
+    with torch.no_grad():
+        ours = tinyslm.load_pretrained(folder)(IDS)
+    assert (ours - theirs).abs().max() <= TOLERANCE * theirs.abs().max()
+
+
+@PROPERTY
+@given(case=damaged_checkpoints())
+def test_load_pretrained_is_exact_or_refused(case):
+    with damaged_copy(case) as folder:
+        try:
+            model = tinyslm.load_pretrained(folder)
+        except tinyslm.TinySLMError:
+            return
+        theirs = transformers_logits(folder)
+        if theirs is None:
+            return
+        with torch.no_grad():
+            ours = model(IDS)
+        diff, scale = float((ours - theirs).abs().max()), float(theirs.abs().max())
+        assert diff <= TOLERANCE * scale, f"loaded, but logits differ from transformers: max diff {diff:.3e}, scale {scale:.3e}"
+
+
+@PROPERTY
+@given(case=damaged_checkpoints())
+def test_load_config_is_a_config_or_refused(case):
+    with damaged_copy(case) as folder:
+        try:
+            config = tinyslm.load_config(folder)
+        except tinyslm.TinySLMError:
+            return
+        assert isinstance(config, tinyslm.ModelConfig)
+
+
+@PROPERTY
+@given(case=damaged_checkpoints())
+def test_cli_inspect_and_generate_exit_0_or_2(case):
+    with damaged_copy(case) as folder:
+        for argv in (["inspect", str(folder)], ["generate", str(folder), "--ids", "1,2,3", "--max-new-tokens", "2"]):
+            status, err = run_cli(*argv)
+            assert status in (0, 2), f"tinyslm {argv[0]}: exit status {status}: {err}"

@@ -9,7 +9,7 @@
 """
 
 from .checkpoint import load_config, load_pretrained, save_pretrained
-from .config import LayerShape, ModelConfig
+from .config import LayerShape, LayerSpec, ModelConfig
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -23,7 +23,7 @@ from .model import CausalLM
 from .tokenizer import load_tokenizer
 
 __all__ = [
-    "CausalLM", "ModelConfig", "LayerShape", "load_config", "load_pretrained", "save_pretrained", "generate",
+    "CausalLM", "ModelConfig", "LayerSpec", "LayerShape", "load_config", "load_pretrained", "save_pretrained", "generate",
     "load_tokenizer", "TinySLMError", "ConfigError", "CheckpointError", "UnsupportedModelError", "GenerationError",
     "TokenizerError",
 ]  # fmt: skip

@@ -38,7 +38,6 @@ from .files import (
     SAFETENSORS_FILE,
     SAFETENSORS_INDEX,
     open_weights,
-    read_index,
     shown,
     weight_files as _weight_files,
 )

@@ -57,7 +57,7 @@ def generate(
     Stops early only when `eos_token_id` is given and every sequence has produced it; sequences
     that finished earlier are padded with their eos token. `on_token` is called with each new
     column of tokens (B,) as soon as it is decoded (for streaming). For MLA models, `mla_decode`
-    picks the attention path for this call: "naive", "absorbed" or "auto" (see mla.py).
+    picks the attention path for this call: "naive", "absorbed" or "auto" (see layers/mla.py).
     """
     if mla_decode is not None:
         from .layers.mla import decode_path  # noqa: PLC0415

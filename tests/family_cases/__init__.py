@@ -1,4 +1,5 @@
-"""Parity cases for the families tested by tests/test_families.py, one module per family file.
+"""Parity cases for the families tested by tests/test_families.py, grouped in modules by family
+(gemma.py holds gemma, gemma2 and gemma3_text; phi.py holds phi and phi3).
 
 Each module defines CASES = {name: Case(...)}: a transformers config class and shrunken real
 hyper-parameters (the source of each shape is cited beside it). `all_cases()` gathers them all, so

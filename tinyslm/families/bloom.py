@@ -29,7 +29,6 @@ Refused:
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
@@ -62,12 +61,6 @@ FUSED = (
 ALIASES = ((r"^(?=(?:word_embeddings|word_embeddings_layernorm|ln_f|h\.\d+)\.)", "transformer."),)
 
 
-def _sized(hf: HFConfig, key: str) -> int:
-    """n_layer / n_head, or their generic alias, which wins when both are present (as in BloomConfig)."""
-    alias = SIZE_ALIASES[key]
-    return hf.typed(alias, int) if hf.get(alias) is not None else hf.typed(key, int, DEFAULTS[key])
-
-
 def from_hf(hf: HFConfig) -> ModelConfig:
     if hf.typed("apply_residual_connection_post_layernorm", bool, False):
         raise UnsupportedModelError(
@@ -83,12 +76,12 @@ def from_hf(hf: HFConfig) -> ModelConfig:
     hidden = hf.typed("n_embed", int, None)  # BloomConfig: n_embed, when given, overrides hidden_size
     dim = hidden if hidden is not None else hf.typed("hidden_size", int, DEFAULTS["hidden_size"])
     return ModelConfig(
-        name=hf.get("_name_or_path") or Path(hf.source).parent.name or "bloom",
+        name=hf.model_name("bloom"),
         family="bloom",
         vocab_size=hf.typed("vocab_size", int, DEFAULTS["vocab_size"]),
         dim=dim,
-        n_layers=_sized(hf, "n_layer"),
-        n_heads=_sized(hf, "n_head"),
+        n_layers=hf.sized("n_layer", SIZE_ALIASES["n_layer"], DEFAULTS["n_layer"]),
+        n_heads=hf.sized("n_head", SIZE_ALIASES["n_head"], DEFAULTS["n_head"]),
         ffn_dim=4 * dim,  # BloomMLP is always 4 * hidden_size wide (n_inner is not read)
         max_seq_len=hf.typed("seq_length", int, DEFAULTS["seq_length"]),
         positions="alibi",

@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
 from .hf_config import HFConfig
-from .llama import HF_ACTIVATIONS, LLAMA_IGNORED, LLAMA_MODULES, OUR_ACTIVATIONS, llama_like_from_hf, llama_like_to_hf
+from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
 
 # GemmaConfig's defaults (transformers 5.23; gemma-7b's shape), for keys a config.json omits
 GEMMA_DEFAULTS = dict(
@@ -65,13 +65,6 @@ def gemma_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
     return llama_like_from_hf(hf, family, **values)
 
 
-def activation_from_key(hf: HFConfig, key: str, default: str) -> str:
-    act = hf.get(key, default)
-    if not isinstance(act, str) or act not in HF_ACTIVATIONS:
-        raise UnsupportedModelError(f"{hf.source}: {key} {act!r} is not supported ({', '.join(HF_ACTIVATIONS)})")
-    return HF_ACTIVATIONS[act]
-
-
 def check_gemma_shape(config: ModelConfig, *, sandwich: bool) -> None:
     """Refuse, with a Gemma-specific message, configs whose norm, embedding or FFN a Gemma file cannot hold."""
     family, problems = config.family, []
@@ -84,8 +77,6 @@ def check_gemma_shape(config: ModelConfig, *, sandwich: bool) -> None:
         problems.append(f"sandwich_norms={config.sandwich_norms} ({family} layers {have} them)")
     if config.ffn != "gated" or config.ffn_bias:
         problems.append("a plain or biased FFN (Gemma's MLP is gated and bias-free)")
-    if config.activation not in OUR_ACTIVATIONS:
-        problems.append(f"activation={config.activation!r}")
     if config.qkv_bias != config.out_bias:
         problems.append("qkv_bias != out_bias (attention_bias covers q, k, v and o together)")
     if problems:
@@ -168,7 +159,7 @@ def attn_scale_to_hf(config: ModelConfig) -> int:
 def from_hf(hf: HFConfig) -> ModelConfig:
     hf = hf.with_defaults(GEMMA_DEFAULTS | {"hidden_act": "gelu_pytorch_tanh"})
     act = hf.get("hidden_act")
-    activation = "gelu_tanh" if act == "gelu" else activation_from_key(hf, "hidden_act", "gelu_pytorch_tanh")
+    activation = "gelu_tanh" if act == "gelu" else hf.activation("hidden_act", "gelu_pytorch_tanh")
     return gemma_like_from_hf(hf, "gemma", activation=activation)
 
 

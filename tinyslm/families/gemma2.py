@@ -17,11 +17,11 @@ from __future__ import annotations
 from ..config import ModelConfig
 from . import Family
 from .gemma import (
-    GEMMA_DEFAULTS, SANDWICH_MODULES, activation_from_key, attn_scale_from_hf, attn_scale_to_hf,
+    GEMMA_DEFAULTS, SANDWICH_MODULES, attn_scale_from_hf, attn_scale_to_hf,
     check_gemma_shape, gemma_like_from_hf, optional_float, sliding_layout, sliding_layout_to_hf,
 )  # fmt: skip
-from .hf_config import HFConfig
-from .llama import LLAMA_IGNORED, OUR_ACTIVATIONS, llama_like_to_hf
+from .hf_config import ACTIVATIONS_TO_HF, HFConfig
+from .llama import LLAMA_IGNORED, llama_like_to_hf
 
 # Gemma2Config's defaults (transformers 5.23; gemma-2-9b's shape) where they differ from GemmaConfig's
 GEMMA2_DEFAULTS = GEMMA_DEFAULTS | dict(
@@ -40,7 +40,7 @@ def from_hf(hf: HFConfig) -> ModelConfig:
     head_dim = hf.typed("head_dim", int, 256)
     return gemma_like_from_hf(
         hf, "gemma2",
-        activation=activation_from_key(hf, "hidden_activation", "gelu_pytorch_tanh"),
+        activation=hf.activation("hidden_activation", "gelu_pytorch_tanh"),
         sandwich_norms=True,
         attn_scale=attn_scale_from_hf(hf, head_dim),
         attn_softcap=softcap_from_hf(hf, "attn_logit_softcapping", 50.0),
@@ -54,7 +54,7 @@ def to_hf(config: ModelConfig) -> dict:
     hf = llama_like_to_hf(
         config, "Gemma2ForCausalLM",
         attention_bias=config.qkv_bias,
-        hidden_activation=OUR_ACTIVATIONS[config.activation],
+        hidden_activation=ACTIVATIONS_TO_HF[config.activation],
         query_pre_attn_scalar=attn_scale_to_hf(config),
         attn_logit_softcapping=optional_float(config.attn_softcap),
         final_logit_softcapping=optional_float(config.final_softcap),

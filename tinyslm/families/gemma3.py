@@ -22,12 +22,12 @@ from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
 from .gemma import (
-    GEMMA_DEFAULTS, SANDWICH_MODULES, activation_from_key, attn_scale_from_hf, attn_scale_to_hf, check_gemma_shape,
+    GEMMA_DEFAULTS, SANDWICH_MODULES, attn_scale_from_hf, attn_scale_to_hf, check_gemma_shape,
     gemma_like_from_hf, optional_float, sliding_layout, sliding_layout_to_hf,
 )  # fmt: skip
 from .gemma2 import softcap_from_hf
-from .hf_config import HFConfig
-from .llama import LLAMA_IGNORED, OUR_ACTIVATIONS, llama_like_to_hf
+from .hf_config import ACTIVATIONS_TO_HF, HFConfig
+from .llama import LLAMA_IGNORED, llama_like_to_hf
 
 # Gemma3TextConfig's defaults (transformers 5.23) where they differ from GemmaConfig's
 GEMMA3_DEFAULTS = GEMMA_DEFAULTS | dict(
@@ -91,7 +91,7 @@ def from_hf(hf: HFConfig) -> ModelConfig:
     clean = HFConfig({k: v for k, v in hf.items() if k not in ("rope_parameters", "rope_scaling")}, hf.source)
     return gemma_like_from_hf(
         clean, "gemma3_text",
-        activation=activation_from_key(hf, "hidden_activation", "gelu_pytorch_tanh"),
+        activation=hf.activation("hidden_activation", "gelu_pytorch_tanh"),
         qk_norm=True,
         sandwich_norms=True,
         attn_scale=attn_scale_from_hf(hf, head_dim),
@@ -113,7 +113,7 @@ def to_hf(config: ModelConfig) -> dict:
     hf = llama_like_to_hf(
         config, "Gemma3ForCausalLM",
         attention_bias=config.qkv_bias,
-        hidden_activation=OUR_ACTIVATIONS[config.activation],
+        hidden_activation=ACTIVATIONS_TO_HF[config.activation],
         query_pre_attn_scalar=attn_scale_to_hf(config),
         attn_logit_softcapping=None,
         final_logit_softcapping=optional_float(config.final_softcap),

@@ -24,13 +24,11 @@ so it is accepted and ignored.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family, Fused
-from .hf_config import HFConfig
-from .llama import HF_ACTIVATIONS, OUR_ACTIVATIONS
+from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 
 # GPT2Config defaults (transformers), used when config.json omits a key
 DEFAULTS = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12, layer_norm_epsilon=1e-5,
@@ -60,12 +58,6 @@ ALIASES_KEYS = ((r"^(?=(?:wte|wpe|ln_f|h\.\d+)\.)", "transformer."),)
 IGNORED = (r"transformer\.h\.\d+\.attn\.(?:bias|masked_bias)",)
 
 
-def _sized(hf: HFConfig, key: str) -> int:
-    """An int size under its GPT-2 name or its generic alias (the alias wins, as in GPT2Config)."""
-    alias = ALIASES[key]
-    return hf.typed(alias, int) if hf.get(alias) is not None else hf.typed(key, int, DEFAULTS[key])
-
-
 def from_hf(hf: HFConfig) -> ModelConfig:
     for flag, why in (
         ("scale_attn_by_inverse_layer_idx", "layer i's attention scale divided by i + 1: no tinyslm field"),
@@ -73,28 +65,23 @@ def from_hf(hf: HFConfig) -> ModelConfig:
     ):
         if hf.typed(flag, bool, False):
             raise UnsupportedModelError(f"{hf.source}: {flag}=true is not supported ({why})")
-    act = hf.get("activation_function", DEFAULTS["activation_function"])
-    if not isinstance(act, str) or act not in HF_ACTIVATIONS:
-        raise UnsupportedModelError(
-            f"{hf.source}: activation_function {act!r} is not supported ({', '.join(HF_ACTIVATIONS)})"
-        )
-    dim, n_inner = _sized(hf, "n_embd"), hf.typed("n_inner", int, None)
+    dim, n_inner = hf.sized("n_embd", ALIASES["n_embd"], DEFAULTS["n_embd"]), hf.typed("n_inner", int, None)
     return ModelConfig(
-        name=hf.get("_name_or_path") or Path(hf.source).parent.name or "gpt2",
+        name=hf.model_name("gpt2"),
         family="gpt2",
         vocab_size=hf.typed("vocab_size", int, DEFAULTS["vocab_size"]),
         dim=dim,
-        n_layers=_sized(hf, "n_layer"),
-        n_heads=_sized(hf, "n_head"),
+        n_layers=hf.sized("n_layer", ALIASES["n_layer"], DEFAULTS["n_layer"]),
+        n_heads=hf.sized("n_head", ALIASES["n_head"], DEFAULTS["n_head"]),
         ffn_dim=4 * dim if n_inner is None else n_inner,  # null -> 4 * n_embd
-        max_seq_len=_sized(hf, "n_positions"),
+        max_seq_len=hf.sized("n_positions", ALIASES["n_positions"], DEFAULTS["n_positions"]),
         positions="learned",
         qkv_bias=True,
         out_bias=True,
         # scale_attn_weights=false drops the 1/sqrt(head_dim) factor altogether
         attn_scale=None if hf.typed("scale_attn_weights", bool, True) else 1.0,
         ffn="plain",
-        activation=HF_ACTIVATIONS[act],
+        activation=hf.activation("activation_function", DEFAULTS["activation_function"]),
         ffn_bias=True,
         norm="layernorm",
         norm_eps=hf.typed("layer_norm_epsilon", float, DEFAULTS["layer_norm_epsilon"]),
@@ -108,11 +95,6 @@ def from_hf(hf: HFConfig) -> ModelConfig:
 def to_hf(config: ModelConfig) -> dict:
     """GPT2Config's keys. What this form cannot hold (RoPE, GQA, gated FFN, ...) reads back differently,
     and `check_expressible` refuses it with the fields named."""
-    if config.activation not in OUR_ACTIVATIONS:
-        raise UnsupportedModelError(
-            f"config {config.name!r}: a gpt2 checkpoint has no {config.activation!r} activation "
-            f"({', '.join(OUR_ACTIVATIONS)})"
-        )
     return dict(
         architectures=["GPT2LMHeadModel"],
         model_type="gpt2",
@@ -122,7 +104,7 @@ def to_hf(config: ModelConfig) -> dict:
         n_head=config.n_heads,
         n_inner=config.ffn_dim,
         n_positions=config.max_seq_len,
-        activation_function=OUR_ACTIVATIONS[config.activation],
+        activation_function=ACTIVATIONS_TO_HF[config.activation],
         layer_norm_epsilon=config.norm_eps,
         scale_attn_weights=config.attn_scale != 1.0,
         scale_attn_by_inverse_layer_idx=False,

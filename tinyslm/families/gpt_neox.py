@@ -26,13 +26,11 @@ ones transformers uses is refused rather than silently loaded as a different mod
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import ConfigError, UnsupportedModelError
 from . import Family, Fused
-from .hf_config import HFConfig
-from .llama import HF_ACTIVATIONS, OUR_ACTIVATIONS
+from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 
 # GPTNeoXConfig defaults (GPT-NeoX-20B's shape), used when config.json omits a key
 DEFAULTS = dict(vocab_size=50432, hidden_size=6144, num_hidden_layers=44, num_attention_heads=64,
@@ -80,13 +78,6 @@ def _rope(hf: HFConfig) -> tuple[float, dict | None, float]:
     return theta, scaling, partial
 
 
-def _activation(hf: HFConfig) -> str:
-    act = hf.get("hidden_act", "gelu")  # GPTNeoXConfig's default: the exact (erf) GELU
-    if not isinstance(act, str) or act not in HF_ACTIVATIONS:
-        raise UnsupportedModelError(f"{hf.source}: hidden_act {act!r} is not supported ({', '.join(HF_ACTIVATIONS)})")
-    return HF_ACTIVATIONS[act]
-
-
 def from_hf(hf: HFConfig) -> ModelConfig:
     dim = hf.typed("hidden_size", int, DEFAULTS["hidden_size"])
     n_heads = hf.typed("num_attention_heads", int, DEFAULTS["num_attention_heads"])
@@ -99,7 +90,7 @@ def from_hf(hf: HFConfig) -> ModelConfig:
     theta, scaling, partial = _rope(hf)
     bias = hf.typed("attention_bias", bool, True)
     return ModelConfig(
-        name=hf.get("_name_or_path") or Path(hf.source).parent.name or "gpt_neox",
+        name=hf.model_name("gpt_neox"),
         family="gpt_neox",
         vocab_size=hf.typed("vocab_size", int, DEFAULTS["vocab_size"]),
         dim=dim,
@@ -114,7 +105,7 @@ def from_hf(hf: HFConfig) -> ModelConfig:
         partial_rotary_factor=partial,
         block="parallel" if hf.typed("use_parallel_residual", bool, True) else "sequential",
         ffn="plain",
-        activation=_activation(hf),
+        activation=hf.activation("hidden_act", "gelu"),  # GPTNeoXConfig default: exact GELU
         ffn_bias=True,  # GPTNeoXMLP's two Linears always have biases
         norm="layernorm",
         norm_eps=hf.typed("layer_norm_eps", float, DEFAULTS["layer_norm_eps"]),
@@ -128,11 +119,6 @@ def from_hf(hf: HFConfig) -> ModelConfig:
 def to_hf(config: ModelConfig) -> dict:
     """GPTNeoXConfig's keys in the transformers 5.x form. What this form cannot hold (GQA, a gated FFN,
     ALiBi, one shared norm, ...) reads back differently, and `check_expressible` refuses it with the fields named."""
-    if config.activation not in OUR_ACTIVATIONS:
-        raise UnsupportedModelError(
-            f"config {config.name!r}: a gpt_neox checkpoint has no {config.activation!r} activation "
-            f"({', '.join(OUR_ACTIVATIONS)})"
-        )
     rope = {"rope_type": "default", **(config.rope_scaling or {}), "rope_theta": config.rope_theta,
             "partial_rotary_factor": config.partial_rotary_factor}  # fmt: skip
     return dict(
@@ -143,7 +129,7 @@ def to_hf(config: ModelConfig) -> dict:
         num_hidden_layers=config.n_layers,
         num_attention_heads=config.n_heads,
         intermediate_size=config.ffn_dim,
-        hidden_act=OUR_ACTIVATIONS[config.activation],
+        hidden_act=ACTIVATIONS_TO_HF[config.activation],
         max_position_embeddings=config.max_seq_len,
         layer_norm_eps=config.norm_eps,
         rope_parameters=rope,

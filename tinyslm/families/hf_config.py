@@ -14,9 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, UnsupportedModelError
 from ..files import read_json
 
+# hidden_act / activation_function spellings -> ours, and ours -> what we write (transformers' ACT2FN names)
+ACTIVATIONS_FROM_HF = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh",
+                       "gelu_new": "gelu_new", "relu": "relu", "relu2": "relu2"}  # fmt: skip
+ACTIVATIONS_TO_HF = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "gelu_new": "gelu_new",
+                     "relu": "relu", "relu2": "relu2"}  # fmt: skip
 # RoPE types whose formula needs the pre-training context; HF fills it from max_position_embeddings.
 _NEEDS_ORIGINAL_CONTEXT = ("llama3", "yarn", "longrope")
 _REQUIRED = object()
@@ -62,6 +67,29 @@ class HFConfig(dict):
         if not ok:
             raise ConfigError(f"{self.source}: {key} must be {'a number' if kind is float else kind.__name__}, found {value!r}")
         return float(value) if kind is float else value
+
+    def activation(self, key: str = "hidden_act", default: str = "silu") -> str:
+        """Our name for the activation config.json names under `key` (`default`: the config class's)."""
+        act = self.get(key, default)
+        if not isinstance(act, str) or act not in ACTIVATIONS_FROM_HF:
+            raise UnsupportedModelError(f"{self.source}: {key} {act!r} is not supported ({', '.join(ACTIVATIONS_FROM_HF)})")
+        return ACTIVATIONS_FROM_HF[act]
+
+    def model_name(self, family: str) -> str:
+        """_name_or_path, else the checkpoint folder's name, else the family."""
+        return self.get("_name_or_path") or Path(self.source).parent.name or family
+
+    def sized(self, key: str, alias: str, default: int) -> int:
+        """An int under its family-specific name (n_layer) or its generic alias (num_hidden_layers), which wins."""
+        return self.typed(alias, int) if self.get(alias) is not None else self.typed(key, int, default)
+
+    def partial_rotary(self, default: float) -> float:
+        """partial_rotary_factor as transformers resolves it: the RoPE dict, else the top level, else `default`
+        (the config class's: 0.5 for Phi and Nemotron, 0.25 for StableLM)."""
+        _, _, partial = self.rope()  # validates the RoPE keys
+        params = self.get("rope_scaling") or self.get("rope_parameters") or {}
+        given = params.get("partial_rotary_factor") is not None or self.get("partial_rotary_factor") is not None
+        return partial if given else default
 
     def dtype(self) -> str:
         return str(self.get("dtype") or self.get("torch_dtype") or "float32")

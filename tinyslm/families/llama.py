@@ -6,12 +6,10 @@ optional llama3 RoPE scaling. Qwen2 and Qwen3 reuse this translation with their 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
-from .hf_config import HFConfig
+from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 
 # our module path -> HF module path; the suffix (.weight / .bias) carries over
 LLAMA_MODULES = {
@@ -33,17 +31,6 @@ LLAMA_MODULES = {
 # older Llama files carry the RoPE table as a buffer; it is recomputed, never loaded
 LLAMA_IGNORED = (r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq", r"model\.rotary_emb\.inv_freq")
 
-HF_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh",
-                  "gelu_new": "gelu_new", "relu": "relu", "relu2": "relu2"}  # fmt: skip
-OUR_ACTIVATIONS = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "gelu_new": "gelu_new",
-                   "relu": "relu", "relu2": "relu2"}  # fmt: skip
-
-
-def activation_from_hf(hf: HFConfig) -> str:
-    act = hf.get("hidden_act", "silu")
-    if not isinstance(act, str) or act not in HF_ACTIVATIONS:
-        raise UnsupportedModelError(f"{hf.source}: hidden_act {act!r} is not supported ({', '.join(HF_ACTIVATIONS)})")
-    return HF_ACTIVATIONS[act]
 
 
 def llama_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
@@ -55,7 +42,7 @@ def llama_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
     theta, scaling, _ = hf.rope()
     n_heads = hf.typed("num_attention_heads", int)
     values = dict(
-        name=hf.get("_name_or_path") or Path(hf.source).parent.name or family,  # else the folder's name
+        name=hf.model_name(family),
         family=family,
         vocab_size=hf.typed("vocab_size", int),
         dim=hf.typed("hidden_size", int),
@@ -68,7 +55,7 @@ def llama_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
         rope_theta=theta,
         rope_scaling=scaling,
         partial_rotary_factor=1.0,  # LlamaAttention rotates the whole head whatever the config says
-        activation=activation_from_hf(hf),
+        activation=hf.activation(),
         norm_eps=hf.typed("rms_norm_eps", float, 1e-6),
         tie_embeddings=hf.typed("tie_word_embeddings", bool, False),
         bos_token_id=hf.get("bos_token_id", 1),
@@ -102,7 +89,7 @@ def llama_like_to_hf(config: ModelConfig, architecture: str, **fields) -> dict:
         num_attention_heads=config.n_heads,
         num_key_value_heads=config.n_kv_heads,
         head_dim=config.head_dim,
-        hidden_act=OUR_ACTIVATIONS[config.activation],
+        hidden_act=ACTIVATIONS_TO_HF[config.activation],
         max_position_embeddings=config.max_seq_len,
         rms_norm_eps=float(config.norm_eps),  # transformers' config classes refuse an int here
         rope_parameters=rope,

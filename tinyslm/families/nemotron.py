@@ -37,13 +37,6 @@ HF_DEFAULTS = {
 PARTIAL_ROTARY_DEFAULT = 0.5  # NemotronConfig.__post_init__ sets it when config.json has none
 
 
-def partial_rotary_factor(hf: HFConfig) -> float:
-    """As NemotronConfig resolves it: the RoPE dict's value, else the top-level key, else 0.5."""
-    _, _, partial = hf.rope()  # validates the RoPE keys; defaults to 1.0 when neither place has one
-    params = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
-    return partial if "partial_rotary_factor" in params or "partial_rotary_factor" in hf else PARTIAL_ROTARY_DEFAULT
-
-
 def from_hf(hf: HFConfig) -> ModelConfig:
     hf = hf.with_defaults(HF_DEFAULTS)
     bias = hf.typed("attention_bias", bool, False)
@@ -53,7 +46,7 @@ def from_hf(hf: HFConfig) -> ModelConfig:
         norm="layernorm_1p", norm_eps=hf.typed("norm_eps", float),
         ffn="plain", ffn_bias=hf.typed("mlp_bias", bool, False),
         qkv_bias=bias, out_bias=bias,
-        partial_rotary_factor=partial_rotary_factor(hf),
+        partial_rotary_factor=hf.partial_rotary(PARTIAL_ROTARY_DEFAULT),
     )  # fmt: skip
 
 

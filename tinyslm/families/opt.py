@@ -24,13 +24,11 @@ Older files were saved from the bare decoder and lack the leading `model.`; they
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
-from .hf_config import HFConfig
-from .llama import HF_ACTIVATIONS, OUR_ACTIVATIONS
+from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 
 # OPTConfig defaults (transformers), used when config.json omits a key
 DEFAULTS = dict(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072, num_attention_heads=12,
@@ -78,14 +76,9 @@ def from_hf(hf: HFConfig) -> ModelConfig:
             f"{hf.source}: _remove_final_layer_norm=true (a checkpoint without the decoder's final LayerNorm) is "
             "not supported"
         )
-    act = hf.get("activation_function", DEFAULTS["activation_function"])
-    if not isinstance(act, str) or act not in HF_ACTIVATIONS:
-        raise UnsupportedModelError(
-            f"{hf.source}: activation_function {act!r} is not supported ({', '.join(HF_ACTIVATIONS)})"
-        )
     bias = hf.typed("enable_bias", bool, True)
     return ModelConfig(
-        name=hf.get("_name_or_path") or Path(hf.source).parent.name or "opt",
+        name=hf.model_name("opt"),
         family="opt",
         vocab_size=_int(hf, "vocab_size"),
         dim=dim,
@@ -98,7 +91,7 @@ def from_hf(hf: HFConfig) -> ModelConfig:
         qkv_bias=bias,
         out_bias=bias,
         ffn="plain",
-        activation=HF_ACTIVATIONS[act],
+        activation=hf.activation("activation_function", DEFAULTS["activation_function"]),
         ffn_bias=bias,
         norm="layernorm" if hf.typed("layer_norm_elementwise_affine", bool, True) else "layernorm_plain",
         norm_eps=NORM_EPS,
@@ -112,11 +105,6 @@ def from_hf(hf: HFConfig) -> ModelConfig:
 def to_hf(config: ModelConfig) -> dict:
     """OPTConfig's keys. What this form cannot hold (RoPE, GQA, separate bias switches, another eps, ...)
     reads back differently, and `check_expressible` refuses it with the fields named."""
-    if config.activation not in OUR_ACTIVATIONS:
-        raise UnsupportedModelError(
-            f"config {config.name!r}: an opt checkpoint has no {config.activation!r} activation "
-            f"({', '.join(OUR_ACTIVATIONS)})"
-        )
     return dict(
         architectures=["OPTForCausalLM"],
         model_type="opt",
@@ -127,7 +115,7 @@ def to_hf(config: ModelConfig) -> dict:
         num_attention_heads=config.n_heads,
         ffn_dim=config.ffn_dim,
         max_position_embeddings=config.max_seq_len,
-        activation_function=OUR_ACTIVATIONS[config.activation],
+        activation_function=ACTIVATIONS_TO_HF[config.activation],
         do_layer_norm_before=True,
         _remove_final_layer_norm=False,
         enable_bias=config.qkv_bias,

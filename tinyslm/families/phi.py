@@ -22,8 +22,8 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
-from .hf_config import HFConfig
-from .llama import OUR_ACTIVATIONS, activation_from_hf, llama_like_from_hf, llama_like_to_hf
+from .hf_config import ACTIVATIONS_TO_HF, HFConfig
+from .llama import LLAMA_IGNORED, llama_like_from_hf, llama_like_to_hf
 
 PHI_MODULES = {
     "tok_emb": "model.embed_tokens",
@@ -39,20 +39,6 @@ PHI_MODULES = {
     "final_norm": "model.final_layernorm",
     "head": "lm_head",  # weight and bias
 }
-PHI_IGNORED = (r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq", r"model\.rotary_emb\.inv_freq")
-
-
-def activation_with_default(hf: HFConfig, default: str) -> str:
-    """hidden_act, taking the family config class's default when config.json leaves it out."""
-    return activation_from_hf(HFConfig({"hidden_act": hf.get("hidden_act", default)}, hf.source))
-
-
-def partial_rotary_with_default(hf: HFConfig, default: float) -> float:
-    """partial_rotary_factor as transformers resolves it: the RoPE dict, else the top level, else the class default."""
-    _, _, partial = hf.rope()
-    params = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
-    given = params.get("partial_rotary_factor") is not None or hf.get("partial_rotary_factor") is not None
-    return partial if given else default
 
 
 def from_hf(hf: HFConfig) -> ModelConfig:
@@ -70,12 +56,12 @@ def from_hf(hf: HFConfig) -> ModelConfig:
         hf, "phi",
         head_dim=head_dim,
         max_seq_len=hf.typed("max_position_embeddings", int, 2048),
-        partial_rotary_factor=partial_rotary_with_default(hf, 0.5),
+        partial_rotary_factor=hf.partial_rotary(0.5),
         block="parallel_shared_norm",
         norm="layernorm",
         norm_eps=hf.typed("layer_norm_eps", float, 1e-5),
         ffn="plain",
-        activation=activation_with_default(hf, "gelu_new"),
+        activation=hf.activation("hidden_act", "gelu_new"),
         ffn_bias=True,
         qkv_bias=True,
         out_bias=True,
@@ -94,7 +80,7 @@ def to_hf(config: ModelConfig) -> dict:
         config, "PhiForCausalLM",
         layer_norm_eps=config.norm_eps,
         qk_layernorm=config.qk_norm,
-        hidden_act=OUR_ACTIVATIONS[config.activation],
+        hidden_act=ACTIVATIONS_TO_HF[config.activation],
     )  # fmt: skip
     del values["rms_norm_eps"]
     if config.head_dim * config.n_heads == config.dim:
@@ -109,6 +95,6 @@ FAMILY = Family(
     from_hf=from_hf,
     to_hf=to_hf,
     modules=PHI_MODULES,
-    ignored=PHI_IGNORED,
+    ignored=LLAMA_IGNORED,
     examples="microsoft/phi-1, phi-1_5, phi-2",
 )

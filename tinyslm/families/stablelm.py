@@ -23,7 +23,6 @@ from ..errors import UnsupportedModelError
 from . import Family
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
-from .phi import partial_rotary_with_default
 
 STABLELM_MODULES = {
     **{k: v for k, v in LLAMA_MODULES.items() if not k.endswith(("q_norm", "k_norm"))},
@@ -49,7 +48,7 @@ def from_hf(hf: HFConfig) -> ModelConfig:
         n_kv_heads=hf.typed("num_key_value_heads", int, 32),
         head_dim=head_dim,
         max_seq_len=hf.typed("max_position_embeddings", int, 4096),
-        partial_rotary_factor=partial_rotary_with_default(hf, 0.25),
+        partial_rotary_factor=hf.partial_rotary(0.25),
         block="parallel_shared_norm" if parallel else "sequential",
         norm="layernorm",
         norm_eps=hf.typed("layer_norm_eps", float, 1e-5),

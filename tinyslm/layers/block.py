@@ -66,9 +66,6 @@ class ParallelBlock(nn.Module):
         return self.ffn(self.ffn_norm(x)) + a + x  # GPT-NeoX's order (it decides bf16 rounding, nothing else)
 
 
-Block = SequentialBlock  # the name earlier versions used
-
-
 def build_attention(config: ModelConfig, layer: int) -> nn.Module:
     if config.attention == "mla":
         from .mla import MLAttention  # noqa: PLC0415  (MLA arrives with its own module)

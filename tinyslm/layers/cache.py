@@ -20,7 +20,8 @@ masks by those positions (positions.attention_mask), so the slots need no order.
     one new token   write it, then attend over the W slots: exactly the W keys its window holds
     a chunk of T    attend over (the W stored + the T new) keys, *then* keep the last W of them:
                     writing first would overwrite keys the chunk's early queries still need
-This stays exact past the window and for prefills longer than the window (tests/test_generate.py).
+This stays exact past the window and for prefills longer than the window (tests/test_attention.py,
+tests/test_families.py: hypothesis over lengths around the window).
 
 `KVCache` holds one layer cache per depth step (a shared block that runs twice gets two).
 """

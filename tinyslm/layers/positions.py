@@ -9,7 +9,8 @@ Three ways a decoder knows token order (RoPE itself lives in rope.py):
 
 A `Step` is what one forward call shares between its layers: the positions of its tokens, the
 RoPE tables for them (computed once per call, one per table the layers use), and the attention
-masks, built once per (window, key layout) and reused by every layer that needs the same one.
+masks of layers whose keys sit at positions 0..S-1, built once per window and shared. (A ring-buffer
+layer's keys sit in slot order, so its mask is built from the positions its cache returns.)
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ DEMO_CONFIGS = [
         activation="gelu_new", qkv_bias=True, out_bias=True, ffn_bias=True, head_bias=True, bos_token_id=50256,
         eos_token_id=50256,
     ),
-    ModelConfig(  # Bloom-560m: ALiBi instead of RoPE, LayerNorm on the embedding, plain GELU FFN
+    ModelConfig(  # Bloom-560m: ALiBi instead of RoPE, LayerNorm on the embedding, plain tanh-GELU FFN
         name="bloom-shaped", family="bloom", vocab_size=250880, dim=64, n_layers=4, n_heads=16, ffn_dim=256,
         max_seq_len=2048, positions="alibi", embed_norm=True, norm="layernorm", ffn="plain", activation="gelu_tanh",
         qkv_bias=True, out_bias=True, ffn_bias=True, tie_embeddings=True, bos_token_id=1, eos_token_id=2,

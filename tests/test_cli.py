@@ -9,6 +9,7 @@ stderr, never a traceback, with a non-zero exit status. One test runs the real e
 from __future__ import annotations
 
 import json
+import time
 import random
 import re
 import shutil
@@ -483,3 +484,46 @@ def test_generate_ids_with_an_empty_item_is_refused_not_skipped(reference, capsy
     _, folder = reference
     code, out, err = run(capsys, "generate", folder, "--ids", "1,,2", "--max-new-tokens", "2")
     assert code == 2 and err.startswith("error: --ids must be comma-separated integers") and "1,,2" in err
+
+
+# --- refused input exits 2 with one line, never 1 ("unexpected") -------------------------------
+
+
+@pytest.mark.parametrize("tolerance", ["nan", "-1", "inf"])
+def test_parity_refuses_a_tolerance_that_cannot_be_met_or_failed(reference, capsys, tolerance):
+    _, folder = reference
+    code, out, err = run(capsys, "parity", folder, "--tolerance", tolerance)
+    assert code == 2 and err.startswith("error: --tolerance must be a finite number >= 0")
+
+
+def test_generate_refuses_an_id_beyond_int64_in_one_line(reference, capsys):
+    _, folder = reference
+    code, _, err = run(capsys, "generate", folder, "--ids", "99999999999999999999999", "--max-new-tokens", "2")
+    assert code == 2 and "out of range" in err and len(err.strip().splitlines()) == 1
+
+
+def test_inspect_counts_a_ten_million_layer_config_without_building_it(tmp_path, capsys):
+    config = {"model_type": "llama", "vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5632,
+              "num_hidden_layers": 10_000_000, "num_attention_heads": 32, "num_key_value_heads": 4}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    start = time.perf_counter()
+    code, out, _ = run(capsys, "inspect", tmp_path)
+    assert code == 0 and "440,443,011,074,048" in out  # 10M x 44,044,288 per layer + 65,536,000 x 2 (untied)
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"eos_token_id": []}, "eos_token_id must be a token id >= 0 or a non-empty list"),
+        ({"num_hidden_layers": 10_000_000}, "describes a model of"),
+        ({"rope_theta": -1.0, "rope_parameters": None}, "rope_theta must be a positive number"),
+    ],
+)
+def test_generate_on_a_config_it_refuses_exits_2_with_the_reason(reference, tmp_path, capsys, edit, message):
+    _, folder = reference
+    folder = copy_checkpoint(folder, tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in {**config, **edit}.items() if v is not None}))
+    code, _, err = run(capsys, "generate", folder, "--ids", "1,2", "--max-new-tokens", "2")
+    assert code == 2 and message in err, err

@@ -9,12 +9,12 @@ stderr, never a traceback, with a non-zero exit status. One test runs the real e
 from __future__ import annotations
 
 import json
-import time
 import random
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest

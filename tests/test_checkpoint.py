@@ -663,3 +663,23 @@ def test_nan_weights_stop_generation_with_a_clear_error(checkpoint):
 def test_a_kv_cache_too_large_to_allocate_is_a_generation_error(loaded):
     with pytest.raises(GenerationError, match="cannot allocate the KV cache"):
         loaded.new_cache(2**40, 64)
+
+
+def test_a_failure_writing_config_json_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
+    """The weights and config.json are swapped in together: never new weights with the old config."""
+    first = seeded_model(SAVE_CASES["llama"], seed=0)
+    tinyslm.save_pretrained(first, tmp_path / "out")
+    before = {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(tmp_path / "out")}
+    real_write_text = Path.write_text
+
+    def fail_on_config(self, *args, **kwargs):
+        if self.name == "config.json":
+            raise OSError(28, "No space left on device")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", fail_on_config)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        tinyslm.save_pretrained(seeded_model(SAVE_CASES["llama"].replace(rope_theta=5e5), seed=1), tmp_path / "out")
+    monkeypatch.undo()
+    assert {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(tmp_path / "out")} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

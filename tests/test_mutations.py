@@ -55,7 +55,7 @@ from typing import Any
 import pytest
 import torch
 from hf_models import write_hf_checkpoint
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import tinyslm
@@ -290,14 +290,38 @@ SCALARS = st.one_of(st.none(), st.booleans(), INTS, FLOATS, STRINGS)
 # keys that make a nested object look like a RoPE scaling dict
 NESTED_KEYS = ["rope_type", "type", "rope_theta", "factor", "original_max_position_embeddings", "low_freq_factor",
                "high_freq_factor", "short_factor", "long_factor", "beta_fast", "beta_slow", "mscale"]  # fmt: skip
-JSON_VALUES = st.recursive(
-    SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3),
-        st.dictionaries(st.one_of(st.sampled_from(NESTED_KEYS), st.text(max_size=4)), inner, max_size=3),
+# the values that break code most often, drawn as often as all the others together
+EDGE_VALUES = st.sampled_from([None, True, False, 0, -1, 1, 2, 3, 7, 2**31, 2**63, -(2**63), 10**30, 0.0, -0.5, 0.5,
+                               1e-12, 1e30, math.nan, math.inf, -math.inf, "", "x", [], {}, [1], [-1], [2**63], [1, 2],
+                               {"rope_type": "linear", "factor": 2.0}, {"type": "dynamic", "factor": 0.5}])  # fmt: skip
+JSON_VALUES = st.one_of(
+    EDGE_VALUES,
+    st.recursive(
+        SCALARS,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.dictionaries(st.one_of(st.sampled_from(NESTED_KEYS), st.text(max_size=4)), inner, max_size=3),
+        ),
+        max_leaves=4,
     ),
-    max_leaves=6,
 )
+
+
+def near(value: Any) -> list[Any]:
+    """Values a careless edit of `value` gives: the other type, the neighbours, the sign, a wrapping list."""
+    if isinstance(value, bool):
+        return [not value, int(value), str(value).lower()]
+    if isinstance(value, int):
+        return [value + 1, value - 1, 2 * value, value // 2, -value, 0, float(value), str(value), [value], value * 10**20]
+    if isinstance(value, float):
+        return [2 * value, value / 2, 10 * value, -value, 0.0, int(value), str(value), [value]]
+    if isinstance(value, str):
+        return [value.upper(), value + "_x", value[:-1], [value]]
+    if isinstance(value, list):
+        return [value[:-1], value * 2, value[:1], None]
+    return []
+
+
 # keys a config.json may carry that the bases leave out (family switches, legacy spellings, unknown ones)
 EXTRA_CONFIG_KEYS = ["rope_scaling", "rope_theta", "rope_parameters", "torch_dtype", "dtype", "head_dim",
                      "sliding_window", "use_sliding_window", "max_window_layers", "layer_types",
@@ -314,10 +338,20 @@ BYTES = st.one_of(st.sampled_from(list(b'0123456789{}[]",:-.eE ')), st.integers(
 
 
 def config_mutations(base: Base):
+    def lookup(keys: tuple[str, ...]) -> Any:
+        value = base.config
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    def set_key(keys: tuple[str, ...]):
+        values = [v for v in near(lookup(keys)) if v is not None] or [None]
+        return st.builds(SetJson, st.just("config.json"), st.just(keys), st.one_of(st.sampled_from(values), JSON_VALUES))
+
     keys = [(k,) for k in base.config] + [(k, sub) for k, v in base.config.items() if isinstance(v, dict) for sub in v]
     new_keys = [(k,) for k in EXTRA_CONFIG_KEYS if k not in base.config]
     return st.one_of(
-        st.builds(SetJson, st.just("config.json"), st.sampled_from(keys + new_keys), JSON_VALUES),
+        st.sampled_from(keys + new_keys).flatmap(set_key),
         st.builds(SetJson, st.just("config.json"), st.tuples(st.text(max_size=8)), JSON_VALUES),
         st.builds(DeleteJson, st.just("config.json"), st.sampled_from(keys)),
     )
@@ -392,14 +426,18 @@ def index_mutations(base: Base):
     )  # fmt: skip
 
 
+KIND_STRATEGIES = {"config": config_mutations, "bytes": byte_mutations, "header": header_mutations,
+                   "index": index_mutations}  # fmt: skip
+KINDS = [*KIND_STRATEGIES, "mixed"]  # each test runs once per kind, so every kind gets its examples
+
+
 @st.composite
-def damaged_checkpoints(draw) -> Case:
-    name = draw(st.sampled_from(sorted(WRITERS)))
+def damaged_checkpoints(draw, kind: str) -> Case:
+    """A base folder and 1-3 mutations of `kind` ("mixed": of any kind); "index" only on the sharded base."""
+    name = draw(st.sampled_from(sorted(n for n, base in BASES.items() if kind != "index" or base.index is not None)))
     base = BASES[name]
-    kinds = [config_mutations(base), byte_mutations(base), header_mutations(base)]
-    if base.index is not None:
-        kinds.append(index_mutations(base))
-    mutations = draw(st.lists(st.one_of(kinds), min_size=1, max_size=3))
+    kinds = [k for k in KIND_STRATEGIES if base.index is not None or k != "index"] if kind == "mixed" else [kind]
+    mutations = draw(st.lists(st.one_of([KIND_STRATEGIES[k](base) for k in kinds]), min_size=1, max_size=3))
     return Case(name, tuple(mutations))
 
 
@@ -495,38 +533,50 @@ def test_every_base_loads_with_transformers_logits(name):
     assert (ours - theirs).abs().max() <= TOLERANCE * theirs.abs().max()
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @PROPERTY
-@given(case=damaged_checkpoints())
-def test_load_pretrained_is_exact_or_refused(case):
+@given(data=st.data())
+def test_load_pretrained_is_exact_or_refused(kind, data):
+    case = data.draw(damaged_checkpoints(kind), label="case")
     with damaged_copy(case) as folder:
         try:
             model = tinyslm.load_pretrained(folder)
-        except tinyslm.TinySLMError:
+        except tinyslm.TinySLMError as exc:
+            event(f"refused: {type(exc).__name__}")
             return
         theirs = transformers_logits(folder)
         if theirs is None:
+            event("loaded; transformers does not load it")
             return
+        event("loaded; logits compared")
         with torch.no_grad():
             ours = model(IDS)
         diff, scale = float((ours - theirs).abs().max()), float(theirs.abs().max())
         assert diff <= TOLERANCE * scale, f"loaded, but logits differ from transformers: max diff {diff:.3e}, scale {scale:.3e}"
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @PROPERTY
-@given(case=damaged_checkpoints())
-def test_load_config_is_a_config_or_refused(case):
+@given(data=st.data())
+def test_load_config_is_a_config_or_refused(kind, data):
+    case = data.draw(damaged_checkpoints(kind), label="case")
     with damaged_copy(case) as folder:
         try:
             config = tinyslm.load_config(folder)
-        except tinyslm.TinySLMError:
+        except tinyslm.TinySLMError as exc:
+            event(f"refused: {type(exc).__name__}")
             return
+        event("a config")
         assert isinstance(config, tinyslm.ModelConfig)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @PROPERTY
-@given(case=damaged_checkpoints())
-def test_cli_inspect_and_generate_exit_0_or_2(case):
+@given(data=st.data())
+def test_cli_inspect_and_generate_exit_0_or_2(kind, data):
+    case = data.draw(damaged_checkpoints(kind), label="case")
     with damaged_copy(case) as folder:
         for argv in (["inspect", str(folder)], ["generate", str(folder), "--ids", "1,2,3", "--max-new-tokens", "2"]):
             status, err = run_cli(*argv)
+            event(f"{argv[0]}: exit status {status}")
             assert status in (0, 2), f"tinyslm {argv[0]}: exit status {status}: {err}"

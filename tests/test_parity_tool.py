@@ -75,3 +75,16 @@ def test_parity_expands_a_home_relative_folder(tmp_path, capsys, monkeypatch):
     assert code == 0 and report["ok"] is True
     assert report["folder"] == str(tmp_path / "ckpt")
     assert check_parity("~/ckpt", new_tokens=4).ok
+
+
+def test_a_folder_transformers_cannot_load_is_one_line_and_exit_2(tmp_path, capsys):
+    """An index without "metadata" loads in tinyslm; transformers 5.23 raises KeyError on it: reported, not a crash."""
+    from hf_models import build_hf_model  # noqa: PLC0415
+
+    build_hf_model("LlamaConfig", **TINY).save_pretrained(tmp_path, max_shard_size="50KB")
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": json.loads(index.read_text())["weight_map"]}))
+    capsys.readouterr()
+    assert main(["parity", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "transformers cannot load this folder" in err

@@ -56,6 +56,7 @@ import pytest
 import torch
 from hf_models import write_hf_checkpoint
 from hypothesis import event, given, settings
+from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
 import tinyslm
@@ -137,8 +138,9 @@ def read_header(path: Path) -> tuple[int, dict[str, Any]]:
 
 @pytest.fixture(scope="module", autouse=True)
 def bases(tmp_path_factory):
-    verbosity = transformers.logging.get_verbosity()
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     root = tmp_path_factory.mktemp("mutation-bases")
     for name, write in WRITERS.items():
         folder = root / name
@@ -149,6 +151,8 @@ def bases(tmp_path_factory):
         BASES[name] = Base(folder, files, json.loads((folder / "config.json").read_text()), headers, index)
     yield BASES
     transformers.logging.set_verbosity(verbosity)
+    if bars:
+        transformers.logging.enable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -517,9 +521,56 @@ def run_cli(*argv: str) -> tuple[int, str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# the properties
+# the properties, each checked on one damaged folder
 
-PROPERTY = settings(max_examples=EXAMPLES, deadline=None)
+
+def outcome(text: str) -> None:
+    """Counted in --hypothesis-show-statistics (how many examples were refused, loaded, compared)."""
+    if currently_in_test_context():
+        event(text)
+
+
+def check_load_pretrained(folder: Path) -> None:
+    try:
+        model = tinyslm.load_pretrained(folder)
+    except tinyslm.TinySLMError as exc:
+        outcome(f"refused: {type(exc).__name__}")
+        return
+    theirs = transformers_logits(folder)
+    if theirs is None:
+        outcome("loaded; transformers does not load it")
+        return
+    outcome("loaded; logits compared")
+    with torch.no_grad():
+        ours = model(IDS)
+    diff, scale = float((ours - theirs).abs().max()), float(theirs.abs().max())
+    assert diff <= TOLERANCE * scale, f"loaded, but logits differ from transformers: max diff {diff:.3e}, scale {scale:.3e}"
+
+
+def check_load_config(folder: Path) -> None:
+    try:
+        config = tinyslm.load_config(folder)
+    except tinyslm.TinySLMError as exc:
+        outcome(f"refused: {type(exc).__name__}")
+        return
+    outcome("a config")
+    assert isinstance(config, tinyslm.ModelConfig)
+
+
+def check_cli(folder: Path) -> None:
+    for argv in (["inspect", str(folder)], ["generate", str(folder), "--ids", "1,2,3", "--max-new-tokens", "2"]):
+        status, err = run_cli(*argv)
+        outcome(f"{argv[0]}: exit status {status}")
+        assert status in (0, 2), f"tinyslm {argv[0]}: exit status {status}: {err}"
+
+
+CHECKS = {"load_pretrained": check_load_pretrained, "load_config": check_load_config, "cli": check_cli}
+
+# Damage hypothesis found (minimal examples), checked on every run whatever hypothesis draws.
+FOUND = {
+    "eos_token_id-beyond-int64": Case("gpt2", (SetJson("config.json", ("eos_token_id",), 2 * 10**20),)),
+    "head_dim-beyond-int64": Case("llama", (SetJson("config.json", ("head_dim",), 8 * 10**20),)),
+}
 
 
 @pytest.mark.parametrize("name", sorted(WRITERS))
@@ -533,50 +584,18 @@ def test_every_base_loads_with_transformers_logits(name):
     assert (ours - theirs).abs().max() <= TOLERANCE * theirs.abs().max()
 
 
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("found", FOUND)
+def test_found_damage(found, check):
+    with damaged_copy(FOUND[found]) as folder:
+        CHECKS[check](folder)
+
+
+@pytest.mark.parametrize("check", CHECKS)
 @pytest.mark.parametrize("kind", KINDS)
-@PROPERTY
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(data=st.data())
-def test_load_pretrained_is_exact_or_refused(kind, data):
+def test_damaged_checkpoint_is_exact_load_or_refused(kind, check, data):
     case = data.draw(damaged_checkpoints(kind), label="case")
     with damaged_copy(case) as folder:
-        try:
-            model = tinyslm.load_pretrained(folder)
-        except tinyslm.TinySLMError as exc:
-            event(f"refused: {type(exc).__name__}")
-            return
-        theirs = transformers_logits(folder)
-        if theirs is None:
-            event("loaded; transformers does not load it")
-            return
-        event("loaded; logits compared")
-        with torch.no_grad():
-            ours = model(IDS)
-        diff, scale = float((ours - theirs).abs().max()), float(theirs.abs().max())
-        assert diff <= TOLERANCE * scale, f"loaded, but logits differ from transformers: max diff {diff:.3e}, scale {scale:.3e}"
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@PROPERTY
-@given(data=st.data())
-def test_load_config_is_a_config_or_refused(kind, data):
-    case = data.draw(damaged_checkpoints(kind), label="case")
-    with damaged_copy(case) as folder:
-        try:
-            config = tinyslm.load_config(folder)
-        except tinyslm.TinySLMError as exc:
-            event(f"refused: {type(exc).__name__}")
-            return
-        event("a config")
-        assert isinstance(config, tinyslm.ModelConfig)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@PROPERTY
-@given(data=st.data())
-def test_cli_inspect_and_generate_exit_0_or_2(kind, data):
-    case = data.draw(damaged_checkpoints(kind), label="case")
-    with damaged_copy(case) as folder:
-        for argv in (["inspect", str(folder)], ["generate", str(folder), "--ids", "1,2,3", "--max-new-tokens", "2"]):
-            status, err = run_cli(*argv)
-            event(f"{argv[0]}: exit status {status}")
-            assert status in (0, 2), f"tinyslm {argv[0]}: exit status {status}: {err}"
+        CHECKS[check](folder)

@@ -227,6 +227,10 @@ class ModelConfig:
             value, alternatives = getattr(self, f.name), f.type.split(" | ")
             if not any(_TYPE_CHECKS[a](value) for a in alternatives):
                 raise ConfigError(f"config {self.name!r}: {f.name} must be {' or '.join(alternatives)}, found {value!r}")
+            numbers = value if isinstance(value, (list, tuple)) else [value]
+            limit = 2**40 if f.name in ("max_seq_len", "sliding_window") else 2**31
+            if f.name not in ("bos_token_id", "eos_token_id") and any(_INT(v) and abs(v) >= limit for v in numbers):
+                raise ConfigError(f"config {self.name!r}: {f.name} is out of range (at most {limit - 1:,}), found {value!r}")
 
     def validate(self) -> None:
         def bad(msg: str) -> ConfigError:
@@ -309,7 +313,7 @@ class ModelConfig:
         for key in ("bos_token_id", "eos_token_id"):
             ids = getattr(self, key)
             ids = [ids] if isinstance(ids, int) else ids
-            if ids is not None and (not ids or min(ids) < 0):
+            if ids is not None and (not ids or min(ids) < 0 or max(ids) >= 2**63):
                 raise bad(f"{key} must be a token id >= 0 or a non-empty list of them, found {getattr(self, key)!r}")
         if self.sandwich_norms and self.block != "sequential":
             raise bad(f"sandwich_norms apply to the sequential block, not block={self.block!r}")

@@ -52,6 +52,7 @@ PUBLISHED_PARAMS = {
     "bloom-560m": 559_214_592,
     "olmo-1b": 1_176_764_416,
     "minitron-4b": 4_190_509_056,
+    "minicpm3-4b": 4_073_875_968,
 }
 
 # KV-cache bytes per token in bf16 (2 x layers x kv_heads x head_dim x 2 B): ARCHITECTURES.md section 5.
@@ -81,6 +82,7 @@ PUBLISHED_KV_BYTES = {
     "bloom-560m": 98_304,
     "olmo-1b": 131_072,
     "minitron-4b": 131_072,
+    "minicpm3-4b": 35_712,  # the MLA latent: 62 x (256 + 32) x 2 B
 }
 
 configs = pytest.mark.parametrize("path", CONFIG_FILES, ids=[p.stem for p in CONFIG_FILES])

@@ -103,6 +103,7 @@ class ModelConfig:
     # --- block, FFN and norms -------------------------------------------------------------
     block: str = "sequential"  # sequential | parallel (two norms, GPT-NeoX) | parallel_shared_norm (Phi-2)
     sandwich_norms: bool = False  # Gemma-2/3: also norm each sub-layer's output before the residual add
+    residual_scale: float | None = None  # MiniCPM: each sub-layer's output x scale_depth / sqrt(n_layers), then added
     ffn: str = "gated"  # gated: down(act(gate x) * up x); plain: down(act(up x))
     activation: str = "silu"
     ffn_bias: bool = False
@@ -115,6 +116,7 @@ class ModelConfig:
     tie_embeddings: bool = False  # lm-head weight *is* the embedding weight (one Parameter)
     head_bias: bool = False  # Phi-2's lm-head has a bias
     final_softcap: float | None = None  # Gemma-2: cap * tanh(logits / cap)
+    logit_divisor: float | None = None  # MiniCPM: final hidden states / (dim / dim_model_base) before the head
 
     # --- layer-wise scaling (OpenELM) and block sharing (MobileLLM) -----------------------
     layer_n_heads: list[int] | None = None  # per-layer overrides; None -> the global value
@@ -303,7 +305,8 @@ class ModelConfig:
             raise bad(f"the rotary dimension must be even, found {self.rotary_dim}")
         if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
             raise bad(f"norm_eps must be > 0, found {self.norm_eps}")
-        for key in ("attn_softcap", "final_softcap", "attn_scale", "qkv_clip", "embed_scale", "rope_local_theta"):
+        for key in ("attn_softcap", "final_softcap", "attn_scale", "qkv_clip", "embed_scale", "rope_local_theta",
+                    "residual_scale", "logit_divisor"):  # fmt: skip
             value = getattr(self, key)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise bad(f"{key} must be a positive number or absent, found {value}")
@@ -317,6 +320,8 @@ class ModelConfig:
                 raise bad(f"{key} must be a token id >= 0 or a non-empty list of them, found {getattr(self, key)!r}")
         if self.sandwich_norms and self.block != "sequential":
             raise bad(f"sandwich_norms apply to the sequential block, not block={self.block!r}")
+        if self.residual_scale is not None and self.block != "sequential":
+            raise bad(f"residual_scale applies to the sequential block, not block={self.block!r}")
         if self.qk_norm_per_head and not self.qk_norm:
             raise bad("qk_norm_per_head=true needs qk_norm=true")
 

@@ -3,11 +3,12 @@
 Legend: B batch, T positions, D model width, V vocabulary.
 
     ids (B, T) -> tok_emb [x embed_scale] [+ pos_emb] [-> emb_norm] -> (B, T, D)
-               -> block_0 ... block_{L-1} -> final_norm -> head [-> soft-cap] -> logits (B, T, V)
+               -> block_0 ... block_{L-1} -> final_norm [/ logit_divisor] -> head [-> soft-cap] -> logits (B, T, V)
 
 The bracketed parts are modules the config chooses (Gemma scales the embedding, GPT-2 and OPT add
-learned positions, Bloom norms the embedding, Gemma-2 soft-caps the logits, Phi-2's head has a
-bias); absent ones are identities, so `forward` reads the same for every family.
+learned positions, Bloom norms the embedding, MiniCPM divides the head's input, Gemma-2 soft-caps
+the logits, Phi-2's head has a bias); absent ones are identities, so `forward` reads the same for
+every family.
 
 The RoPE tables (one per base the layers use: Gemma-3's local layers have their own) are computed
 once per forward, in a `Step`, and shared by every block, as are the attention masks. With
@@ -58,6 +59,23 @@ class SoftCap(nn.Module):
         return f"cap={self.cap}"
 
 
+class Divide(nn.Module):
+    """x / d: MiniCPM shrinks the final hidden states by dim / dim_model_base (muP's output multiplier).
+
+    A division, as transformers writes it: x * (1 / d) rounds differently in bfloat16.
+    """
+
+    def __init__(self, divisor: float):
+        super().__init__()
+        self.divisor = divisor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.divisor
+
+    def extra_repr(self) -> str:
+        return f"divisor={self.divisor:.6g}"
+
+
 class CausalLM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -70,6 +88,7 @@ class CausalLM(nn.Module):
         self.emb_norm = make_norm(config.norm, d, config.norm_eps) if config.embed_norm else nn.Identity()
         self.blocks = nn.ModuleList(build_block(config, i) for i in range(config.n_layers))
         self.final_norm = make_norm(config.norm, d, config.norm_eps)
+        self.head_divisor = nn.Identity() if config.logit_divisor is None else Divide(config.logit_divisor)
         self.head = nn.Linear(d, v, bias=config.head_bias)  # D -> V
         if config.tie_embeddings:
             self.head.weight = self.tok_emb.weight  # a real tie: one Parameter
@@ -99,7 +118,8 @@ class CausalLM(nn.Module):
             cache.length = start + input_ids.shape[1]
         if last_only:
             x = x[:, -1:]  # (B, 1, D)
-        return self.logit_cap(self.head(self.final_norm(x)))  # (B, T, V), or (B, 1, V) with last_only
+        x = self.head_divisor(self.final_norm(x))  # (B, T, D), or (B, 1, D) with last_only
+        return self.logit_cap(self.head(x))  # (B, T, V), or (B, 1, V) with last_only
 
     def new_cache(self, batch: int, capacity: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
         """An empty cache for `batch` sequences of up to `capacity` positions."""

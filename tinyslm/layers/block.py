@@ -1,9 +1,10 @@
 """Transformer blocks, and the builders that pick their parts from a config.
 
     SequentialBlock (Llama, GPT-2, OPT, Bloom, ...):
-        h   = x + attn_out_norm(attention(attn_norm(x)))
-        out = h + ffn_out_norm(ffn(ffn_norm(h)))
-        (attn_out_norm / ffn_out_norm are Gemma-2/3's "sandwich" norms, identities elsewhere)
+        h   = x + s * attn_out_norm(attention(attn_norm(x)))
+        out = h + s * ffn_out_norm(ffn(ffn_norm(h)))
+        (attn_out_norm / ffn_out_norm are Gemma-2/3's "sandwich" norms, identities elsewhere;
+         s is MiniCPM's residual scale scale_depth / sqrt(n_layers), 1 elsewhere)
 
     ParallelBlock (GPT-NeoX / Pythia, Phi-2, StableLM with use_parallel_residual):
         out = x + attention(attn_norm(x)) + ffn(ffn_norm(x))
@@ -25,6 +26,23 @@ from .norms import PerHeadNorm, make_norm
 from .positions import ALiBi, Step
 
 
+class Scale(nn.Module):
+    """x * s, with s a Python float as transformers multiplies it (one rounding in the activations' dtype).
+
+    MiniCPM's depth scaling (muP): every residual branch x scale_depth / sqrt(n_layers) before the add.
+    """
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.6g}"
+
+
 class SequentialBlock(nn.Module):
     def __init__(
         self,
@@ -35,16 +53,18 @@ class SequentialBlock(nn.Module):
         ffn_norm: nn.Module,
         attn_out_norm: nn.Module | None = None,
         ffn_out_norm: nn.Module | None = None,
+        branch_scale: nn.Module | None = None,
     ):
         super().__init__()
         self.attn_norm, self.attn = attn_norm, attn
         self.attn_out_norm = attn_out_norm or nn.Identity()
         self.ffn_norm, self.ffn = ffn_norm, ffn
         self.ffn_out_norm = ffn_out_norm or nn.Identity()
+        self.branch_scale = branch_scale or nn.Identity()
 
     def forward(self, x: torch.Tensor, step: Step, cache=None) -> torch.Tensor:  # (B, T, D)
-        x = x + self.attn_out_norm(self.attn(self.attn_norm(x), step, cache))
-        return x + self.ffn_out_norm(self.ffn(self.ffn_norm(x)))
+        x = x + self.branch_scale(self.attn_out_norm(self.attn(self.attn_norm(x), step, cache)))
+        return x + self.branch_scale(self.ffn_out_norm(self.ffn(self.ffn_norm(x))))
 
 
 class ParallelBlock(nn.Module):
@@ -111,4 +131,5 @@ def build_block(config: ModelConfig, layer: int) -> nn.Module:
     return SequentialBlock(
         attn=attn, ffn=ffn, attn_norm=norm(), ffn_norm=norm(),
         attn_out_norm=norm() if sandwich else None, ffn_out_norm=norm() if sandwich else None,
+        branch_scale=None if config.residual_scale is None else Scale(config.residual_scale),
     )  # fmt: skip

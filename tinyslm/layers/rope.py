@@ -23,6 +23,9 @@ follow transformers' `modeling_rope_utils.py`:
     dynamic  theta grows with the sequence length past max_seq_len (NTK-aware)
     llama3   low frequencies / factor, high unchanged, smooth ramp in between (Llama 3.1+)
     yarn     per-frequency blend of interpolation and extrapolation + attention factor
+    longrope one searched stretch factor per frequency (LongRoPE, Ding et al. 2024, arXiv 2402.13753):
+             short_factor within the pre-training context, long_factor beyond it, + attention factor
+             (Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini, MiniCPM3)
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from torch import nn
 
 from ..errors import ConfigError
 
-ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
+LONGROPE_LISTS = ("short_factor", "long_factor")  # the only list-valued RoPE keys
 
 
 def _base_inv_freq(theta: float, d: int) -> torch.Tensor:  # (d/2,)
@@ -45,8 +49,12 @@ def _base_inv_freq(theta: float, d: int) -> torch.Tensor:  # (d/2,)
 def compute_inv_freq(
     d: int, theta: float, scaling: dict[str, Any] | None, max_seq_len: int, seq_len: int | None = None
 ) -> tuple[torch.Tensor, float]:
-    """inv_freq (d/2,) and the factor cos/sin are multiplied by, for one RoPE variant."""
-    rope_type, p = rope_type_of(scaling), dict(scaling or {})
+    """inv_freq (d/2,) and the factor cos/sin are multiplied by, for one RoPE variant.
+
+    `seq_len` matters for the length-dependent variants only: dynamic (theta grows past max_seq_len)
+    and longrope (long_factor past the original context; short_factor when None).
+    """
+    rope_type, p = rope_type_of(scaling, d), dict(scaling or {})
     if rope_type == "default":
         return _base_inv_freq(theta, d), 1.0
     factor = p.get("factor")
@@ -60,32 +68,62 @@ def compute_inv_freq(
         return _llama3_inv_freq(d, theta, p), 1.0
     if rope_type == "yarn":
         return _yarn_inv_freq(d, theta, p, max_seq_len)
+    if rope_type == "longrope":
+        return _longrope_inv_freq(d, theta, p, max_seq_len, seq_len)
     raise ConfigError(f"unsupported rope_type {rope_type!r}; supported: {', '.join(ROPE_TYPES)}")
 
 
-def rope_type_of(scaling: dict[str, Any] | None) -> str:
+def rope_type_of(scaling: dict[str, Any] | None, rotary_dim: int | None = None) -> str:
+    """The scaling dict's RoPE type, after checking its fields (and, given `rotary_dim`, LongRoPE's list lengths)."""
     if not scaling:
         return "default"
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     if rope_type not in ROPE_TYPES:
         raise ConfigError(f"unsupported rope_type {rope_type!r}; supported: {', '.join(ROPE_TYPES)}")
     needs = {"linear": ("factor",), "dynamic": ("factor",),  # yarn may derive its factor (yarn_factor)
-             "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}  # fmt: skip
+             "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+             "longrope": (*LONGROPE_LISTS, "original_max_position_embeddings")}  # fmt: skip
     missing = [k for k in needs.get(rope_type, ()) if scaling.get(k) is None]
     if missing:
         raise ConfigError(f"rope_scaling of type {rope_type!r} needs {', '.join(missing)}")
     for key, value in scaling.items():
-        if key not in ("rope_type", "type", "truncate") and value is not None and (
-            not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-        ):
+        if key in LONGROPE_LISTS and rope_type == "longrope":
+            _check_factor_list(key, value, rotary_dim)
+        elif key not in ("rope_type", "type", "truncate") and value is not None and not _is_number(value):
             raise ConfigError(f"rope_scaling {key} must be a number, found {value!r}")
     for key in ("factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor", "beta_fast",
                 "beta_slow", "attention_factor"):  # fmt: skip
         if scaling.get(key) is not None and scaling[key] <= 0:
             raise ConfigError(f"rope_scaling {key} must be > 0, found {scaling[key]!r}")
+    if rope_type == "longrope" and scaling["original_max_position_embeddings"] >= 2**40:  # compared with a tensor
+        raise ConfigError(f"rope_scaling original_max_position_embeddings is out of range (at most {2**40 - 1:,}), "
+                          f"found {scaling['original_max_position_embeddings']!r}")  # fmt: skip
     if rope_type == "llama3" and scaling["low_freq_factor"] == scaling["high_freq_factor"]:
         raise ConfigError("rope_scaling of type 'llama3' needs high_freq_factor != low_freq_factor")
     return rope_type
+
+
+def _is_number(value: Any) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _check_factor_list(key: str, value: Any, rotary_dim: int | None) -> None:
+    """LongRoPE's short_factor / long_factor: one finite factor > 0 per rotated pair (rotary_dim / 2 of them)."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"rope_scaling {key} must be a non-empty list of numbers, found {value!r}")
+    bad = [x for x in value if not _is_number(x) or x <= 0]
+    if bad:
+        raise ConfigError(f"rope_scaling {key} must hold finite numbers > 0 (one stretch per pair), found {bad[0]!r}")
+    if rotary_dim is not None and len(value) != rotary_dim // 2:
+        raise ConfigError(
+            f"rope_scaling {key} has {len(value)} entries; LongRoPE needs one per rotated pair of dims, "
+            f"rotary_dim / 2 = {rotary_dim // 2}"
+        )
 
 
 def _llama3_inv_freq(d: int, theta: float, p: dict[str, Any]) -> torch.Tensor:
@@ -139,24 +177,75 @@ def _yarn_inv_freq(d: int, theta: float, p: dict[str, Any], max_seq_len: int) ->
     return inv_freq, float(attention_factor)
 
 
+def longrope_attention_factor(p: dict[str, Any], max_seq_len: int) -> float:
+    """cos/sin multiplier: `attention_factor`, else sqrt(1 + ln(factor) / ln(original)), 1 when not stretched.
+
+    factor = `factor`, else max_seq_len / original (Phi-3-mini-128k: 131072 / 4096 = 32 -> 1.1902;
+    MiniCPM3-4B: 32768 / 32768 = 1 -> 1.0), as transformers' `_compute_longrope_parameters` derives it.
+    """
+    if p.get("attention_factor") is not None:
+        return float(p["attention_factor"])
+    original = p["original_max_position_embeddings"]
+    factor = p["factor"] if p.get("factor") is not None else max_seq_len / original
+    if factor <= 1:
+        return 1.0
+    if original <= 1:
+        raise ConfigError(f"LongRoPE's attention factor needs original_max_position_embeddings > 1, found {original}")
+    return math.sqrt(1 + math.log(factor) / math.log(original))
+
+
+def _longrope_inv_freq(
+    d: int, theta: float, p: dict[str, Any], max_seq_len: int, seq_len: int | None
+) -> tuple[torch.Tensor, float]:
+    """inv_freq_i = 1 / (ext_i * theta^(2i/d)): ext = long_factor once seq_len > original, else short_factor.
+
+    Both lists rescale *every* frequency, so LongRoPE changes the angles at short context too (a model
+    that forgets short_factor is a different model at every length).
+    """
+    long = seq_len is not None and seq_len > p["original_max_position_embeddings"]
+    ext = torch.tensor([float(x) for x in p["long_factor" if long else "short_factor"]], dtype=torch.float32)  # (d/2,)
+    inv_freq = 1.0 / (ext * theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))  # (d/2,)
+    return inv_freq, longrope_attention_factor(p, max_seq_len)
+
+
 class RotaryEmbedding(nn.Module):
     """Computes cos/sin tables for given positions; shared by all layers of a model.
 
     `rotary_dim` (d) is how many dims of a head rotate: head_dim, a fraction of it (partial
     rotary), or MLA's qk_rope_head_dim.
+
+    LongRoPE keeps two tables and picks one per call, by transformers' rule (`dynamic_rope_update`):
+    the whole call uses long_factor when its last position + 1 exceeds original_max_position_embeddings,
+    else short_factor. A full forward over S tokens is therefore all-short or all-long. In cached
+    decoding transformers' cache holds keys already rotated, so once a decoding step crosses the
+    threshold its new query and key use long_factor while the keys cached before stay short: cached
+    decoding then differs from a full forward over the same tokens. tinyslm's caches also keep rotated
+    keys and the table is chosen per call the same way, so both match transformers: a full forward its
+    full forward, a cached decode its cached decode.
     """
 
     def __init__(self, rotary_dim: int, theta: float, scaling: dict[str, Any] | None, max_seq_len: int):
         super().__init__()
         self.rotary_dim, self.theta, self.scaling, self.max_seq_len = rotary_dim, theta, scaling, max_seq_len
-        self.rope_type = rope_type_of(scaling)
+        self.rope_type = rope_type_of(scaling, rotary_dim)
         inv_freq, self.attention_factor = compute_inv_freq(rotary_dim, theta, scaling, max_seq_len)
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (d/2,)
+        if self.rope_type == "longrope":
+            self.original_max_seq_len = scaling["original_max_position_embeddings"]
+            self.register_buffer("long_inv_freq", self._long_inv_freq(), persistent=False)  # (d/2,)
+
+    def _long_inv_freq(self) -> torch.Tensor:
+        inv_freq, _ = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.max_seq_len,
+                                       seq_len=self.original_max_seq_len + 1)  # fmt: skip
+        return inv_freq
 
     def reset_buffers(self, device=None) -> None:
         """Recompute inv_freq (after the model was built on the meta device, or to move it)."""
+        device = device or ("cpu" if self.inv_freq.is_meta else self.inv_freq.device)
         inv_freq, _ = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.max_seq_len)
-        self.inv_freq = inv_freq.to(device or ("cpu" if self.inv_freq.is_meta else self.inv_freq.device))
+        self.inv_freq = inv_freq.to(device)
+        if self.rope_type == "longrope":
+            self.long_inv_freq = self._long_inv_freq().to(device)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (T,) -> cos, sin (T, d), computed in float32 (then cast to `dtype`).
@@ -170,6 +259,9 @@ class RotaryEmbedding(nn.Module):
             if seq_len > self.max_seq_len:
                 inv_freq, _ = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.max_seq_len, seq_len)
                 inv_freq = inv_freq.to(positions.device)
+        elif self.rope_type == "longrope":  # one table for the whole call (class docstring); no host sync
+            seq_len = positions.max() + 1  # () tensor
+            inv_freq = torch.where(seq_len > self.original_max_seq_len, self.long_inv_freq, self.inv_freq)  # (d/2,)
         freqs = positions.float()[:, None] * inv_freq.float()[None, :]  # (T, d/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (T, d)
         cos, sin = emb.cos() * self.attention_factor, emb.sin() * self.attention_factor

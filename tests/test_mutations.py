@@ -24,15 +24,19 @@ form), Phi-3 (fused qkv / gate_up), GPT-2 (Conv1D weights, learned positions), a
 Mutations (the falsifying example names the base and each mutation; replay it with `apply`):
   OverwriteBytes  a few bytes of a safetensors file's 8-byte length + JSON header
   Truncate        any file cut at a random length        AppendJunk  random bytes appended
-  EditHeader      one tensor's dtype / shape / data_offsets replaced, the tensor renamed or dropped,
-                  in a rewritten (consistently framed) safetensors header
+  EditHeader      one tensor's dtype / shape / data_offsets replaced, the tensor renamed, dropped or
+                  its entry replaced, or __metadata__ replaced, in a rewritten (consistently framed) header
   SetJson         config.json or the index: a key (existing, nested, or new) set to a random JSON
                   value: null, bools, zero / negative / huge ints, NaN / Infinity, strings, lists,
                   objects; in the index a tensor pointed at another shard, a missing file, "", a path
   DeleteJson      a key (config.json, the index's weight_map or one of its entries) removed
   RemoveFile      a file of the folder deleted
+  ReplaceFile     a file replaced by a FIFO, a folder, a dangling / looping symlink, a symlink to
+                  /dev/zero or to another file of the folder
 
-Examples per test: TINYSLM_MUTATION_EXAMPLES (default 40); CI=true derandomises (tests/conftest.py).
+Each property runs once per kind of mutation (config, bytes, header, index, files, and mixed: any
+kind), TINYSLM_MUTATION_EXAMPLES examples each (default 30; raise it to hunt); CI=true derandomises
+(tests/conftest.py). Damage hypothesis found is pinned in FOUND and checked on every run.
 """
 
 from __future__ import annotations
@@ -56,15 +60,15 @@ import pytest
 import torch
 from hf_models import write_hf_checkpoint
 from hypothesis import event, given, settings
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 import tinyslm
 from tinyslm.cli import main
 
 transformers = pytest.importorskip("transformers")
 
-EXAMPLES = int(os.environ.get("TINYSLM_MUTATION_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("TINYSLM_MUTATION_EXAMPLES", "30"))
 TIMEOUT_S = 20  # per example; a hang fails the example
 EXTRA_ADDRESS_SPACE = 4 << 30  # what one example may allocate beyond the process's current size
 TOLERANCE = 1e-5  # max |ours - theirs| / max |theirs|, float32
@@ -161,6 +165,8 @@ def bases(tmp_path_factory):
 
 def _json_edit(path: Path, keys: tuple[str, ...], edit) -> None:
     """edit(parent, last key) on the JSON object at `path`; a no-op where an earlier mutation left no such object."""
+    if not path.is_file():  # removed, or replaced by a FIFO / device (reading it would block)
+        return
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
@@ -237,19 +243,25 @@ class EditHeader:
 
     file: str
     tensor: str
-    field: str  # "dtype", "shape", "data_offsets"; "rename" (value: the new name); "drop"
+    field: str  # "dtype", "shape", "data_offsets"; "rename" (value: the new name); "drop"; "replace" (the whole entry)
     value: Any = None
 
     def apply(self, folder: Path) -> None:
         path = folder / self.file
+        if not path.is_file():
+            return
         try:
             data = path.read_bytes()
             (n,) = struct.unpack("<Q", data[:8])
             header = json.loads(data[8 : 8 + n])
-            entry = header[self.tensor]
+            entry = header[self.tensor] if self.field != "replace" else None
         except (OSError, ValueError, KeyError, TypeError, struct.error):
             return  # an earlier mutation already broke the framing
-        if self.field == "drop":
+        if not isinstance(header, dict) or (entry is not None and not isinstance(entry, dict)):
+            return
+        if self.field == "replace":
+            header[self.tensor] = self.value
+        elif self.field == "drop":
             del header[self.tensor]
         elif self.field == "rename":
             header[self.value] = header.pop(self.tensor)
@@ -260,13 +272,41 @@ class EditHeader:
         path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n :])
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class RemoveFile:
     file: str
 
     def apply(self, folder: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (folder / self.file).unlink()
+        _remove(folder / self.file)
+
+
+@dataclass(frozen=True)
+class ReplaceFile:
+    """A file replaced by something that is not a regular file (or is not where it says)."""
+
+    file: str
+    by: str  # "fifo", "folder", "dangling symlink", "symlink loop", "symlink to /dev/zero", "symlink to FILE"
+
+    def apply(self, folder: Path) -> None:
+        path = folder / self.file
+        _remove(path)
+        if self.by == "fifo":
+            os.mkfifo(path)
+        elif self.by == "folder":
+            path.mkdir()
+        elif self.by == "dangling symlink":
+            path.symlink_to(folder / "no-such-file")
+        elif self.by == "symlink loop":
+            path.symlink_to(path)
+        else:
+            path.symlink_to(self.by.removeprefix("symlink to "))
 
 
 @dataclass(frozen=True)
@@ -361,6 +401,97 @@ def config_mutations(base: Base):
     )
 
 
+ACTIVATIONS = ["silu", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "relu", "relu2", "tanh",
+               "sigmoid", "swish", "mish", "linear", "gelu_10"]  # fmt: skip
+FACTORS = st.floats(0.25, 16.0)
+ORIGINAL_CONTEXT = st.integers(1, 64)
+
+
+def rope_dicts(rotary_half: int):
+    """RoPE parameter objects as real configs spell them (either key for the type, theta inside or not)."""
+    pairs = st.lists(st.floats(0.5, 4.0), min_size=rotary_half, max_size=rotary_half)
+    kinds = st.one_of(
+        st.fixed_dictionaries({"rope_type": st.just("default")}),
+        st.fixed_dictionaries({"rope_type": st.just("linear"), "factor": FACTORS}),
+        st.fixed_dictionaries({"rope_type": st.just("dynamic"), "factor": FACTORS}),
+        st.fixed_dictionaries(
+            {"rope_type": st.just("yarn"), "factor": FACTORS},
+            optional={"original_max_position_embeddings": ORIGINAL_CONTEXT, "beta_fast": st.floats(1, 64),
+                      "beta_slow": st.floats(0.5, 2), "attention_factor": st.floats(0.5, 2), "mscale": st.floats(0, 2),
+                      "mscale_all_dim": st.floats(0, 2)},
+        ),
+        st.fixed_dictionaries(
+            {"rope_type": st.just("llama3"), "factor": FACTORS, "low_freq_factor": st.floats(0.5, 2),
+             "high_freq_factor": st.floats(2, 8)},
+            optional={"original_max_position_embeddings": ORIGINAL_CONTEXT},
+        ),
+        st.fixed_dictionaries(
+            {"rope_type": st.sampled_from(["longrope", "su"]), "short_factor": pairs, "long_factor": pairs},
+            optional={"original_max_position_embeddings": ORIGINAL_CONTEXT, "factor": FACTORS,
+                      "attention_factor": st.floats(0.5, 2)},
+        ),
+    )  # fmt: skip
+
+    def spelled(rope: dict, legacy_key: bool, theta: float | None) -> dict:
+        rope = dict(rope)
+        if legacy_key:
+            rope["type"] = rope.pop("rope_type")
+        if theta is not None:
+            rope["rope_theta"] = theta
+        return rope
+
+    return st.builds(spelled, kinds, st.booleans(), st.none() | st.floats(1.0, 1e6))
+
+
+def plausible_config_mutations(base: Base):
+    """Values a real config.json carries, 1-3 keys at a time: both libraries load, and the logits must agree."""
+    cfg = base.config
+    heads = cfg.get("num_attention_heads") or cfg.get("n_head")
+    head_dim = (cfg.get("hidden_size") or cfg.get("n_embd")) // heads
+    n_layers = cfg.get("num_hidden_layers") or cfg.get("n_layer")
+    values = {
+        "max_position_embeddings": st.integers(1, 16) | st.sampled_from([64, 4096]),
+        "original_max_position_embeddings": ORIGINAL_CONTEXT,
+        "sliding_window": st.none() | st.integers(1, 6),
+        "use_sliding_window": st.booleans(),
+        "max_window_layers": st.integers(0, n_layers),
+        "layer_types": st.lists(st.sampled_from(["sliding_attention", "full_attention"]), min_size=n_layers,
+                                max_size=n_layers),
+        "rms_norm_eps": st.floats(1e-8, 1.0),
+        "layer_norm_epsilon": st.floats(1e-8, 1.0),
+        "rope_theta": st.floats(1.0, 1e6),
+        "partial_rotary_factor": st.sampled_from([0.25, 0.5, 0.75, 1.0]),
+        "rope_scaling": st.none() | rope_dicts(head_dim // 2),
+        "rope_parameters": rope_dicts(head_dim // 2),
+        "hidden_act": st.sampled_from(ACTIVATIONS),
+        "activation_function": st.sampled_from(ACTIVATIONS),
+        "tie_word_embeddings": st.booleans(),
+        "attention_bias": st.booleans(),
+        "mlp_bias": st.booleans(),
+        "scale_attn_weights": st.booleans(),
+        "reorder_and_upcast_attn": st.booleans(),
+        "scale_attn_by_inverse_layer_idx": st.booleans(),
+        "n_inner": st.none() | st.just(4 * (cfg.get("n_embd") or 0)),
+        "head_dim": st.none() | st.just(head_dim),
+        "n_positions": st.integers(1, 64),
+        "dtype": st.sampled_from(["float32", "float16", "bfloat16"]),
+        "torch_dtype": st.sampled_from(["float32", "float16", "bfloat16"]),
+        "eos_token_id": st.integers(0, VOCAB - 1) | st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=3),
+    }  # fmt: skip
+    families = {"llama": ["attention_bias", "mlp_bias", "head_dim"], "qwen2": ["use_sliding_window", "max_window_layers",
+                "layer_types"], "phi3": ["original_max_position_embeddings", "partial_rotary_factor"],
+                "gpt2": ["activation_function", "scale_attn_weights", "reorder_and_upcast_attn", "layer_norm_epsilon",
+                         "scale_attn_by_inverse_layer_idx", "n_inner", "n_positions"]}  # fmt: skip
+    generic = ["max_position_embeddings", "sliding_window", "rms_norm_eps", "rope_theta", "rope_scaling",
+               "rope_parameters", "hidden_act", "tie_word_embeddings", "dtype", "torch_dtype", "eos_token_id"]  # fmt: skip
+    if cfg["model_type"] == "gpt2":
+        generic = ["tie_word_embeddings", "dtype", "eos_token_id", "rope_scaling", "max_position_embeddings"]
+    keys = generic + families.get(cfg["model_type"], [])
+    return st.sampled_from(keys).flatmap(
+        lambda key: st.builds(SetJson, st.just("config.json"), st.just((key,)), values[key])
+    )
+
+
 def byte_mutations(base: Base):
     def overwrite(file: str):
         header_end = 8 + base.headers[file][0]
@@ -376,7 +507,17 @@ def byte_mutations(base: Base):
         st.sampled_from(weights).flatmap(overwrite),
         st.sampled_from(base.files).flatmap(truncate),
         st.builds(AppendJunk, st.sampled_from(base.files), st.binary(min_size=1, max_size=64)),
+    )
+
+
+def file_mutations(base: Base):
+    # generation_config.json only matters to transformers (a FIFO there would hang it, not tinyslm)
+    files = [f for f in base.files if f != "generation_config.json"]
+    replacements = ["fifo", "folder", "dangling symlink", "symlink loop", "symlink to /dev/zero"]
+    replacements += [f"symlink to {f}" for f in base.files]
+    return st.one_of(
         st.builds(RemoveFile, st.sampled_from(base.files)),
+        st.builds(ReplaceFile, st.sampled_from(files), st.sampled_from(replacements)),
     )
 
 
@@ -407,10 +548,18 @@ def header_mutations(base: Base):
             st.builds(EditHeader, st.just(file), st.just(tensor), st.just("data_offsets"), offsets),
             st.builds(EditHeader, st.just(file), st.just(tensor), st.just("rename"), names),
             st.builds(EditHeader, st.just(file), st.just(tensor), st.just("drop")),
+            st.builds(EditHeader, st.just(file), st.just(tensor), st.just("replace"), JSON_VALUES),
         )  # fmt: skip
 
+    def metadata(file: str):  # safetensors wants {str: str}; transformers also reads "format"
+        values = st.one_of(st.sampled_from([{"format": "tf"}, {"format": "mlx"}, {}, {"format": 1}]), JSON_VALUES)
+        return st.builds(EditHeader, st.just(file), st.just("__metadata__"), st.just("replace"), values)
+
     pairs = [(f, t) for f, (_, header) in sorted(base.headers.items()) for t in sorted(header) if t != "__metadata__"]
-    return st.sampled_from(pairs).flatmap(lambda pair: for_tensor(*pair))
+    return st.one_of(
+        st.sampled_from(pairs).flatmap(lambda pair: for_tensor(*pair)),
+        st.sampled_from(sorted(base.headers)).flatmap(metadata),
+    )
 
 
 def index_mutations(base: Base):
@@ -430,8 +579,8 @@ def index_mutations(base: Base):
     )  # fmt: skip
 
 
-KIND_STRATEGIES = {"config": config_mutations, "bytes": byte_mutations, "header": header_mutations,
-                   "index": index_mutations}  # fmt: skip
+KIND_STRATEGIES = {"config": config_mutations, "plausible": plausible_config_mutations, "bytes": byte_mutations,
+                   "header": header_mutations, "index": index_mutations, "files": file_mutations}  # fmt: skip
 KINDS = [*KIND_STRATEGIES, "mixed"]  # each test runs once per kind, so every kind gets its examples
 
 

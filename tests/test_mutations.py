@@ -13,7 +13,7 @@ calls every entry point that reads a folder. Guaranteed, for every mutated folde
   tinyslm inspect / generate        exit status 0 or 2, never 1 ("unexpected"). The CLI runs with
                                     TINYSLM_DEBUG=1, so an unexpected exception propagates with its traceback.
 
-and never a hang (each example runs under a 20 s alarm; a faulthandler watchdog kills the run if the
+and never a hang (each example runs under a 10 s alarm; a faulthandler watchdog kills the run if the
 alarm cannot fire inside native code) nor a runaway allocation (an address-space limit of a few GiB
 above the current size turns one into an error).
 
@@ -26,9 +26,13 @@ Mutations (the falsifying example names the base and each mutation; replay it wi
   Truncate        any file cut at a random length        AppendJunk  random bytes appended
   EditHeader      one tensor's dtype / shape / data_offsets replaced, the tensor renamed, dropped or
                   its entry replaced, or __metadata__ replaced, in a rewritten (consistently framed) header
+  Recast          one tensor stored in another dtype (float16 ... float8, integers, bool), file consistent
   SetJson         config.json or the index: a key (existing, nested, or new) set to a random JSON
                   value: null, bools, zero / negative / huge ints, NaN / Infinity, strings, lists,
-                  objects; in the index a tensor pointed at another shard, a missing file, "", a path
+                  objects; in the index a tensor pointed at another shard, a missing file, "", a path.
+                  Kind "plausible": values a real config carries (RoPE scaling objects of every type,
+                  sliding windows, layer types, activations, epsilons, ...), where both libraries load
+                  and the logits must agree
   DeleteJson      a key (config.json, the index's weight_map or one of its entries) removed
   RemoveFile      a file of the folder deleted
   ReplaceFile     a file replaced by a FIFO, a folder, a dangling / looping symlink, a symlink to
@@ -69,7 +73,7 @@ from tinyslm.cli import main
 transformers = pytest.importorskip("transformers")
 
 EXAMPLES = int(os.environ.get("TINYSLM_MUTATION_EXAMPLES", "30"))
-TIMEOUT_S = 20  # per example; a hang fails the example
+TIMEOUT_S = 10  # per example (they take well under a second); a hang fails the example
 EXTRA_ADDRESS_SPACE = 4 << 30  # what one example may allocate beyond the process's current size
 TOLERANCE = 1e-5  # max |ours - theirs| / max |theirs|, float32
 VOCAB = 64
@@ -280,6 +284,31 @@ def _remove(path: Path) -> None:
 
 
 @dataclass(frozen=True)
+class Recast:
+    """One tensor stored in another dtype, the file rewritten consistently (a mixed-precision checkpoint)."""
+
+    file: str
+    tensor: str
+    dtype: str  # a torch dtype name
+
+    def apply(self, folder: Path) -> None:
+        from safetensors import safe_open  # noqa: PLC0415
+        from safetensors.torch import save_file  # noqa: PLC0415
+
+        path = folder / self.file
+        if not path.is_file():
+            return
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        except Exception:  # noqa: BLE001  (an earlier mutation broke the file)
+            return
+        if self.tensor in tensors:
+            tensors[self.tensor] = tensors[self.tensor].to(getattr(torch, self.dtype))
+            save_file(tensors, path, metadata=metadata)
+
+
+@dataclass(frozen=True)
 class RemoveFile:
     file: str
 
@@ -378,6 +407,8 @@ HEADER_DTYPES = ["F32", "F16", "BF16", "F64", "I32", "U32", "I64", "I16", "I8", 
                  "F4", "E8M0", "C64", "f32", ""]  # fmt: skip
 SHARD_NAMES = ["model-00099-of-00099.safetensors", "", ".", "..", "sub/x.safetensors", "/etc/hostname",
                "config.json", INDEX, "generation_config.json", "model.safetensors", "\x1b[31m.safetensors"]  # fmt: skip
+RECAST_DTYPES = ["float16", "bfloat16", "float64", "int32", "int64", "int8", "uint8", "bool", "float8_e4m3fn",
+                 "float8_e5m2"]  # fmt: skip
 BYTES = st.one_of(st.sampled_from(list(b'0123456789{}[]",:-.eE ')), st.integers(0, 255))
 
 
@@ -409,7 +440,8 @@ ORIGINAL_CONTEXT = st.integers(1, 64)
 
 def rope_dicts(rotary_half: int):
     """RoPE parameter objects as real configs spell them (either key for the type, theta inside or not)."""
-    pairs = st.lists(st.floats(0.5, 4.0), min_size=rotary_half, max_size=rotary_half)
+    sizes = st.one_of(st.just(rotary_half), st.sampled_from([0, rotary_half - 1, rotary_half + 1, 2 * rotary_half]))
+    pairs = sizes.flatmap(lambda n: st.lists(st.floats(0.5, 4.0), min_size=n, max_size=n))
     kinds = st.one_of(
         st.fixed_dictionaries({"rope_type": st.just("default")}),
         st.fixed_dictionaries({"rope_type": st.just("linear"), "factor": FACTORS}),
@@ -432,15 +464,17 @@ def rope_dicts(rotary_half: int):
         ),
     )  # fmt: skip
 
-    def spelled(rope: dict, legacy_key: bool, theta: float | None) -> dict:
-        rope = dict(rope)
-        if legacy_key:
+    @st.composite
+    def spelled(draw) -> dict:  # a composite, so a falsifying example shows the dict itself
+        rope = dict(draw(kinds))
+        if draw(st.booleans()):
             rope["type"] = rope.pop("rope_type")
+        theta = draw(st.none() | st.sampled_from([0.5, 1.0, 2.0]) | st.floats(1.0, 1e6))
         if theta is not None:
             rope["rope_theta"] = theta
         return rope
 
-    return st.builds(spelled, kinds, st.booleans(), st.none() | st.floats(1.0, 1e6))
+    return spelled()
 
 
 def plausible_config_mutations(base: Base):
@@ -459,7 +493,7 @@ def plausible_config_mutations(base: Base):
                                 max_size=n_layers),
         "rms_norm_eps": st.floats(1e-8, 1.0),
         "layer_norm_epsilon": st.floats(1e-8, 1.0),
-        "rope_theta": st.floats(1.0, 1e6),
+        "rope_theta": st.sampled_from([0.5, 1.0, 2.0]) | st.floats(1.0, 1e6),
         "partial_rotary_factor": st.sampled_from([0.25, 0.5, 0.75, 1.0]),
         "rope_scaling": st.none() | rope_dicts(head_dim // 2),
         "rope_parameters": rope_dicts(head_dim // 2),
@@ -559,6 +593,9 @@ def header_mutations(base: Base):
     return st.one_of(
         st.sampled_from(pairs).flatmap(lambda pair: for_tensor(*pair)),
         st.sampled_from(sorted(base.headers)).flatmap(metadata),
+        st.sampled_from(pairs).flatmap(
+            lambda pair: st.builds(Recast, st.just(pair[0]), st.just(pair[1]), st.sampled_from(RECAST_DTYPES))
+        ),
     )
 
 
@@ -719,6 +756,9 @@ CHECKS = {"load_pretrained": check_load_pretrained, "load_config": check_load_co
 FOUND = {
     "eos_token_id-beyond-int64": Case("gpt2", (SetJson("config.json", ("eos_token_id",), 2 * 10**20),)),
     "head_dim-beyond-int64": Case("llama", (SetJson("config.json", ("head_dim",), 8 * 10**20),)),
+    "yarn-with-rope_theta-1": Case(
+        "llama", (SetJson("config.json", ("rope_parameters",), {"rope_type": "yarn", "factor": 1.0, "rope_theta": 1.0}),)
+    ),
 }
 
 

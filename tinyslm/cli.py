@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -106,7 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         "is installed, decodes greedily with the KV cache and prints a table.",
     )
     p.add_argument("--tokens", type=int, default=32, help="greedy tokens to decode per model (default 32)")
+
+    for name in COMMAND_MODULES:  # commands that live beside their subject: add_parser(sub) + run(args)
+        importlib.import_module(name).add_parser(sub)
     return parser
+
+
+# Each module defines `add_parser(subparsers)`, which registers its command with
+# `set_defaults(run=...)`; the function gets the parsed args and returns the exit status.
+COMMAND_MODULES: list[str] = []
 
 
 def cmd_inspect(args) -> int:
@@ -253,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
-        return commands[args.command](args)
+        return commands[args.command](args) if args.command in commands else args.run(args)
     except (TinySLMError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

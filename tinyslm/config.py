@@ -312,6 +312,8 @@ class ModelConfig:
                 raise bad(f"{key} must be a positive number or absent, found {value}")
         if not (math.isfinite(self.rope_theta) and self.rope_theta > 0):
             raise bad(f"rope_theta must be a positive number, found {self.rope_theta}")
+        if self.rope_theta == 1 and self.rope_scaling is not None and rope_type_of(self.rope_scaling) == "yarn":
+            raise bad("YaRN RoPE scaling needs rope_theta != 1 (its correction range divides by log(rope_theta))")
         self._validate_positions(bad)
         for key in ("bos_token_id", "eos_token_id"):
             ids = getattr(self, key)

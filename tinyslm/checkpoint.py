@@ -107,6 +107,7 @@ def load_pretrained(
     stored_head = None  # a tied model's file may store lm_head too (see below)
 
     found_in: dict[str, Path] = {}
+    copies = []  # (file, stored name, tensor, the entry it must equal)
     for reader in readers:
         file = reader.path
         for stored_key in reader.keys():
@@ -124,6 +125,10 @@ def load_pretrained(
             entry = key_map.entries.get(key)
             if entry is None and key == key_map.tied_head:
                 stored_head = _checked(reader, stored_key, tuple(model.head.weight.shape))
+                continue
+            if entry is None and key in key_map.copies:  # a shared module stored under another layer's name too
+                primary = key_map.entries[key_map.copies[key]]
+                copies.append((file, stored_key, _checked(reader, stored_key, primary.hf_shape, primary), primary))
                 continue
             if entry is None:
                 if family.is_ignored(key):
@@ -144,6 +149,13 @@ def load_pretrained(
     if missing:
         listed = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise CheckpointError(f"{folder}: missing tensor(s) {listed} (looked in {', '.join(f.name for f in files)})")
+    for file, stored_key, tensor, primary in copies:
+        loaded = primary.pack([model.get_parameter(o) for o in primary.ours])
+        if not torch.equal(tensor.to(device=loaded.device, dtype=loaded.dtype), loaded):
+            raise CheckpointError(
+                f"{file}: tensor {shown(stored_key)!r} differs from {primary.hf_key!r}, but this {family.model_type} "
+                "model shares one module between them (config.json); the file holds separate weights"
+            )
     if config.tie_embeddings:
         model.head.weight = model.tok_emb.weight  # one Parameter again
         if stored_head is not None and not torch.equal(stored_head.to(dtype), model.tok_emb.weight.cpu()):

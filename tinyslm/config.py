@@ -124,6 +124,8 @@ class ModelConfig:
     layer_ffn_dim: list[int] | None = None
     block_sharing: str = "none"  # none | immediate (A A B B ...) | cyclic (A B ... A B ...)
     share_repeats: int = 2  # how many times each stored block runs when sharing
+    block_schedule: list[int] | None = None  # explicit: the stored block run at each depth step (overrides the two above)
+    shared_ffn: bool = False  # MobiLlama: one FFN module (one set of Parameters) used by every block
 
     # --- tokens and storage ---------------------------------------------------------------
     bos_token_id: int | None = None
@@ -133,7 +135,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         self._check_types()
         derive = lambda key, value: object.__setattr__(self, key, value)  # noqa: E731  (frozen: only here)
-        for key in ("layer_n_heads", "layer_n_kv_heads", "layer_ffn_dim", "layer_types"):
+        for key in ("layer_n_heads", "layer_n_kv_heads", "layer_ffn_dim", "layer_types", "block_schedule"):
             if getattr(self, key) is not None:  # tuples: a list inside a frozen config could still be mutated
                 derive(key, tuple(getattr(self, key)))
         if self.rope_scaling is not None:
@@ -196,8 +198,12 @@ class ModelConfig:
         """Which stored block runs at each depth step (MobileLLM's block-wise sharing).
 
         none:      [0, 1, 2]            immediate: [0, 0, 1, 1, 2, 2]      cyclic: [0, 1, 2, 0, 1, 2]
-        Every step has its own KV-cache slot, even when the weights are shared.
+        block_schedule = [0, 1, 1, 2, 0]: any list naming every stored block at least once.
+        Every step has its own KV-cache slot, even when the weights are shared (the effective depth
+        is len(schedule); n_layers counts the stored blocks).
         """
+        if self.block_schedule is not None:
+            return list(self.block_schedule)
         blocks = list(range(self.n_layers))
         if self.block_sharing == "immediate":
             return [b for b in blocks for _ in range(self.share_repeats)]
@@ -263,6 +269,7 @@ class ModelConfig:
             if per_layer is not None and min(per_layer) <= 0:
                 raise bad(f"{key} must hold positive integers, found {list(per_layer)}")
         self._validate_layers(bad)  # before anything resolves a layer's spec
+        self._validate_sharing(bad)
         if self.layer_n_heads is None and self.layer_n_kv_heads is None:  # one check, not one per layer
             if self.n_heads % self.n_kv_heads:
                 raise bad(f"n_heads={self.n_heads} must be a positive multiple of n_kv_heads={self.n_kv_heads}")
@@ -327,6 +334,25 @@ class ModelConfig:
         if self.qk_norm_per_head and not self.qk_norm:
             raise bad("qk_norm_per_head=true needs qk_norm=true")
 
+    def _validate_sharing(self, bad) -> None:
+        schedule = self.block_schedule
+        if schedule is not None:
+            if self.block_sharing != "none":
+                raise bad(f"give block_schedule or block_sharing={self.block_sharing!r}, not both")
+            if not schedule:
+                raise bad("block_schedule is empty; it lists the stored block run at each depth step")
+            for step, block in enumerate(schedule):
+                if not 0 <= block < self.n_layers:
+                    raise bad(f"block_schedule step {step} runs block {block}, but the model stores blocks "
+                              f"0..{self.n_layers - 1} (n_layers={self.n_layers})")  # fmt: skip
+            unused = sorted(set(range(self.n_layers)) - set(schedule))
+            if unused:
+                raise bad(f"block_schedule never runs stored block(s) {unused[:8]}: their weights would be dead")
+            if len(schedule) >= 2**31:
+                raise bad("block_schedule is out of range")
+        if self.shared_ffn and self.layer_ffn_dim is not None and len(set(self.layer_ffn_dim)) > 1:
+            raise bad(f"shared_ffn uses one FFN in every block, but layer_ffn_dim varies: {list(self.layer_ffn_dim)}")
+
     def _validate_layers(self, bad) -> None:
         if self.layer_types is not None:
             if len(self.layer_types) != self.n_layers:
@@ -373,6 +399,11 @@ class ModelConfig:
     # ------------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> "ModelConfig":
+        """Build from plain data; a `layer_scaling` table expands into the per-layer lists (layerwise.py)."""
+        if "layer_scaling" in values:
+            from .layerwise import expand_layer_scaling  # noqa: PLC0415
+
+            values = expand_layer_scaling(values, source)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

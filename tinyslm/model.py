@@ -14,7 +14,8 @@ The RoPE tables (one per base the layers use: Gemma-3's local layers have their 
 once per forward, in a `Step`, and shared by every block, as are the attention masks. With
 `tie_embeddings` the head's weight *is* the embedding's Parameter (one tensor, counted once, trained
 once). With block sharing (MobileLLM) `config.schedule()` lists which stored block runs at each
-depth step; each step still gets its own KV-cache slot.
+depth step; each step still gets its own KV-cache slot. With `shared_ffn` (MobiLlama) every block
+holds the same FFN module: one set of Parameters, whose gradient sums over its uses.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .errors import GenerationError
-from .layers.block import build_block
+from .layers.block import build_block, build_ffn
 from .layers.cache import KVCache
 from .layers.norms import make_norm
 from .layers.positions import LearnedPositions, Step
@@ -86,7 +87,8 @@ class CausalLM(nn.Module):
             LearnedPositions(config.max_seq_len, d, config.position_offset) if config.positions == "learned" else None
         )
         self.emb_norm = make_norm(config.norm, d, config.norm_eps) if config.embed_norm else nn.Identity()
-        self.blocks = nn.ModuleList(build_block(config, i) for i in range(config.n_layers))
+        shared_ffn = build_ffn(config, 0) if config.shared_ffn else None  # MobiLlama: one FFN, every block
+        self.blocks = nn.ModuleList(build_block(config, i, ffn=shared_ffn) for i in range(config.n_layers))
         self.final_norm = make_norm(config.norm, d, config.norm_eps)
         self.head_divisor = nn.Identity() if config.logit_divisor is None else Divide(config.logit_divisor)
         self.head = nn.Linear(d, v, bias=config.head_bias)  # D -> V

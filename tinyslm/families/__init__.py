@@ -47,6 +47,7 @@ class Family:
     aliases: tuple[tuple[str, str], ...] = ()  # (regex, replacement): other spellings of HF tensor names
     ignored: tuple[str, ...] = ()  # regexes of non-parameter buffers real files carry
     examples: str = ""  # checkpoints known to load, listed when a model_type is not supported
+    by_architecture: bool = False  # chosen by config.json's "architectures" (its model_type is another family's)
     _aliases: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -127,9 +128,18 @@ def get_family(model_type, source: str = "config.json") -> Family:
     return known[model_type]
 
 
+def by_architecture(hf: HFConfig) -> Family | None:
+    """A family that claims config.json's architecture (MobiLlama's files say model_type "llama")."""
+    architectures = hf.get("architectures")
+    if not isinstance(architectures, list):
+        return None
+    claims = {f.architecture: f for f in _registry().values() if f.by_architecture}
+    return next((claims[a] for a in architectures if isinstance(a, str) and a in claims), None)
+
+
 def config_from_hf(hf: HFConfig) -> ModelConfig:
     """The ModelConfig of a config.json; every error names the file."""
-    family = get_family(hf.get("model_type"), hf.source)
+    family = by_architecture(hf) or get_family(hf.get("model_type"), hf.source)
     try:
         return family.from_hf(hf)
     except ConfigError as exc:

@@ -88,9 +88,12 @@ class Entry:
 class KeyMap:
     """The entries of one concrete model: {HF tensor name: Entry}, built from the model's own parameters."""
 
-    def __init__(self, entries: dict[str, Entry], tied_head: str | None = None):
+    def __init__(self, entries: dict[str, Entry], tied_head: str | None = None, copies: dict[str, str] | None = None):
         self.entries = entries
         self.tied_head = tied_head  # the name an untied head would have; some files of tied models store it
+        # a shared module's tensors under its other names (MobiLlama's FFN under every layer):
+        # {HF name of a copy: HF name of the entry it must equal}
+        self.copies = copies or {}
 
     @classmethod
     def build(cls, model, modules: dict[str, str], fused: tuple[Fused, ...], model_type: str) -> "KeyMap":
@@ -117,11 +120,24 @@ class KeyMap:
             entry.shapes = [parts[k][1] for k in sorted(parts)]
         tied = getattr(model, "head", None) is not None and model.head.weight is model.tok_emb.weight
         tied_head = _match("head.weight", renames, fused_parts, model_type)[0] if tied else None
-        return cls(entries, tied_head)
+        return cls(entries, tied_head, _copies(model, renames, fused_parts, model_type))
 
     def our_names(self) -> dict[str, str]:
         """{our parameter name: HF tensor name}."""
         return {ours: e.hf_key for e in self.entries.values() for ours in e.ours}
+
+
+def _copies(model, renames, fused_parts, model_type: str) -> dict[str, str]:
+    """{HF name of a shared parameter's second (third, ...) name: HF name of its first}; a tied head excluded."""
+    first: dict[int, str] = {}
+    copies = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) not in first:
+            first[id(param)] = name
+        elif name != "head.weight":
+            copies[_match(name, renames, fused_parts, model_type)[0]] = _match(first[id(param)], renames, fused_parts,
+                                                                              model_type)[0]  # fmt: skip
+    return copies
 
 
 def _match(name: str, renames, fused_parts, model_type: str) -> tuple[str, Fused | None, int]:

@@ -119,10 +119,15 @@ def build_attention(config: ModelConfig, layer: int) -> nn.Module:
     )
 
 
-def build_block(config: ModelConfig, layer: int) -> nn.Module:
+def build_ffn(config: ModelConfig, layer: int) -> nn.Module:
+    return make_ffn(config.ffn, config.dim, config.layer(layer).ffn_dim, config.activation, config.ffn_bias)
+
+
+def build_block(config: ModelConfig, layer: int, ffn: nn.Module | None = None) -> nn.Module:
+    """Block `layer` of `config`; `ffn` given: that module (MobiLlama passes every block the same one)."""
     norm = lambda: make_norm(config.norm, config.dim, config.norm_eps)  # noqa: E731
     attn = build_attention(config, layer)
-    ffn = make_ffn(config.ffn, config.dim, config.layer(layer).ffn_dim, config.activation, config.ffn_bias)
+    ffn = ffn if ffn is not None else build_ffn(config, layer)
     if config.block == "parallel":
         return ParallelBlock(attn=attn, ffn=ffn, attn_norm=norm(), ffn_norm=norm())
     if config.block == "parallel_shared_norm":

@@ -11,6 +11,7 @@ hand formula that could drift from the code.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,20 @@ def component_of(name: str) -> str:
 
 
 @dataclass
+class LayerRow:
+    """One stored block: its sizes, and what it costs each time it runs."""
+
+    block: int
+    runs: int  # depth steps that execute this block (2 for MobileLLM's layer-share)
+    n_heads: int
+    n_kv_heads: int
+    ffn_dim: int
+    window: int | None
+    parameters: int  # stored in this block (a shared FFN is counted once, in the model total)
+    kv_values_per_token: int  # per run
+
+
+@dataclass
 class ModelStats:
     name: str
     parameters: int
@@ -50,6 +65,12 @@ class ModelStats:
     dtype_bytes: int
     context: int
     kv_cache_values_at_context: int  # sliding-window layers stop growing at their window
+    executed_parameters: int = 0  # weights applied per token: a block run twice counts twice
+    flops_per_token: int = 0  # forward FLOPs for one token with `context` keys before it (2 per multiply-add)
+    effective_depth: int = 0  # depth steps run (n_layers, or more with block sharing)
+    stored_blocks: int = 0
+    shared_ffn: bool = False
+    layers: list[LayerRow] | None = None  # per stored block, when sizes or sharing vary (and there are few)
 
     @property
     def kv_cache_bytes_per_token(self) -> int:
@@ -64,18 +85,26 @@ class ModelStats:
         return self.parameters * self.dtype_bytes
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "parameters": self.parameters,
             "non_embedding_parameters": self.non_embedding_parameters,
+            "executed_parameters": self.executed_parameters,
             "breakdown": self.breakdown,
             "tied_lm_head": self.tied_head,
+            "shared_ffn": self.shared_ffn,
+            "stored_blocks": self.stored_blocks,
+            "effective_depth": self.effective_depth,
             "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token,
             "context": self.context,
             "kv_cache_bytes_at_context": self.kv_cache_bytes_at_context,
+            "flops_per_token_at_context": self.flops_per_token,
             "weight_bytes": self.weight_bytes,
             "dtype_bytes": self.dtype_bytes,
         }
+        if self.layers is not None:
+            out["layers"] = [dataclasses.asdict(row) for row in self.layers]
+        return out
 
 
 def representative(config: ModelConfig) -> tuple[ModelConfig, list[int]]:
@@ -98,8 +127,28 @@ def representative(config: ModelConfig) -> tuple[ModelConfig, list[int]]:
         sliding_window=config.sliding_window if any(sliding) else None,
         rope_local_theta=config.rope_local_theta if any(sliding) else None,
         block_sharing="none",
+        block_schedule=None,
     )
     return small, list(counts.values())
+
+
+def runs_per_spec(config: ModelConfig) -> list[int]:
+    """Depth steps executed per distinct layer spec (the order of `layer_spec_counts`)."""
+    counts = config.layer_spec_counts()
+    if config.block_schedule is None:
+        repeats = config.share_repeats if config.block_sharing != "none" else 1
+        return [n * repeats for n in counts.values()]
+    index = {spec: k for k, spec in enumerate(counts)}
+    runs = [0] * len(counts)
+    for block in config.block_schedule:
+        runs[index[config.layer(block)]] += 1
+    return runs
+
+
+def effective_depth(config: ModelConfig) -> int:
+    if config.block_schedule is not None:
+        return len(config.block_schedule)
+    return config.n_layers * (config.share_repeats if config.block_sharing != "none" else 1)
 
 
 def estimate_parameters(config: ModelConfig) -> int:
@@ -107,17 +156,58 @@ def estimate_parameters(config: ModelConfig) -> int:
     return model_stats(config).parameters
 
 
+def _matmul_weights(module: torch.nn.Module) -> int:
+    """Multiply-adds per token of the module's Linear layers (their weights' element count)."""
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+def _score_dims(config: ModelConfig) -> tuple[int, int]:
+    """(query/key width, value width) per head, as the attention computes scores and mixes values."""
+    if config.attention == "mla":
+        return config.qk_nope_head_dim + config.qk_rope_head_dim, config.v_head_dim
+    return config.head_dim, config.head_dim
+
+
+MAX_TABLE_LAYERS = 4096  # per-layer rows are listed up to this many stored blocks
+
+
 def model_stats(config: ModelConfig, dtype: torch.dtype = torch.bfloat16, context: int | None = None) -> ModelStats:
     small, counts = representative(config)
+    runs = runs_per_spec(config)
     model = meta_model(small)
-    executed = config.share_repeats if config.block_sharing != "none" else 1  # depth steps per stored block
     breakdown = dict.fromkeys(COMPONENTS, 0)
-    for name, p in model.named_parameters():  # distinct Parameters only: a tied head is not listed
-        times = counts[int(name.split(".")[1])] if name.startswith("blocks.") else 1
+    in_blocks = 0  # stored block parameters
+    for name, p in model.named_parameters():  # distinct Parameters only: a tied head or shared FFN is listed once
+        times = counts[int(name.split(".")[1])] if name.startswith("blocks.") and not _shared(config, name) else 1
         breakdown[component_of(name)] += p.numel() * times
+        in_blocks += p.numel() * times if name.startswith("blocks.") else 0
     total = sum(breakdown.values())
     context = context or config.max_seq_len
-    attns = [(block.attn, n * executed) for block, n in zip(model.blocks, counts)]
+    qk, v = _score_dims(config)
+    block_params = [sum(p.numel() for p in block.parameters()) for block in model.blocks]
+    # executed: every use of a weight counts (a block run twice, the shared FFN in every block, a tied head)
+    executed = total - in_blocks + sum(n * runs for n, runs in zip(block_params, runs))
+    executed += model.head.weight.numel() if config.tie_embeddings else 0
+    flops = 2 * model.head.weight.numel()
+    for k, (block, n_runs) in enumerate(zip(model.blocks, runs)):
+        spec = small.layer(k)
+        keys = context if spec.window is None else min(context, spec.window)
+        flops += n_runs * 2 * (_matmul_weights(block) + keys * spec.n_heads * (qk + v))
+    attns = [(block.attn, n) for block, n in zip(model.blocks, runs)]
+    layers = None
+    if _varies(config) and config.n_layers <= MAX_TABLE_LAYERS:
+        index = {spec: k for k, spec in enumerate(config.layer_spec_counts())}
+        schedule = config.schedule()
+        layers = []
+        for i in range(config.n_layers):
+            spec = config.layer(i)
+            k = index[spec]
+            ffn = sum(p.numel() for p in model.blocks[k].ffn.parameters()) if config.shared_ffn else 0
+            layers.append(LayerRow(
+                block=i, runs=schedule.count(i), n_heads=spec.n_heads, n_kv_heads=spec.n_kv_heads,
+                ffn_dim=spec.ffn_dim, window=spec.window, parameters=block_params[k] - ffn,
+                kv_values_per_token=model.blocks[k].attn.cache_values_per_token(),
+            ))  # fmt: skip
     return ModelStats(
         name=config.name,
         parameters=total,
@@ -128,7 +218,24 @@ def model_stats(config: ModelConfig, dtype: torch.dtype = torch.bfloat16, contex
         dtype_bytes=torch.empty((), dtype=dtype).element_size(),
         context=context,
         kv_cache_values_at_context=sum(attn.cache_values(context) * n for attn, n in attns),
+        executed_parameters=executed,
+        flops_per_token=flops,
+        effective_depth=effective_depth(config),
+        stored_blocks=config.n_layers,
+        shared_ffn=config.shared_ffn,
+        layers=layers,
     )
+
+
+def _shared(config: ModelConfig, name: str) -> bool:
+    """A parameter stored once but used by every block (MobiLlama's FFN)."""
+    return config.shared_ffn and ".ffn." in name
+
+
+def _varies(config: ModelConfig) -> bool:
+    """Whether stored blocks differ in size or in how often they run (then a per-layer table says how)."""
+    return any(v is not None for v in (config.layer_n_heads, config.layer_n_kv_heads, config.layer_ffn_dim,
+                                       config.block_schedule)) or config.block_sharing != "none" or config.shared_ffn  # fmt: skip
 
 
 def human(n: float, unit: str = "") -> str:
@@ -159,5 +266,19 @@ def format_stats(s: ModelStats, dtype_name: str) -> str:
         f"weight bytes ({dtype_name})     {s.weight_bytes:,} B ({human(s.weight_bytes, 'B')})",
         f"KV cache per token        {s.kv_cache_bytes_per_token:,} B ({dtype_name})",
         f"KV cache at {s.context:<13} {s.kv_cache_bytes_at_context:,} B ({human(s.kv_cache_bytes_at_context, 'B')})",
+        f"executed parameters       {s.executed_parameters:,} ({human(s.executed_parameters)}; each use of a shared "
+        "weight counted)",
+        f"effective depth           {s.effective_depth} steps over {s.stored_blocks} stored blocks"
+        + (" (one FFN shared by all)" if s.shared_ffn else ""),
+        f"FLOPs per token at {s.context:<6} {s.flops_per_token:,} ({human(s.flops_per_token)}; forward, 2 per multiply-add)",
     ]
+    if s.layers is not None:
+        lines += ["per stored block (KV per run, per token):",
+                  "  block  runs  heads  kv  ffn_dim  window   parameters    KV B/tok"]  # fmt: skip
+        for r in s.layers:
+            window = "-" if r.window is None else str(r.window)
+            lines.append(f"  {r.block:>5} {r.runs:>5} {r.n_heads:>6} {r.n_kv_heads:>3} {r.ffn_dim:>8} {window:>7} "
+                         f"{r.parameters:>12,} {r.kv_values_per_token * s.dtype_bytes:>11,}")  # fmt: skip
+        if s.shared_ffn:
+            lines.append("  (block parameters exclude the shared FFN, counted once in the total)")
     return "\n".join(lines)

@@ -81,7 +81,7 @@ def test_kv_cache_width_scales_with_kv_heads_not_query_heads():
 
 
 def test_sliding_window_mask_follows_transformers_rule():
-    """Query q sees key k iff q - W < k <= q (ARCHITECTURES.md 2.3)."""
+    """Query q sees key k iff q - W < k <= q (Mistral's and Gemma-2's sliding-window convention in transformers)."""
     mask = causal_mask(6, 6, 0, window=3, device="cpu")
     for q in range(6):
         for k in range(6):

@@ -121,7 +121,7 @@ def test_inspect_tinyllama_json_equals_the_architecture_reference(capsys):
     code, out, _ = run(capsys, "inspect", REPO / "configs/tinyllama-1.1b.toml", "--json")
     assert code == 0
     stats = json.loads(out)
-    # ../shared/ARCHITECTURES.md section 1 (TinyLlama-1.1B row)
+    # transformers 5.23's meta-device count of TinyLlama-1.1B's config.json
     assert stats["parameters"] == 1_100_048_384
     assert stats["non_embedding_parameters"] == 968_976_384
     assert stats["kv_cache_bytes_per_token"] == 22_528  # bf16: 2 (K, V) x 22 layers x 4 KV heads x 64 x 2 B

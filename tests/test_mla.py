@@ -136,7 +136,7 @@ def test_softmax_scale_of_deepseek_v2_lite():
         v_head_dim=128, rope_scaling={k: v for k, v in LITE_YARN.items() if k != "rope_theta"} | {
             "original_max_position_embeddings": 4096}, max_seq_len=163840,
     )  # fmt: skip
-    assert mla_softmax_scale(config) == pytest.approx(0.11472139, abs=1e-8)  # ARCHITECTURES.md 4.11
+    assert mla_softmax_scale(config) == pytest.approx(0.11472139, abs=1e-8)  # DeepSeek-V2-Lite: YaRN mscale(40, 0.707)^2 / sqrt(192)
     assert mla_softmax_scale(config.replace(rope_scaling=None)) == 192**-0.5
 
 

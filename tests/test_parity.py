@@ -15,7 +15,7 @@ import tinyslm
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}  # fmt: skip
 
-# name -> (transformers config class, hyper-parameters). Sources: ../shared/ARCHITECTURES.md section 4.
+# name -> (transformers config class, hyper-parameters). Sources: each model's config.json on the Hugging Face Hub.
 CASES = {
     # TinyLlama-1.1B: GQA 32:4, untied head (4.1)
     "tinyllama": ("LlamaConfig", dict(vocab_size=512, hidden_size=128, intermediate_size=352, num_hidden_layers=2,

@@ -22,7 +22,7 @@ from tinyslm.tools.variants import (
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TINY = ModelConfig(name="tiny", vocab_size=96, dim=64, n_layers=2, n_heads=8, n_kv_heads=2, ffn_dim=160,
                    max_seq_len=128, tie_embeddings=True)  # fmt: skip
-LITE_DENSE = ModelConfig(  # DeepSeek-V2-Lite's attention and sizes, every layer dense (ARCHITECTURES.md 4.11)
+LITE_DENSE = ModelConfig(  # DeepSeek-V2-Lite's attention and sizes, every layer dense (huggingface.co/deepseek-ai/DeepSeek-V2-Lite config.json)
     name="deepseek-v2-lite-dense", family="deepseek_v2", attention="mla", vocab_size=102400, dim=2048, n_layers=27,
     n_heads=16, head_dim=192, ffn_dim=10944, max_seq_len=163840, kv_lora_rank=512, qk_nope_head_dim=128,
     qk_rope_head_dim=64, v_head_dim=128, rope_layout="interleaved", norm_eps=1e-6,
@@ -88,7 +88,7 @@ def test_compare_attention_on_smollm_135m_shows_the_known_factors():
     result = compare_attention(CONFIGS / "smollm-135m.toml", [2048, 32768])
     rows = {v["name"]: v for v in result["variants"]}
     assert result["base_variant"] == "gqa3" and [n for n, v in rows.items() if v["is_base"]] == ["gqa3"]
-    assert rows["gqa3"]["parameters"] == 134_515_008  # ARCHITECTURES.md section 1
+    assert rows["gqa3"]["parameters"] == 134_515_008  # SmolLM-135M, transformers 5.23 meta-device count
     assert rows["gqa3"]["kv_bytes_per_token"] == 23_040  # section 5: 2 x 30 x 3 x 64 x 2
     reductions = {name: v["cache_reduction_vs_mha"] for name, v in rows.items()}
     assert reductions == {"mha": 1, "gqa3": 3, "mqa": 9, "mla": (2 * 9 * 64) / (256 + 32)}  # H/K, H, 2*H*hd/(r+dr)
@@ -106,7 +106,7 @@ def test_an_mla_base_reports_the_compressed_cache():
     result = compare_attention(LITE_DENSE, [4096], mode="matched_budget")
     assert result["base_variant"] == "mla"
     rows = {v["name"]: v for v in result["variants"]}
-    assert rows["mla"]["is_base"] and rows["mla"]["kv_bytes_per_token"] == 31_104  # ARCHITECTURES.md 4.11: 27 x 576 x 2
+    assert rows["mla"]["is_base"] and rows["mla"]["kv_bytes_per_token"] == 31_104  # 27 layers x (512 + 64) x 2 B
     assert rows["mha"]["kv_bytes_per_token"] == 27 * 2 * 16 * 128 * 2  # 16 heads of v_head_dim
     assert derive(LITE_DENSE, "gqa", n_kv_heads=4).head_dim == 128
 

@@ -18,7 +18,7 @@ from tinyslm.tokenizer import JSONTokenizer, SentencePieceTokenizer, load_tokeni
 
 LLAMA2_TOKENIZER = Path(__file__).resolve().parents[2] / "shared/data/llama2-tokenizer.model"
 LLAMA2_TEXT = "Once upon a time, there was a little girl."
-LLAMA2_IDS = [9038, 2501, 263, 931, 29892, 727, 471, 263, 2217, 7826, 29889]  # what the Llama-2 tokenizer gives (sentencepiece), with BOS
+LLAMA2_IDS = [9038, 2501, 263, 931, 29892, 727, 471, 263, 2217, 7826, 29889]  # the Llama-2 tokenizer (sentencepiece), no BOS
 
 WORDS = ("once upon a time there was little girl who lived in the forest with her cat and dog they played "
          "every day sun was warm birds sang she found big red ball under tree").split()  # fmt: skip

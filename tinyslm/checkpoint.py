@@ -83,6 +83,12 @@ def load_pretrained(
 ) -> CausalLM:
     """Build a CausalLM from an HF checkpoint folder and load its weights (strictly checked)."""
     folder = Path(path).expanduser()
+    from .gguf.loader import is_gguf  # noqa: PLC0415  (a .gguf file, or a folder holding one and no config.json)
+
+    if is_gguf(folder):
+        from .gguf import load_gguf  # noqa: PLC0415
+
+        return load_gguf(folder, dtype=dtype, device=device)
     if folder.is_file() and folder.name != "config.json":
         raise CheckpointError(f"{folder}: is a file; give the checkpoint folder that holds it (config.json + weights)")
     hf = HFConfig.read(folder)

@@ -1,4 +1,5 @@
-"""Tokenizers of checkpoint folders: `tokenizer.model` (sentencepiece) or `tokenizer.json` (HF tokenizers).
+"""Tokenizers of checkpoint folders: `tokenizer.model` (sentencepiece) or `tokenizer.json` (HF tokenizers),
+or of a GGUF file (rebuilt from its metadata, tinyslm/gguf/tokenizer.py).
 
 Both are wrapped in one small interface: `encode(text) -> list[int]`, `decode(ids) -> str`,
 `bos_id`, `eos_id`. Whether a BOS token is prepended follows the folder's tokenizer_config.json
@@ -64,6 +65,14 @@ class JSONTokenizer(Tokenizer):
         self.eos_id = self._token_id(special.get("eos_token"))
         self.vocab_size = self.tok.get_vocab_size()
 
+    @classmethod
+    def wrap(cls, tok, bos_id: int | None, eos_id: int | None, source: str = "") -> "JSONTokenizer":
+        """A tokenizer built in memory (a `tokenizers.Tokenizer`; e.g. rebuilt from GGUF metadata)."""
+        self = cls.__new__(cls)
+        self.tok, self.bos_id, self.eos_id, self.source = tok, bos_id, eos_id, source
+        self.vocab_size = tok.get_vocab_size()
+        return self
+
     def _token_id(self, token) -> int | None:
         if isinstance(token, dict):  # {"content": "<s>", ...} in older tokenizer_config files
             token = token.get("content")
@@ -81,6 +90,12 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     path = Path(path).expanduser()
     if not path.exists():
         raise TokenizerError(f"{path}: no such file or folder")
+    from .gguf.loader import is_gguf  # noqa: PLC0415  (a .gguf, or a folder holding one: rebuilt from its metadata)
+
+    if is_gguf(path):
+        from .gguf import gguf_tokenizer  # noqa: PLC0415
+
+        return gguf_tokenizer(path)
     folder = path if path.is_dir() else path.parent
     special = {}
     if (folder / "tokenizer_config.json").exists():

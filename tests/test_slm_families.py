@@ -69,11 +69,19 @@ def check_model(folder: Path, reference) -> tinyslm.CausalLM:
     return model
 
 
-def write_folder(folder: Path, config: dict, tensors: dict[str, torch.Tensor]) -> Path:
+def write_folder(folder: Path, config: dict, tensors: dict[str, torch.Tensor], legacy: bool = False) -> Path:
+    """config.json (in the Hub's legacy form, rope_theta at the top level, with legacy=True) + model.safetensors."""
+    from hf_models import to_legacy_config
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
+    if legacy:
+        to_legacy_config(folder)
     save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "model.safetensors")
     return folder
+
+
+FORMS = pytest.mark.parametrize("legacy", [False, True], ids=["config-5.x", "config-legacy"])
 
 
 def random_llama(seed: int = 0, **hparams):
@@ -238,15 +246,17 @@ def mobilellm_config(hf_model, layer_sharing: bool) -> dict:
     return cfg
 
 
-def test_mobilellm_matches_tied_llama(tmp_path):
+@FORMS
+def test_mobilellm_matches_tied_llama(tmp_path, legacy):
     hf = random_llama(tie_word_embeddings=True)
     tensors = {k: v for k, v in hf.state_dict().items() if k != "lm_head.weight"}  # MobileLLM stores no head
-    write_folder(tmp_path, mobilellm_config(hf, layer_sharing=False), tensors)
+    write_folder(tmp_path, mobilellm_config(hf, layer_sharing=False), tensors, legacy)
     model = check_model(tmp_path, logits_of(hf))
     assert model.head.weight is model.tok_emb.weight
 
 
-def test_mobilellm_layer_share_matches_a_llama_of_twice_the_depth(tmp_path):
+@FORMS
+def test_mobilellm_layer_share_matches_a_llama_of_twice_the_depth(tmp_path, legacy):
     deep = random_llama(num_hidden_layers=6, tie_word_embeddings=True)
     for i in range(0, 6, 2):  # layers 2i and 2i+1 hold the same weights
         deep.model.layers[i + 1].load_state_dict(deep.model.layers[i].state_dict())
@@ -262,7 +272,7 @@ def test_mobilellm_layer_share_matches_a_llama_of_twice_the_depth(tmp_path):
         tensors[key] = value
     cfg = mobilellm_config(deep, layer_sharing=True)
     cfg["num_hidden_layers"] = 3
-    write_folder(tmp_path, cfg, tensors)
+    write_folder(tmp_path, cfg, tensors, legacy)
     model = check_model(tmp_path, logits_of(deep))
     assert len(model.blocks) == 3 and model.config.schedule() == [0, 0, 1, 1, 2, 2]
     cache = model.new_cache(1, 8)
@@ -303,13 +313,14 @@ def mobillama_reference(layers: int = 4):
     return hf, cfg
 
 
+@FORMS
 @pytest.mark.parametrize("stored", ["layer 0 only", "every layer"])
-def test_mobillama_matches_llama_with_copied_ffn(tmp_path, stored):
+def test_mobillama_matches_llama_with_copied_ffn(tmp_path, stored, legacy):
     hf, cfg = mobillama_reference()
     tensors = dict(hf.state_dict())
     if stored == "layer 0 only":  # what a safetensors save of the shared module keeps
         tensors = {k: v for k, v in tensors.items() if ".mlp." not in k or k.startswith("model.layers.0.")}
-    write_folder(tmp_path, cfg, tensors)
+    write_folder(tmp_path, cfg, tensors, legacy)
     model = check_model(tmp_path, logits_of(hf))
     assert all(block.ffn is model.blocks[0].ffn for block in model.blocks)
     assert model.config.family == "mobillama" and model.config.n_kv_heads == model.config.n_heads
@@ -359,14 +370,15 @@ def minicpm_reference(hf, scale_emb: float, scale_depth: float, dim_model_base: 
     return forward
 
 
+@FORMS
 @pytest.mark.parametrize("tied", [True, False])
-def test_minicpm_matches_llama_with_its_scalings(tmp_path, tied):
+def test_minicpm_matches_llama_with_its_scalings(tmp_path, tied, legacy):
     hf = random_llama(tie_word_embeddings=tied)
     cfg = hf.config.to_dict()
     cfg.update(model_type="minicpm", architectures=["MiniCPMForCausalLM"], scale_emb=12, scale_depth=1.4,
                dim_model_base=16, tie_word_embeddings=tied)  # fmt: skip
     tensors = {k: v for k, v in hf.state_dict().items() if not (tied and k == "lm_head.weight")}
-    write_folder(tmp_path, cfg, tensors)
+    write_folder(tmp_path, cfg, tensors, legacy)
     model = check_model(tmp_path, minicpm_reference(hf, 12, 1.4, 16))
     assert model.config.embed_scale == 12 and model.config.logit_divisor == 4.0
 

@@ -181,3 +181,21 @@ def test_sliding_window_cache_stores_only_the_window():
     assert sum(t.numel() for t in ring.tensors()) * 4096 // 8 == sum(t.numel() for t in full.tensors())
     short = attn.new_cache(1, 5, torch.float32, "cpu")  # a request shorter than the window: a plain buffer
     assert isinstance(short, KVBuffer) and short.k.shape[2] == 5
+
+
+def test_static_cache_attends_over_all_slots_and_equals_the_full_forward():
+    """The fast path's buffer returns every slot (empty ones at position -1): masking them gives the full forward."""
+    from tinyslm.layers.cache import StaticKVBuffer
+
+    torch.manual_seed(0)
+    attn = Attention(16, 4, 2, 4, window=3).double()
+    rope = {"global": RotaryEmbedding(4, 10000.0, None, 64)}
+    x = torch.randn(1, 9, 16, dtype=torch.float64)
+    with torch.no_grad():
+        full = attn(x, Step.with_rope(rope, 0, 9, "cpu"))
+        cache = StaticKVBuffer(1, 2, 16, 4, 4, torch.float64, "cpu")
+        pieces = [attn(x[:, :4], Step.with_rope(rope, 0, 4, "cpu"), cache)]
+        for at in range(4, 9):
+            pieces.append(attn(x[:, at : at + 1], Step.with_rope(rope, at, 1, "cpu"), cache))
+    assert cache.k.shape[2] == 16 and cache.pos.tolist() == list(range(9)) + [-1] * 7
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-10, atol=1e-12)

@@ -4,8 +4,8 @@ import json
 
 from hf_models import write_hf_checkpoint
 
-from tinyslm.tools.bench import run_bench
 from tinyslm.cli import main
+from tinyslm.tools.bench import run_bench
 
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=128)  # fmt: skip
@@ -37,3 +37,23 @@ def test_bench_expands_a_home_relative_folder(tmp_path, monkeypatch):
     rows = run_bench("~/ckpt", prompt_tokens=4, new_tokens=2)
     assert [r["implementation"] for r in rows] == ["tinyslm", "transformers"]
     assert all(len(r["tokens"]) == 2 for r in rows)
+
+
+def test_bench_reports_bandwidth_fraction_ratios_and_spread_for_a_quantized_model(tmp_path, capsys):
+    write_hf_checkpoint(tmp_path, "LlamaConfig", **TINY)
+    args = ["bench", str(tmp_path), "--prompt-tokens", "8", "--new-tokens", "4", "--prefill-tokens", "8,16,999",
+            "--runs", "2", "--quantize", "int8", "--fast", "off", "--threads", "1"]  # fmt: skip
+    assert main(args + ["--json"]) == 0
+    rows = {r["implementation"]: r for r in json.loads(capsys.readouterr().out)}
+    ours, theirs = rows["tinyslm"], rows["transformers"]
+    assert set(ours["prefill"]) == {"8", "16"}  # 999 tokens exceed the model's context of 128: skipped
+    assert ours["decode"]["runs"] == 2 and ours["decode"]["min"] <= ours["decode"]["median"] <= ours["decode"]["max"]
+    assert ours["threads"] == 1 and ours["read_bandwidth_gbs"] > 0
+    # int8 weights: a quarter of float32 bytes, plus the scales and float norms
+    assert ours["weight_bytes_per_token"] < theirs["weight_bytes_per_token"] / 3
+    assert ours["bandwidth_fraction"] == ours["decode_tokens_per_s"] / ours["bandwidth_bound_tokens_per_s"]
+    assert ours["decode_vs_transformers"] == ours["decode_tokens_per_s"] / theirs["decode_tokens_per_s"]
+    assert "int8" in ours["notes"][0]
+    assert main(args + ["--runs", "1"]) == 0  # the table
+    out = capsys.readouterr().out
+    assert "tinyslm vs transformers: decode" in out and "read bandwidth" in out and "prefill 16" in out

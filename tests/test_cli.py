@@ -1,4 +1,4 @@
-"""cli.py: the `tinyslm` command (inspect, generate, parity, demo), run in-process via `main([...])`.
+"""cli.py: the `tinyslm` command (inspect, generate, parity, bench, demo), run in-process via `main([...])`.
 
 The contract checked here: figures and tokens a user can trust (equal to independent numbers
 and to transformers' greedy output), and failures that print exactly one line `error: ...` to
@@ -101,7 +101,8 @@ def test_help_runs_as_a_program_and_lists_every_subcommand():
     proc = subprocess.run([sys.executable, "-m", "tinyslm.cli", "--help"], capture_output=True, text=True, cwd=REPO,
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    for command in ("inspect", "generate", "parity", "demo"):
+    for command in ("inspect", "generate", "parity", "bench", "demo", "convert", "tokenizer", "train", "train-bench",
+                    "ablate"):  # fmt: skip
         assert command in proc.stdout
 
 
@@ -448,7 +449,8 @@ def test_pickle_checkpoint_generates_with_allow_pickle(reference, tmp_path, caps
 
 
 # ----------------------------------------------------------------------------------------------
-# demo (about 20-30 s: six real-vocabulary models written, loaded, checked and decoded; run once)
+# demo (about 40 s: six real-vocabulary models written, loaded, checked and decoded, then the short training
+# run; run whole once)
 
 DEMO_MODELS = ("tinyllama-shaped", "qwen2.5-shaped", "qwen3-shaped", "gemma2-shaped", "phi2-shaped", "bloom-shaped")
 
@@ -460,6 +462,7 @@ def test_demo_prints_its_table_with_parity_ok_for_every_model(capsys):
         row = next(line for line in out.splitlines() if name in line)
         assert " ok " in row, row
     assert "family" in out and "tok/s" in out and "demo finished" in out
+    assert "validation loss" in out and "trained:" in out  # the training part ran (tests/test_demo.py checks it)
 
 
 def test_parity_without_transformers_says_how_to_install_it(reference, capsys, monkeypatch):
@@ -474,9 +477,9 @@ def test_parity_without_transformers_says_how_to_install_it(reference, capsys, m
 
 def test_demo_without_transformers_still_runs_and_says_parity_was_skipped(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
-    code, out, _ = run(capsys, "demo", "--tokens", "2")
+    code, out, _ = run(capsys, "demo", "--tokens", "2", "--no-train")
     assert code == 0
-    assert "parity is skipped" in out and "n/a" in out
+    assert "parity is skipped" in out and "n/a" in out and "validation loss" not in out
     assert all(name in out for name in DEMO_MODELS)
 
 

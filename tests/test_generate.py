@@ -158,7 +158,7 @@ def test_mla_decode_argument_changes_no_token_and_restores_the_model(q_lora_rank
     assert len(layers) == 2
     ids = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(0))
     during = []  # the layers' decode paths while each token is decoded
-    track = lambda _: during.append([m.decode for m in layers])  # noqa: E731
+    track = lambda _: during.append([m.decode for m in layers])
     naive = tinyslm.generate(model, ids, 8, mla_decode="naive", on_token=track)
     assert during == [["naive", "naive"]] * 8
     during.clear()
@@ -171,3 +171,31 @@ def test_mla_decode_argument_changes_no_token_and_restores_the_model(q_lora_rank
     tinyslm.layers.mla.set_decode_path(model, "auto")  # a path the caller chose is restored too
     assert torch.equal(tinyslm.generate(model, ids, 8, mla_decode="absorbed"), naive)
     assert [m.decode for m in layers] == ["auto", "auto"]
+
+
+def test_fast_path_gives_the_plain_paths_tokens_and_compiles_once():
+    """The compiled step over a static cache (sliding window, soft-cap, int8 weights: the parts it must
+    carry) decodes exactly the plain path's tokens; a second request of another length reuses the compile."""
+    import importlib
+
+    from tinyslm.quant import quantize
+
+    gen = importlib.import_module("tinyslm.generate")
+    config = tiny_model().config.replace(n_layers=1, sliding_window=3, attn_softcap=5.0)  # one layer: a short compile
+    model = quantize(CausalLM(config).init_weights(std=0.3, seed=0).eval(), "int8")
+    ids = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(1))
+    fast = tinyslm.generate(model, ids, 10, fast=True)
+    assert gen.last_compile_s is not None  # it compiled (warm-up before the prefill)
+    assert torch.equal(fast, tinyslm.generate(model, ids, 10, fast=False))
+    again = tinyslm.generate(model, ids[:, :4], 12, fast=True)
+    assert gen.last_compile_s is None  # same static cache bucket: nothing compiled
+    assert torch.equal(again, tinyslm.generate(model, ids[:, :4], 12, fast=False))
+
+
+def test_fast_path_refuses_mla_and_auto_stays_plain_for_short_requests():
+    config = ModelConfig(attention="mla", vocab_size=97, dim=32, n_layers=1, n_heads=4, ffn_dim=48, max_seq_len=64,
+                         kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6)  # fmt: skip
+    model = CausalLM(config).init_weights(std=0.3, seed=0).eval()
+    with pytest.raises(tinyslm.GenerationError, match="MHA/GQA/MQA attention only"):
+        tinyslm.generate(model, torch.tensor([[1, 2]]), 3, fast=True)
+    assert tinyslm.generate(model, torch.tensor([[1, 2]]), 3).shape == (1, 5)  # auto: the plain path

@@ -49,10 +49,15 @@ MAX_PARAMETERS = 10**12  # what load_pretrained / inspect will build: far above 
 
 
 def load_config(path: str | Path) -> ModelConfig:
-    """A ModelConfig from a checkpoint folder, a config.json or a tinyslm TOML file."""
+    """A ModelConfig from a checkpoint folder, a config.json, a tinyslm TOML file or a GGUF file
+    (its metadata; no weights are read)."""
     path = Path(path).expanduser()
     if path.suffix == ".toml":
         return ModelConfig.from_toml(path)
+    from .gguf.loader import gguf_config, is_gguf  # noqa: PLC0415  (a .gguf, or a folder holding one)
+
+    if is_gguf(path):
+        return gguf_config(path)
     return config_from_hf(HFConfig.read(path))
 
 

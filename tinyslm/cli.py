@@ -1,4 +1,5 @@
-"""The `tinyslm` command line: inspect, generate, parity, demo.
+"""The `tinyslm` command line: inspect, generate, parity, bench, demo, and the commands of
+COMMAND_MODULES (convert, tokenizer, data, train, train-bench, ablate).
 
 Every failure tinyslm anticipates prints one line `error: ...` and exits with status 2; an
 unexpected one prints one line too (set TINYSLM_DEBUG=1 for the traceback). Never a raw
@@ -23,6 +24,10 @@ EPILOG = """examples:
   tinyslm generate ~/models/TinyLlama-1.1B --prompt "Once upon a time" --max-new-tokens 32
   tinyslm parity ~/models/SmolLM-135M
   tinyslm bench ~/models/TinyLlama-1.1B --dtype bfloat16
+  tinyslm generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt "What is gravity?"
+  tinyslm convert ~/models/SmolLM2-135M model.Q8_0.gguf --type q8_0
+  tinyslm train configs/ablation/llama-1m.toml --steps 500 --out runs/llama-1m
+  tinyslm ablate --base configs/ablation/llama-1m.toml --variants mha,gqa:2,mqa,mla --steps 300 --out runs/ablation
 """
 
 
@@ -42,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "untied lm-head), break them down per component (a tied head or shared block counted once), and report "
         "weight bytes and KV-cache bytes per token and at a context length. Nothing is allocated.",
     )
-    p.add_argument("target", metavar="CONFIG.toml|config.json|CHECKPOINT_DIR", help="what to inspect")
+    p.add_argument("target", metavar="CONFIG.toml|config.json|CHECKPOINT_DIR|FILE.gguf", help="what to inspect")
     p.add_argument("--context", default=None, help="context length for the KV-cache figure (default: the model's maximum); "
                    "with --compare-attention a comma-separated list, e.g. 2048,32768")
     p.add_argument("--compare-attention", action="store_true", help="derive MHA, GQA, MQA and MLA variants of the model and "
@@ -71,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", choices=["eager", "sdpa"], default="eager",
                    help="attention backend: eager (written out, transformers' reference path; default) or sdpa "
                    "(torch's fused scaled_dot_product_attention; soft-capped layers stay eager)")
+    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                   help="quantize the linear layers after loading: int8 (a scale per row) or int4 (scale and zero "
+                   "per group of --group-size inputs); computed with bfloat16 activations. Default: keep the weights")
+    p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32 (default), 64, 128 or 256")
+    p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
+                   help="compiled decoding step over a static cache (torch.compile; same tokens; the compile is paid "
+                   "once per process and takes minutes on a 2-core CPU, shown in the summary): on, off (the plain eager "
+                   "path), or auto (default: the compiled step only if already compiled in this process, so off here)")
 
     p = sub.add_parser(
         "parity",
@@ -87,16 +100,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="load time, peak memory, prefill and decode speed, side by side with transformers",
-        description="Measure tinyslm and (when installed) transformers on the same checkpoint folder, each in a "
-        "fresh process: load time, growth of peak resident memory, prefill time for a random prompt and greedy "
-        "decode speed with the KV cache. Prints measurements; asserts nothing.",
+        help="load time, peak memory, prefill and decode speed: tinyslm vs transformers (and llama.cpp on a .gguf)",
+        description="Measure tinyslm, transformers (when installed) and, for a .gguf, llama.cpp (when "
+        "llama-cpp-python is installed) on the same weights, each in a fresh process: load time, growth of peak "
+        "resident memory, prefill time at each --prefill-tokens, greedy decode speed with the KV cache; median and "
+        "min..max of --runs runs after a warm-up. Also measures the machine's read bandwidth and reports the "
+        "fraction of the bandwidth bound (bandwidth / weight bytes per token) each implementation reaches, and "
+        "the speed ratios. Prints measurements; asserts nothing. Example: tinyslm bench model.Q4_0.gguf "
+        "--dtype bfloat16; tinyslm bench ~/models/TinyLlama-1.1B --dtype bfloat16 --quantize int4",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR|FILE.gguf")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
-    p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (default 128)")
+    p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length before decoding (default 128)")
     p.add_argument("--new-tokens", type=int, default=32, help="greedy tokens to decode (default 32)")
-    p.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    p.add_argument("--prefill-tokens", default="128,512", help="comma-separated prompt lengths to time prefill "
+                   "at (default 128,512; lengths beyond the model's context are skipped)")
+    p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up (default 3)")
+    p.add_argument("--quantize", choices=["int8", "int4"], default=None, help="tinyslm only: quantize the linear "
+                   "layers still in float after loading (all of an HF folder's; a GGUF's float head)")
+    p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
+                   help="tinyslm's compiled decoding step (torch.compile, compiled in the warm-up, its time reported "
+                   "apart): on, off, or auto (default; off in a fresh process)")
+    p.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even when it is installed")
+    p.add_argument("--no-transformers", action="store_true", help="skip transformers (e.g. when comparing "
+                   "tinyslm's precisions on one machine)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for every implementation and the "
+                   "bandwidth probe (default: torch's default, usually the core count)")
+    p.add_argument("--json", action="store_true", help="print the measurements as JSON (one object per implementation)")
 
     p = sub.add_parser(
         "demo",
@@ -104,9 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes TinyLlama-, Qwen2.5-, Qwen3-, Gemma-2-, Phi-2- and Bloom-shaped checkpoints (real "
         "vocabularies and head layouts, "
         "fewer/narrower layers) with tinyslm's writer, loads them back, checks them against transformers when it "
-        "is installed, decodes greedily with the KV cache and prints a table.",
+        "is installed, decodes greedily with the KV cache and prints a table; then trains a ~1M-parameter model "
+        "on the embedded corpus for a few hundred steps and shows its greedy text before and after.",
     )
     p.add_argument("--tokens", type=int, default=32, help="greedy tokens to decode per model (default 32)")
+    p.add_argument("--no-train", action="store_true", help="skip the short training run on the embedded corpus "
+                   "(about half a minute on a 2-core CPU) that follows the table")
 
     for name in COMMAND_MODULES:  # commands that live beside their subject: add_parser(sub) + run(args)
         importlib.import_module(name).add_parser(sub)
@@ -115,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Each module defines `add_parser(subparsers)`, which registers its command with
 # `set_defaults(run=...)`; the function gets the parsed args and returns the exit status.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "tinyslm.gguf.command",  # convert
+    "tinyslm.data.command",  # tokenizer train, data prepare
+    "tinyslm.train.command",  # train
+    "tinyslm.train.bench",  # train-bench
+    "tinyslm.ablate.command",  # ablate
+]
 
 
 def cmd_inspect(args) -> int:
@@ -163,6 +202,10 @@ def cmd_generate(args) -> int:
             raise UsageError(f"--ids: token id {too_big[0]} is out of range (no vocabulary has that many tokens)")
     t_load = time.perf_counter()
     model = load_pretrained(args.checkpoint, dtype=args.dtype, allow_pickle=args.allow_pickle)
+    if args.quantize is not None:
+        from .quant import quantize  # noqa: PLC0415
+
+        quantize(model, args.quantize, group_size=args.group_size)
     t_load = time.perf_counter() - t_load
     set_attention_backend(model, args.attention)
     if args.prompt is not None:
@@ -197,15 +240,20 @@ def cmd_generate(args) -> int:
             print(text[len(shown) :], end="", flush=True)
             shown = text
 
+    fast = {"auto": None, "on": True, "off": False}[args.fast]
     t0 = time.perf_counter()
-    generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=on_token, mla_decode=args.mla_decode)
+    generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=on_token, mla_decode=args.mla_decode, fast=fast)
     print()
     if times:
+        from .generate import last_compile_s  # noqa: PLC0415  (set by this run when it compiled)
+
         decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
+        weights = args.dtype if args.quantize is None else f"{args.quantize} weights"
+        compiled = "" if last_compile_s is None else f", compiled step (compile {last_compile_s:.1f} s, in the decode time)"
         print(
             f"[load {t_load:.2f} s | prompt {prompt.shape[1]} tokens, prefill {1000 * (times[0] - t0):.1f} ms | "
-            f"{len(times)} new tokens, decode {decode:.1f} tokens/s | {args.dtype}, {args.attention} attention, "
-            f"{torch.get_num_threads()} threads]"
+            f"{len(times)} new tokens, decode {decode:.1f} tokens/s | {weights}, {args.attention} attention, "
+            f"{torch.get_num_threads()} threads{compiled}]"
         )
     return 0
 
@@ -224,19 +272,25 @@ def cmd_parity(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .tools.bench import format_bench, run_bench  # noqa: PLC0415
-    from .checkpoint import load_config  # noqa: PLC0415
     from .config import dtype_from_name  # noqa: PLC0415
+    from .tools.bench import bench_config, format_bench, run_bench  # noqa: PLC0415
 
     dtype_from_name(args.dtype)  # fail fast on a bad dtype
-    config = load_config(args.checkpoint)  # fail fast, in this process, on a bad folder
+    config = bench_config(args.checkpoint)  # fail fast, in this process, on a bad folder or file
     if args.prompt_tokens + args.new_tokens > config.max_seq_len:
         raise UsageError(
             f"--prompt-tokens + --new-tokens = {args.prompt_tokens + args.new_tokens} exceeds the model's context "
             f"of {config.max_seq_len}"
         )
-    rows = run_bench(args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens)
-    print(json.dumps(rows, indent=2) if args.json else format_bench(rows, args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens))
+    try:
+        sizes = tuple(int(n) for n in args.prefill_tokens.split(","))
+    except ValueError:
+        raise UsageError(f"--prefill-tokens must be comma-separated integers, found {args.prefill_tokens!r}") from None
+    rows = run_bench(args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens, prefill_tokens=sizes,
+                     runs=args.runs, quantize=args.quantize, fast=args.fast, llama_cpp=not args.no_llama_cpp,
+                     threads=args.threads, transformers=not args.no_transformers)  # fmt: skip
+    print(json.dumps(rows, indent=2) if args.json else
+          format_bench(rows, args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens, args.quantize))  # fmt: skip
     return 0
 
 
@@ -244,7 +298,7 @@ def cmd_demo(args) -> int:
     from .tools.demo import run_demo  # noqa: PLC0415
 
     t0 = time.perf_counter()
-    run_demo(new_tokens=args.tokens)
+    run_demo(new_tokens=args.tokens, train=not args.no_train)
     print(f"demo finished in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -258,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import TinySLMError  # noqa: PLC0415
 
     commands = {"inspect": cmd_inspect, "generate": cmd_generate, "parity": cmd_parity, "bench": cmd_bench, "demo": cmd_demo}
-    if args.command in ("parity", "demo"):  # keep transformers' per-load progress bars out of our report
+    if args.command in ("parity", "demo", "train-bench", "convert"):  # keep transformers' per-load progress bars out of our report
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:

@@ -7,15 +7,34 @@
 The cache is allocated once for exactly prompt + max_new_tokens positions. Greedy decoding picks
 argmax at every step, so cached decoding must reproduce, token for token, what recomputing the
 whole sequence at every step would pick (tests/test_generate.py checks that).
+
+The fast path (`fast=`). A small model's decoding step is bound by Python, not by its weights:
+SmolLM2-135M runs ~60 ops per layer x 30 layers per token, each a few microseconds of dispatch
+for a few kilobytes of work. The fast path compiles the decoding step with `torch.compile`
+(inductor fuses the norms, RoPE, softmax and residual adds into a few C++ loops; the matmuls stay
+torch's kernels, int8/int4 ones included), over a static cache (cache.StaticKVBuffer: every step
+has the same shapes, so one compiled graph serves every position and every later call whose
+cache size rounds up to the same bucket). The compile is paid once per process and model
+(kept on the model), and inductor's on-disk cache shortens it in later processes. Measured on a
+2-core machine, the compile costs minutes of CPU for a 30-layer model (SmolLM2-135M), more than a
+typical generation, so `fast=None` (the default) uses the compiled step only where this model
+already has one in this process (a `fast=True` call made it); `fast=False` is the plain path.
+Prefill always runs eagerly (one call, its shapes vary).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import time
+import warnings
+from collections.abc import Callable
 
 import torch
 
 from .errors import GenerationError
+from .layers.cache import KVCache, StaticKVBuffer
+
+CACHE_BUCKET = 256  # static caches are sized up to a multiple of this, so later requests reuse the compiled step
+last_compile_s: float | None = None  # seconds the last compile took (first compiled call), for reports
 
 
 def check_request(model, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
@@ -51,6 +70,7 @@ def generate(
     eos_token_id: int | list[int] | None = None,
     on_token: Callable[[torch.Tensor], None] | None = None,
     mla_decode: str | None = None,
+    fast: bool | None = None,
 ) -> torch.Tensor:
     """Greedy decoding. input_ids (B, T) of equal-length prompts -> (B, T + n) with n <= max_new_tokens.
 
@@ -58,12 +78,15 @@ def generate(
     that finished earlier are padded with their eos token. `on_token` is called with each new
     column of tokens (B,) as soon as it is decoded (for streaming). For MLA models, `mla_decode`
     picks the attention path for this call: "naive", "absorbed" or "auto" (see layers/mla.py).
+    `fast`: True decodes with the compiled step over a static cache (compiling it on first use),
+    False with the plain eager step; None (default) uses the compiled step only if this model
+    already has one (see the module docstring). Both give the same tokens.
     """
     if mla_decode is not None:
-        from .layers.mla import decode_path  # noqa: PLC0415
+        from .layers.mla import decode_path
 
         with decode_path(model, mla_decode):
-            return generate(model, input_ids, max_new_tokens, eos_token_id, on_token)
+            return generate(model, input_ids, max_new_tokens, eos_token_id, on_token, fast=fast)
     input_ids = check_request(model, input_ids, max_new_tokens)
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
@@ -71,7 +94,16 @@ def generate(
         return input_ids
     eos = None if eos_token_id is None else torch.tensor(eos_token_id, device=device).reshape(-1)
     batch, prompt_len = input_ids.shape
-    cache = model.new_cache(batch, prompt_len + max_new_tokens)
+    if fast is None:
+        fast = "_tinyslm_compiled_step" in model.__dict__ and supports_fast(model)
+    elif fast and not supports_fast(model):
+        raise GenerationError("fast=True: the compiled decoding step supports MHA/GQA/MQA attention only (this model has MLA)")
+    if fast:
+        cache = static_cache(model, batch, prompt_len + max_new_tokens)
+        step = _compiled_step(model)
+        step.warm_up(cache)  # compiles now (once per process and cache shape), not in the middle of decoding
+    else:
+        cache, step = model.new_cache(batch, prompt_len + max_new_tokens), model
     out = torch.empty(batch, prompt_len + max_new_tokens, dtype=torch.long, device=device)
     out[:, :prompt_len] = input_ids
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -92,5 +124,75 @@ def generate(
             on_token(token)
         if i == max_new_tokens - 1 or (eos is not None and bool(finished.all())):
             return out[:, : prompt_len + i + 1]
-        logits = model(token[:, None], cache=cache, last_only=True)  # decode: (B, 1, V)
+        logits = step(token[:, None], cache=cache, last_only=True)  # decode: (B, 1, V)
     return out
+
+
+def supports_fast(model) -> bool:
+    """The compiled step runs on models whose every attention layer keeps K and V per head (not MLA)."""
+    from .layers.attention import Attention
+
+    return all(isinstance(model.blocks[b].attn, Attention) for b in model.schedule)
+
+
+def static_cache(model, batch: int, capacity: int) -> KVCache:
+    """A cache of StaticKVBuffers, `capacity` rounded up to CACHE_BUCKET (within the model's context)."""
+    slots = min(-(-capacity // CACHE_BUCKET) * CACHE_BUCKET, model.config.max_seq_len)
+    weight = model.tok_emb.weight
+    positions = torch.full((slots,), -1, dtype=torch.long, device=weight.device)  # shared by all layers
+    try:
+        layers = []
+        for b in model.schedule:
+            attn = model.blocks[b].attn
+            layers.append(StaticKVBuffer(batch, attn.n_kv_heads, slots, attn.head_dim, attn.head_dim, weight.dtype,
+                                         weight.device, positions))  # fmt: skip
+    except (RuntimeError, MemoryError) as exc:
+        raise GenerationError(f"cannot allocate the KV cache for {batch} x {slots} positions ({type(exc).__name__}); "
+                              "ask for fewer tokens") from None  # fmt: skip
+    return KVCache(layers, capacity)
+
+
+class _Step:
+    """The model's decoding step compiled by torch.compile; falls back to eager if compiling fails."""
+
+    def __init__(self, model):
+        # emulate_precision_casts: fused kernels round to bfloat16 where eager does, so the tokens stay the same
+        self.compiled = torch.compile(model.forward, options={"emulate_precision_casts": True})
+        self.model, self.failed = model, False
+        self.warm: set = set()  # cache shapes already compiled for
+
+    def warm_up(self, cache: KVCache) -> None:
+        """Compile for this cache's shape by two dummy steps (the second makes the position symbolic),
+        then leave the cache empty. Records the seconds in `last_compile_s`."""
+        global last_compile_s
+        first = cache[0]
+        key = (tuple(first.k.shape), first.k.dtype, len(cache.layers))
+        last_compile_s = None
+        if self.failed or key in self.warm or first.capacity < 4:
+            return
+        t0 = time.perf_counter()
+        token = torch.zeros(first.k.shape[0], 1, dtype=torch.long, device=first.k.device)
+        for start in (2, 3):  # torch.compile specialises positions 0 and 1; from 2 on one graph serves all
+            cache.length = start
+            self(token, cache=cache, last_only=True)
+        first.pos.fill_(-1)  # every layer shares this tensor: all slots empty again
+        cache.length = 0
+        self.warm.add(key)
+        last_compile_s = time.perf_counter() - t0
+
+    def __call__(self, ids, cache, last_only):
+        if not self.failed:
+            try:
+                return self.compiled(ids, cache=cache, last_only=last_only)
+            except Exception as exc:  # noqa: BLE001  (no C++ compiler, an op inductor cannot lower...)
+                warnings.warn(f"tinyslm: compiling the decoding step failed ({type(exc).__name__}: {exc}); "
+                              "decoding eagerly", stacklevel=3)  # fmt: skip
+                self.failed = True
+        return self.model(ids, cache=cache, last_only=last_only)
+
+
+def _compiled_step(model) -> _Step:
+    """The model's compiled step, made on first use and kept in the model's __dict__ (not a submodule, not state)."""
+    if "_tinyslm_compiled_step" not in model.__dict__:
+        model.__dict__["_tinyslm_compiled_step"] = _Step(model)
+    return model.__dict__["_tinyslm_compiled_step"]

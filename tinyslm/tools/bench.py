@@ -1,16 +1,32 @@
-"""`tinyslm bench`: load time, memory, prefill and decode speed, side by side with transformers.
+"""`tinyslm bench`: load time, memory, prefill and decode speed; tinyslm, transformers and llama.cpp side by side.
 
-Each implementation runs in its own fresh Python process, so its peak memory is its own: the
-figure is the growth of the process's peak resident set from just before loading to the end.
-Both decode greedily with their KV cache, one token per forward, on the same random prompt:
-tinyslm.generate, and parity.reference_greedy over transformers' forward (the loop parity checks).
+Each implementation runs in its own fresh Python process, so its load time and peak memory are its
+own: peak RSS is the growth of the process's peak resident set from just before loading to the end.
+Every implementation decodes greedily with its KV cache, one token per step, from the same random
+prompt; prefill is timed separately at each of `prefill_tokens` (one forward over the prompt).
+Each measurement is repeated `runs` times after one warm-up; the report gives the median and the
+spread (min..max).
+
+The bandwidth bound: decoding one token reads every weight of the decoder and the head once (the
+embedding only one row), so tokens/s <= read bandwidth / weight bytes. The bandwidth is measured
+here, by a streaming read (a sum over a buffer far larger than the caches), and each row reports
+the fraction of that bound it reached: near 1, decoding is as fast as the memory allows; far
+below, something else (Python dispatch, a slow kernel) bounds it.
+
+    tinyslm        tinyslm.load_pretrained (+ tinyslm.quantize with --quantize) + tinyslm.generate
+    transformers   AutoModelForCausalLM on the same folder (a .gguf: its `gguf_file` loader, which
+                   dequantizes), greedy over its own forward and cache (parity.reference_greedy)
+    llama.cpp      llama-cpp-python on the same .gguf, when installed (the optional `llamacpp` extra)
+
 Numbers are measurements on this machine, printed, never asserted.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -20,105 +36,313 @@ import torch
 
 from ..errors import TinySLMError
 
-IMPLEMENTATIONS = ("tinyslm", "transformers")
+IMPLEMENTATIONS = ("tinyslm", "transformers", "llama.cpp")
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _measure(impl: str, folder: str, dtype_name: str, prompt_tokens: int, new_tokens: int) -> dict:
-    """Runs inside the worker process."""
-    from ..config import dtype_from_name  # noqa: PLC0415
+def read_bandwidth_gbs(mb: int = 512, repeats: int = 5) -> float:
+    """Best GB/s of summing a float32 buffer of `mb` MB with torch's threads (a streaming read)."""
+    buf = torch.ones(mb * 2**20 // 4)
+    buf.sum()  # fault the pages in
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        buf.sum()
+        times.append(time.perf_counter() - t0)
+    return buf.numel() * 4 / min(times) / 1e9  # the fastest read: what the memory can do when nothing else runs
+
+
+def decode_bytes(model) -> int:
+    """Bytes one decoding step reads: every parameter and buffer except the token embedding (one row
+    per token), counting a tied head once, as it is read in full."""
+    seen, total = set(), 0
+    head = getattr(model, "head", None)
+    tied = head is not None and getattr(head, "weight", None) is model.tok_emb.weight
+    skip = set() if tied else {model.tok_emb.weight.data_ptr()}
+    for t in list(model.parameters()) + list(model.buffers()):
+        ptr = t.data_ptr()
+        if ptr in seen or ptr in skip or t.dtype == torch.long:
+            continue
+        seen.add(ptr)
+        total += t.numel() * t.element_size()
+    return total
+
+
+def bench_config(path: str | Path):
+    """The ModelConfig of a checkpoint folder, config file or .gguf (read without loading weights)."""
+    from ..checkpoint import load_config
+
+    return load_config(path)
+
+
+def _summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
+
+
+# ---- the workers (each in its own process) ------------------------------------------------------
+
+
+def _load(impl: str, path: Path, dtype_name: str, quantize: str | None, threads: int):
+    """-> (an object to measure, weight bytes per decoded token, notes)."""
+    from ..config import dtype_from_name
 
     dtype = dtype_from_name(dtype_name)
-    base = _peak_rss_mb()
-    t0 = time.perf_counter()
     if impl == "tinyslm":
-        from ..checkpoint import load_pretrained  # noqa: PLC0415
-        from ..generate import generate  # noqa: PLC0415
+        from ..checkpoint import load_pretrained
 
-        model = load_pretrained(folder, dtype=dtype)
+        model = load_pretrained(str(path), dtype=dtype)
+        notes = []
+        if quantize:
+            from ..quant import quantize as quantize_model
+
+            quantize_model(model, quantize)
+            notes.append(f"{quantize}: {len(model.quantization['layers'])} layers")
+        return model, decode_bytes(model), notes
+    if impl == "transformers":
+        from .parity import import_transformers
+
+        auto = import_transformers().AutoModelForCausalLM
+        if path.suffix == ".gguf":  # transformers dequantizes GGUF weights to `dtype`
+            model = auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+        else:
+            model = auto.from_pretrained(str(path), dtype=dtype).eval()
+        nbytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "embed_tokens" not in n)
+        if model.config.tie_word_embeddings:
+            nbytes += model.get_input_embeddings().weight.numel() * model.get_input_embeddings().weight.element_size()
+        return model, nbytes, [] if not quantize else ["unquantized (transformers has no CPU int kernel here)"]
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise TinySLMError("llama-cpp-python is not installed (pip install llama-cpp-python)") from None
+    llm = Llama(model_path=str(path), n_ctx=4096, n_batch=512, n_threads=threads, n_threads_batch=threads,
+                verbose=False, logits_all=False)  # fmt: skip
+    from ..gguf.reader import GGUFFile
+
+    tensors = GGUFFile(path).tensors
+    nbytes = sum(t.data.nbytes for name, t in tensors.items() if name != "token_embd.weight" or "output.weight" not in tensors)
+    return llm, nbytes, []
+
+
+def _greedy(impl: str, model, ids: torch.Tensor, new_tokens: int, fast: bool | None) -> tuple[float, float, list[int]]:
+    """One greedy decode -> (prefill seconds, decode tokens/s, the new tokens)."""
+    times: list[float] = []
+    if impl == "llama.cpp":
+        import numpy as np
+
+        model.reset()
+        t0 = time.perf_counter()
+        model.eval(ids[0].tolist())
+        tokens = []
+        for i in range(new_tokens):
+            token = int(np.argmax(model.scores[model.n_tokens - 1]))
+            times.append(time.perf_counter())
+            tokens.append(token)
+            if i < new_tokens - 1:
+                model.eval([token])
     else:
-        from .parity import import_transformers, reference_greedy  # noqa: PLC0415
-
-        model = import_transformers().AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
-    load_s = time.perf_counter() - t0
-    ids = torch.randint(0, model.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(0))
-
-    def run() -> tuple[float, float, list[int]]:
-        """One greedy decode -> (prefill seconds, seconds for the remaining tokens, the tokens)."""
-        times: list[float] = []  # when each new token was decoded
-        on_token = lambda _token: times.append(time.perf_counter())  # noqa: E731
+        on_token = lambda _token: times.append(time.perf_counter())
         with torch.inference_mode():
             t0 = time.perf_counter()
             if impl == "tinyslm":
-                new = generate(model, ids, new_tokens, on_token=on_token)[0, prompt_tokens:]
-            else:
-                new = reference_greedy(model, ids, new_tokens, on_token=on_token)[0]
-        return times[0] - t0, times[-1] - times[0], new.tolist()
+                from ..generate import generate
 
-    run()  # warm-up: first-call allocations and kernel selection
-    prefill_s, decode_s, tokens = run()
+                tokens = generate(model, ids, new_tokens, on_token=on_token, fast=fast)[0, ids.shape[1] :].tolist()
+            else:
+                from .parity import reference_greedy
+
+                tokens = reference_greedy(model, ids, new_tokens, on_token=on_token)[0].tolist()
+    rate = (new_tokens - 1) / (times[-1] - times[0]) if new_tokens > 1 else float("nan")
+    return times[0] - t0, rate, tokens
+
+
+def _prefill(impl: str, model, ids: torch.Tensor) -> float:
+    """Seconds of one forward over the prompt with an empty cache (last position's logits only)."""
+    if impl == "llama.cpp":
+        model.reset()
+        t0 = time.perf_counter()
+        model.eval(ids[0].tolist())
+        return time.perf_counter() - t0
+    with torch.inference_mode():
+        if impl == "tinyslm":
+            cache = model.new_cache(1, ids.shape[1])
+            t0 = time.perf_counter()
+            model(ids, cache=cache, last_only=True)
+        else:
+            t0 = time.perf_counter()
+            model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        return time.perf_counter() - t0
+
+
+def _measure(impl: str, path: str, opts: dict) -> dict:
+    """Runs inside the worker process."""
+    torch.manual_seed(0)
+    if opts.get("threads"):
+        torch.set_num_threads(opts["threads"])
+    threads = torch.get_num_threads()
+    base = _peak_rss_mb()
+    t0 = time.perf_counter()
+    model, nbytes, notes = _load(impl, Path(path), opts["dtype"], opts.get("quantize"), threads)
+    load_s = time.perf_counter() - t0
+    load_rss = _peak_rss_mb() - base
+    vocab, prompt, new = opts["vocab_size"], opts["prompt_tokens"], opts["new_tokens"]
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (1, max([prompt, *opts["prefill_tokens"]])), generator=gen)
+    fast = {"auto": None, "on": True, "off": False}[opts.get("fast", "auto")]
+
+    compile_s = None
+    t_warm = time.perf_counter()
+    _greedy(impl, model, ids[:, :prompt], new, fast)  # warm-up: first-call allocations, kernel choice, compile
+    if impl == "tinyslm":
+        from ..generate import last_compile_s
+
+        compile_s = last_compile_s
+    warm_s = time.perf_counter() - t_warm
+    prefill: dict[str, list[float]] = {str(n): [] for n in opts["prefill_tokens"]}
+    decode, first_prefill, tokens = [], [], None
+    for _ in range(opts["runs"]):
+        for n in opts["prefill_tokens"]:
+            prefill[str(n)].append(1000 * _prefill(impl, model, ids[:, :n]))
+        p, rate, tokens = _greedy(impl, model, ids[:, :prompt], new, fast)
+        first_prefill.append(1000 * p)
+        decode.append(rate)
     return {
         "implementation": impl,
         "load_s": load_s,
+        "load_rss_growth_mb": load_rss,
         "peak_rss_growth_mb": _peak_rss_mb() - base,
-        "prefill_ms": 1000 * prefill_s,
-        "decode_tokens_per_s": (new_tokens - 1) / decode_s if new_tokens > 1 else float("nan"),
+        "weight_bytes_per_token": nbytes,
+        "warmup_s": warm_s,
+        "compile_s": compile_s,
+        "prefill_ms": statistics.median(first_prefill),  # the decode run's own prefill (prompt_tokens)
+        "prefill": {n: _summary(v) for n, v in prefill.items()},
+        "decode_tokens_per_s": statistics.median(decode),
+        "decode": _summary(decode),
         "tokens": tokens,
+        "threads": threads,
+        "notes": notes,
     }
 
 
-def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 128, new_tokens: int = 32) -> list[dict]:
-    """Measure each implementation in a fresh process; transformers is skipped if not installed."""
-    folder = Path(folder).expanduser()  # the workers' transformers reads "~/x" as a Hub repo id
-    if prompt_tokens < 1 or new_tokens < 1:
-        raise TinySLMError(f"--prompt-tokens and --new-tokens must be >= 1, found {prompt_tokens}, {new_tokens}")
-    rows = []
-    for impl in IMPLEMENTATIONS:
-        cmd = [sys.executable, "-m", "tinyslm.tools.bench", impl, str(folder), dtype, str(prompt_tokens), str(new_tokens)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = proc.stdout.strip().splitlines()
-        if proc.returncode != 0 or not lines:
-            message = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            if impl == "tinyslm" or "transformers is not installed" not in message:
-                raise TinySLMError(f"bench worker for {impl} failed: {message}")
-            rows.append({"implementation": impl, "skipped": message})
-            continue
-        rows.append(json.loads(lines[-1]))
-    return rows
-
-
-def format_bench(rows: list[dict], folder: str, dtype: str, prompt_tokens: int, new_tokens: int) -> str:
-    lines = [
-        f"{folder}: {dtype}, prompt {prompt_tokens} tokens, {new_tokens} greedy tokens, {torch.get_num_threads()} threads",
-        f"{'implementation':<14} {'load':>8} {'peak RSS +':>11} {'prefill':>10} {'decode':>13}",
-    ]
-    for r in rows:
-        if "skipped" in r:
-            lines.append(f"{r['implementation']:<14} skipped: {r['skipped']}")
-            continue
-        lines.append(
-            f"{r['implementation']:<14} {r['load_s']:>7.2f}s {r['peak_rss_growth_mb']:>8.0f} MB "
-            f"{r['prefill_ms']:>8.1f}ms {r['decode_tokens_per_s']:>8.1f} tok/s"
-        )
-    done = [r for r in rows if "tokens" in r]
-    if len(done) == 2:
-        same = done[0]["tokens"] == done[1]["tokens"]
-        lines.append(f"greedy tokens {'identical' if same else 'DIFFER'} between the two implementations")
-    return "\n".join(lines)
-
-
 def _worker(argv: list[str]) -> int:
-    impl, folder, dtype, prompt_tokens, new_tokens = argv
+    impl, path, opts = argv[0], argv[1], json.loads(argv[2])
     try:
-        row = _measure(impl, folder, dtype, int(prompt_tokens), int(new_tokens))
+        row = _measure(impl, path, opts)
     except TinySLMError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     print(json.dumps(row))
     return 0
+
+
+# ---- the driver ---------------------------------------------------------------------------------
+
+
+def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 128, new_tokens: int = 32, *,
+              prefill_tokens: tuple[int, ...] = (128, 512), runs: int = 3, quantize: str | None = None,
+              fast: str = "auto", llama_cpp: bool = True, bandwidth: bool = True,
+              threads: int | None = None, transformers: bool = True) -> list[dict]:  # fmt: skip
+    """Measure each implementation in a fresh process; one missing (transformers, llama-cpp-python) is skipped.
+
+    Returns one row per implementation (`bench.py` docstring); each row also carries the machine's
+    measured read bandwidth, the bandwidth-bound decode speed and the fraction of it reached, and
+    its decode/prefill ratios against the other implementations.
+    """
+    path = Path(folder).expanduser()  # the workers' transformers reads "~/x" as a Hub repo id
+    if prompt_tokens < 1 or new_tokens < 1 or runs < 1:
+        raise TinySLMError(f"--prompt-tokens, --new-tokens and --runs must be >= 1, found {prompt_tokens}, {new_tokens}, {runs}")
+    config = bench_config(path)
+    if path.is_dir() and not (path / "config.json").exists():  # a folder holding a .gguf: bench the file
+        from ..gguf.loader import gguf_path
+
+        path = gguf_path(path)
+    sizes = [n for n in prefill_tokens if 0 < n <= config.max_seq_len]
+    opts = {"dtype": dtype, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "prefill_tokens": sizes,
+            "runs": runs, "quantize": quantize, "fast": fast, "vocab_size": config.vocab_size, "threads": threads}  # fmt: skip
+    gguf = path.is_file() and path.suffix == ".gguf"
+    impls = [i for i in IMPLEMENTATIONS if (i != "llama.cpp" or (gguf and llama_cpp)) and (i != "transformers" or transformers)]
+    if threads:
+        torch.set_num_threads(threads)  # the bandwidth probe reads with as many threads as the workers
+    gbs = read_bandwidth_gbs() if bandwidth else None
+    rows = []
+    for impl in impls:
+        cmd = [sys.executable, "-m", "tinyslm.tools.bench", impl, str(path), json.dumps(opts)]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            message = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            if impl == "tinyslm" or not ("is not installed" in message or "skipped" in message):
+                raise TinySLMError(f"bench worker for {impl} failed: {message}")
+            rows.append({"implementation": impl, "skipped": message})
+            continue
+        rows.append(json.loads(lines[-1]))
+    _add_ratios(rows, gbs)
+    return rows
+
+
+def _add_ratios(rows: list[dict], gbs: float | None) -> None:
+    done = {r["implementation"]: r for r in rows if "skipped" not in r}
+    for row in done.values():
+        row["read_bandwidth_gbs"] = gbs
+        if gbs:
+            bound = gbs * 1e9 / row["weight_bytes_per_token"]
+            row["bandwidth_bound_tokens_per_s"] = bound
+            row["bandwidth_fraction"] = row["decode_tokens_per_s"] / bound
+        for other, o in done.items():
+            if other == row["implementation"]:
+                continue
+            row[f"decode_vs_{other}"] = row["decode_tokens_per_s"] / o["decode_tokens_per_s"]
+            row[f"prefill_speed_vs_{other}"] = {
+                n: o["prefill"][n]["median"] / s["median"] for n, s in row["prefill"].items() if n in o["prefill"]
+            }
+
+
+def format_bench(rows: list[dict], folder: str, dtype: str, prompt_tokens: int, new_tokens: int,
+                 quantize: str | None = None) -> str:  # fmt: skip
+    done = [r for r in rows if "skipped" not in r]
+    sizes = list(done[0]["prefill"]) if done else []
+    gbs = done[0].get("read_bandwidth_gbs") if done else None
+    threads = done[0]["threads"] if done else torch.get_num_threads()
+    runs = done[0]["decode"]["runs"] if done else 0
+    lines = [
+        f"{folder}: {dtype}{', ' + quantize if quantize else ''}, decode {new_tokens} greedy tokens after a "
+        f"{prompt_tokens}-token prompt, {threads} thread{'s' if threads != 1 else ''}, median of {runs} runs (min..max)"
+        + (f"; read bandwidth {gbs:.1f} GB/s" if gbs else ""),
+        f"{'implementation':<13} {'load':>6} {'peak RSS +':>10} {'weights/tok':>11}"
+        + "".join(f" {'prefill ' + n:>20}" for n in sizes)
+        + f" {'decode tok/s':>20} {'of bound':>8}",
+    ]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['implementation']:<13} skipped: {r['skipped']}")
+            continue
+        line = f"{r['implementation']:<13} {r['load_s']:>5.2f}s {r['peak_rss_growth_mb']:>7.0f} MB {r['weight_bytes_per_token'] / 1e6:>8.0f} MB"
+        for n in sizes:
+            s = r["prefill"].get(n)
+            line += f" {s['median']:>7.1f} ms ({s['min']:.0f}..{s['max']:.0f})" if s else f" {'-':>20}"
+        d = r["decode"]
+        line += f" {d['median']:>7.1f} ({d['min']:.1f}..{d['max']:.1f})"
+        line += f" {r['bandwidth_fraction']:>7.0%}" if r.get("bandwidth_fraction") else f" {'-':>8}"
+        lines.append(line)
+    names = [r["implementation"] for r in done]
+    if "tinyslm" in names:
+        t = done[names.index("tinyslm")]
+        for other in names:
+            if other != "tinyslm":
+                pre = ", ".join(f"{n}: {v:.2f}x" for n, v in t[f"prefill_speed_vs_{other}"].items())
+                lines.append(f"tinyslm vs {other}: decode {t[f'decode_vs_{other}']:.2f}x, prefill speed {pre}")
+        if t.get("compile_s") is not None:
+            lines.append(f"tinyslm compiled its decoding step in {t['compile_s']:.1f} s (once per process; not in the figures)")
+    for r in done:
+        for note in r.get("notes", []):
+            lines.append(f"note ({r['implementation']}): {note}")
+    if len(done) >= 2:
+        same = all(r["tokens"] == done[0]["tokens"] for r in done)
+        lines.append(f"greedy tokens {'identical' if same else 'DIFFER'} between {', '.join(names)}"
+                     + ("" if same or dtype == "float32" else " (expected where rounding differs: bf16/quantized)"))  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,147 @@
+"""tinyslm ablate: variants parsed and derived, a tiny-budget run writes its report, KV figures equal inspect's."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from tinyslm import cli
+from tinyslm.ablate import parse_variants
+from tinyslm.ablate.report import compare
+from tinyslm.config import ModelConfig
+from tinyslm.data import generate_documents
+from tinyslm.errors import ConfigError
+from tinyslm.tools.variants import count_parameters
+
+BASE = """
+name = "tiny-base"
+family = "llama"
+vocab_size = 512
+dim = 32
+n_layers = 2
+n_heads = 4
+n_kv_heads = 4   # MHA base
+ffn_dim = 64
+max_seq_len = 64
+tie_embeddings = true
+"""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls: one thread is faster, and far faster when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def base_toml(tmp_path):
+    path = tmp_path / "base.toml"
+    path.write_text(BASE)
+    return path
+
+
+def _parser():
+    from tinyslm.ablate import command
+
+    parser = argparse.ArgumentParser(prog="tinyslm")
+    command.add_parser(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_variants_are_derived_from_the_base(base_toml):
+    base = ModelConfig.from_toml(base_toml)
+    got = {v.name: v.config for v in parse_variants("mha, gqa:2, mqa, mla, swa:16, share:cyclic, mqa+swa:8", base)}
+    assert list(got) == ["mha", "gqa2", "mqa", "mla", "swa16", "share-cyclic", "mqa+swa8"]
+    assert [got[k].n_kv_heads for k in ("mha", "gqa2", "mqa")] == [4, 2, 1]
+    assert got["mla"].attention == "mla" and got["mla"].kv_lora_rank == 4 * base.head_dim
+    assert got["swa16"].sliding_window == 16 and got["swa16"].n_kv_heads == 4
+    assert got["share-cyclic"].schedule() == [0, 1, 0, 1]
+    assert got["mqa+swa8"].n_kv_heads == 1 and got["mqa+swa8"].sliding_window == 8
+    matched = parse_variants("mqa,mla", base, matched_budget=True)
+    target = count_parameters(base)[0]
+    assert all(abs(count_parameters(v.config)[0] - target) <= 0.02 * target for v in matched)
+    assert matched[0].config.ffn_dim > base.ffn_dim  # MQA's saved attention weights went into the FFN
+
+
+def test_unknown_variant_is_one_clear_error_and_nothing_is_written(base_toml, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["tinyslm.ablate.command"])
+    out = tmp_path / "out"
+    code = cli.main(["ablate", "--base", str(base_toml), "--variants", "mha,gqa:2,mqb", "--steps", "2", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: --variants: unknown variant 'mqb'") and "\n" not in err
+    assert "gqa:K" in err  # the message lists what is accepted
+    assert not out.exists()
+    for bad, message in (("gqa", "gqa needs its KV-head count"), ("gqa:3", "dividing every layer's head count"),
+                         ("mha,mha", "names the same variant"), ("swa:64", "not smaller than the model's context")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            parse_variants(bad, ModelConfig.from_toml(base_toml))
+
+
+def test_compare_says_which_differences_are_within_the_spread():
+    def row(name, values):
+        return {"name": name, "summary": {"final_val_loss": {"mean": sum(values) / len(values), "min": min(values),
+                                                              "max": max(values), "n": len(values)}}}  # fmt: skip
+
+    got = compare([row("mha", [2.0, 2.1, 2.2]), row("mqa", [2.15, 2.3, 2.4]), row("mla", [1.5, 1.6, 1.7])])
+    assert [c["verdict"] for c in got] == ["within the spread", "better than mha on every seed"]
+    assert compare([row("a", [2.0]), row("b", [3.0])])[0]["verdict"].startswith("single seed")
+
+
+def test_tiny_ablation_writes_report_and_kv_matches_inspect(base_toml, tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in generate_documents(150, seed=2)))
+    out = tmp_path / "run"
+    args = _parser().parse_args([
+        "ablate", "--base", str(base_toml), "--variants", "mha,gqa:2,mqa,mla,swa:16", "--steps", "3", "--seeds", "2",
+        "--data", str(corpus), "--vocab-size", "400", "--batch-size", "4", "--seq-len", "32", "--mqar-steps", "2",
+        "--mqar-seq-len", "16", "--mqar-pairs", "2", "--mqar-vocab", "16", "--context", "48", "--out", str(out),
+        "--no-progress",
+    ])  # fmt: skip
+    assert args.run(args) == 0
+    capsys.readouterr()
+    for name in ("report.md", "results.json", "loss_curves.png", "val_loss_vs_kv.png", "recall_vs_kv.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    assert [row["name"] for row in results["variants"]] == ["mha", "gqa2", "mqa", "mla", "swa16"]
+    for row in results["variants"]:
+        assert [r["seed"] for r in row["runs"]] == [0, 1]
+        for run in row["runs"]:
+            assert math.isfinite(run["final_val_loss"]) and 0 <= run["mqar_accuracy"] <= 1
+            assert run["val_bpb"] == pytest.approx(run["final_val_loss"] * results["data"]["val_tokens"]
+                                                   / (math.log(2) * results["data"]["val_bytes"]))  # fmt: skip
+            assert len(run["history"]) == 3 and run["train_tokens_per_s"] > 0 and run["decode_tokens_per_s"] > 0
+        assert row["summary"]["final_val_loss"]["n"] == 2 and row["summary"]["final_val_loss"]["std"] is not None
+        # the KV column is what `tinyslm inspect` prints for the variant's saved config
+        assert cli.main(["inspect", str(out / "configs" / f"{row['name']}.toml"), "--context", "48", "--json"]) == 0
+        inspected = json.loads(capsys.readouterr().out)
+        assert inspected["kv_cache_bytes_per_token"] == row["kv_cache_bytes_per_token"]
+        assert inspected["kv_cache_bytes_at_context"] == row["kv_cache_bytes_at_context"]
+        assert inspected["parameters"] == row["parameters"]
+        assert f"| `{row['name']}` |" in report and f"{row['kv_cache_bytes_per_token']:,} B" in report
+    kv = {row["name"]: row["kv_cache_bytes_per_token"] for row in results["variants"]}
+    assert kv["mha"] == 2 * kv["gqa2"] == 4 * kv["mqa"]  # 4, 2 and 1 KV heads
+    at = {row["name"]: row["kv_cache_bytes_at_context"] for row in results["variants"]}
+    assert at["swa16"] == at["mha"] * 16 // 48  # the window caps the cache at 16 of the 48 tokens
+    assert len(results["comparisons"]) == 4 * 3 and "within the spread" in report
+
+
+def test_shipped_ablation_configs_are_small_llamas():
+    from pathlib import Path
+
+    from tinyslm.tools.stats import model_stats
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs" / "ablation").glob("*.toml"))
+    assert files
+    for path in files:
+        base = ModelConfig.from_toml(path)
+        assert base.family == "llama" and 1_000_000 <= model_stats(base).parameters <= 5_000_000, path
+        assert len(parse_variants("mha,gqa:2,mqa,mla,swa:64", base)) == 5

@@ -1,0 +1,401 @@
+"""GGUF import, export and `tinyslm convert` (tinyslm/gguf/), checked against transformers' own GGUF loader.
+
+- The real SmolLM2-135M-Instruct Q4_1 file (when ../shared/data has it): float32 logits within 1e-5 of
+  transformers' GGUF loading, identical greedy text, identical token ids from the tokenizer rebuilt
+  from the metadata.
+- Tiny seeded random transformers models of each supported family, converted by `tinyslm convert`
+  to every written type: tinyslm and transformers read the file to the same logits; f32 also equals
+  the original model; the file converted back to an HF folder loads in transformers identically.
+- K-quants (Q4_K, Q5_K, Q6_K) written as raw blocks: dequantized as transformers does.
+- Damaged files: one clear line each, exit status 2 from the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hf_models import build_hf_model
+
+import tinyslm
+
+gguf = pytest.importorskip("gguf")
+from tinyslm.gguf import command, gguf_tokenizer, load_gguf, loader, writer  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SMOLLM = DATA / "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLAMA2_SP = DATA / "llama2-tokenizer.model"
+VOCAB = 320
+IDS = torch.tensor([[5, 17, 100, 3, 250, 7, 64, 12]])
+
+
+def convert(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="tinyslm")
+    command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["convert", *map(str, argv)])
+    return args.run(args)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def hf_gguf_model(path: Path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # transformers needs it to load a GGUF
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, attn_implementation="eager", dtype=torch.float32
+    ).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# the real file
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    if not SMOLLM.is_file():
+        pytest.skip(f"{SMOLLM.name} not present")
+    return load_gguf(SMOLLM, dtype=torch.float32, keep_quantized=False), hf_gguf_model(SMOLLM)
+
+
+@pytest.fixture(scope="module")
+def smollm_tokenizer():
+    if not SMOLLM.is_file():
+        pytest.skip(f"{SMOLLM.name} not present")
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(SMOLLM.parent), gguf_file=SMOLLM.name)
+
+
+PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, a small robot"]
+
+
+def test_smollm2_q4_1_logits_and_greedy_text_match_transformers(smollm, smollm_tokenizer):
+    ours, theirs = smollm
+    hf_tok = smollm_tokenizer
+    tok = tinyslm.load_tokenizer(SMOLLM)
+    for i, prompt in enumerate(PROMPTS):
+        ids = tok.encode(prompt)
+        assert ids == hf_tok(prompt).input_ids
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            assert rel(ours(x), theirs(x).logits) <= 1e-5
+        if i < 2:  # greedy text (KV cache on both sides)
+            out = tinyslm.generate(ours, x, 8)
+            ref = theirs.generate(x, max_new_tokens=8, do_sample=False, attention_mask=torch.ones_like(x))
+            assert out[0].tolist() == ref[0].tolist()
+            assert tok.decode(out[0].tolist()) == hf_tok.decode(ref[0].tolist())
+
+
+def test_smollm2_kept_4_bit_gives_the_same_greedy_text_within_a_stated_logit_bound(smollm):
+    """Q4_1 weights kept packed (tinyslm.quant: exact codes, block scales rounded to bfloat16, bfloat16
+    activations): logits within 5% of the logit scale of the dequantized float32 model (measured: 2.7% at
+    most over these prompts), and the same greedy tokens."""
+    if loader.quantized_linear_factory() is None:
+        pytest.skip("tinyslm.quant has no QuantizedLinear.from_gguf")
+    ours, _ = smollm
+    packed = load_gguf(SMOLLM)  # keep_quantized by default
+    assert type(packed.blocks[0].attn.wq).__name__ == "QuantizedLinear"
+    tok = tinyslm.load_tokenizer(SMOLLM)
+    for i, prompt in enumerate(PROMPTS):
+        x = torch.tensor([tok.encode(prompt)])
+        with torch.no_grad():
+            assert rel(packed(x).float(), ours(x)) <= 5e-2
+        if i == 0:
+            assert tinyslm.generate(packed, x, 8)[0].tolist() == tinyslm.generate(ours, x, 8)[0].tolist()
+
+
+def test_smollm2_tokenizer_matches_transformers_gguf_tokenizer(smollm_tokenizer):
+    hf_tok = smollm_tokenizer
+    tok = gguf_tokenizer(SMOLLM)
+    assert (tok.bos_id, tok.eos_id) == (hf_tok.bos_token_id, hf_tok.eos_token_id)
+    for text in ["Hello world, what's up?", "  two  spaces\nand a newline", "<|im_start|>user\nhi<|im_end|>",
+                 "naïve café 東京 🤖", "x = [1, 2, 3]  # 12345"]:  # fmt: skip
+        ids = tok.encode(text)
+        assert ids == hf_tok(text).input_ids, text
+        assert tok.decode(ids) == hf_tok.decode(ids)
+
+
+# ----------------------------------------------------------------------------------------------
+# round trips through `tinyslm convert`
+
+
+@pytest.fixture(scope="module")
+def byte_bpe():
+    """A small byte-level BPE tokenizer.json (GPT-2 style), trained here: nothing is downloaded."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB - 20, special_tokens=["<|endoftext|>", "<|im_start|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
+    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog; hello world " * 20], trainer)
+    return tok
+
+
+SHAPE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+# Where transformers' GGUF reader ignores a key llama.cpp writes, the model keeps that key's default (noted).
+FAMILIES = {
+    "llama": ("LlamaConfig", dict(SHAPE, tie_word_embeddings=False)),
+    "llama-tied": ("LlamaConfig", dict(SHAPE, tie_word_embeddings=True)),
+    "qwen2": ("Qwen2Config", dict(SHAPE, tie_word_embeddings=False)),
+    # head_dim: transformers leaves Qwen3's at Qwen3Config's default of 128
+    "qwen3": ("Qwen3Config", dict(SHAPE, tie_word_embeddings=True, head_dim=128)),
+    "phi3": ("Phi3Config", dict(SHAPE, pad_token_id=0)),
+    # rope_theta and partial_rotary_factor (0.25): transformers keeps StableLmConfig's defaults
+    "stablelm": ("StableLmConfig", dict(SHAPE, use_qkv_bias=True)),
+    # partial_rotary_factor (0.5) and norm_eps: transformers keeps NemotronConfig's defaults
+    "nemotron": ("NemotronConfig", dict(SHAPE)),
+    # n_inner and n_positions: transformers reads neither back (it keeps 4 * n_embd and 1024)
+    "gpt2": ("GPT2Config", dict(n_embd=64, n_layer=2, n_head=4)),
+    "bloom": ("BloomConfig", dict(hidden_size=64, n_layer=2, n_head=4)),
+}
+
+
+@pytest.fixture(scope="module")
+def hf_folders(tmp_path_factory, byte_bpe):
+    """{family case: (folder, transformers model)} with a tokenizer.json beside each checkpoint."""
+    root = tmp_path_factory.mktemp("hf")
+    out = {}
+    for case, (cls, options) in FAMILIES.items():
+        model = build_hf_model(cls, vocab_size=VOCAB, attn_implementation="eager", **options)
+        folder = root / case
+        model.save_pretrained(folder)
+        byte_bpe.save(str(folder / "tokenizer.json"))
+        (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}))
+        out[case] = folder, model
+    return out
+
+
+@pytest.mark.parametrize("case", FAMILIES)
+def test_convert_round_trips_every_type_with_transformers_logits(case, hf_folders, tmp_path):
+    folder, original = hf_folders[case]
+    with torch.no_grad():
+        reference = original(IDS).logits
+    # every type for the first families; for the others (whose differences lie in names, metadata and layout,
+    # not in the types) one float, one 8-bit and one 4-bit type keep the run short
+    kinds = writer.TYPES if case in ("llama", "llama-tied", "qwen2", "qwen3") else ("f32", "q8_0", "q4_0")
+    for kind in kinds:
+        path = tmp_path / f"{case}.{kind}.gguf"
+        assert convert(folder, path, "--type", kind) == 0
+        ours = load_gguf(path, dtype=torch.float32, keep_quantized=False)
+        theirs = hf_gguf_model(path)
+        with torch.no_grad():
+            logits = ours(IDS)
+            assert rel(logits, theirs(IDS).logits) <= 1e-5, kind
+        if kind == "f32":
+            assert rel(logits, reference) <= 1e-5  # nothing lost on the way
+        if kind == "q4_0":  # greedy decoding with the KV cache too
+            prompt = IDS[:, :4]
+            ref = theirs.generate(prompt, max_new_tokens=6, do_sample=False, attention_mask=torch.ones_like(prompt))
+            out = tinyslm.generate(ours, prompt, 6, eos_token_id=ours.config.eos_token_id)
+            assert out[0].tolist() == ref[0].tolist()
+    # and back: GGUF -> HF folder, read by transformers itself
+    back = tmp_path / f"{case}-back"
+    assert convert(tmp_path / f"{case}.q8_0.gguf", back) == 0
+    transformers = pytest.importorskip("transformers")
+    hf_back = transformers.AutoModelForCausalLM.from_pretrained(back, attn_implementation="eager").eval()
+    ours = load_gguf(tmp_path / f"{case}.q8_0.gguf", dtype=torch.float32, keep_quantized=False)
+    with torch.no_grad():
+        assert rel(ours(IDS), hf_back(IDS).logits) <= 1e-5
+    hf_tok = transformers.AutoTokenizer.from_pretrained(back)
+    assert hf_tok("the lazy dog").input_ids == tinyslm.load_tokenizer(tmp_path / f"{case}.q8_0.gguf").encode("the lazy dog")
+
+
+def test_llama_attention_biases_survive_the_round_trip(tmp_path):
+    """transformers' GGUF reader drops Llama's attention biases (its config mapping has no key for them);
+    tinyslm reads them off the tensors, as llama.cpp does, so the f32 file equals the original model."""
+    hf = build_hf_model("LlamaConfig", vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, attention_bias=True, mlp_bias=True,
+                        attn_implementation="eager")  # fmt: skip
+    hf.save_pretrained(tmp_path / "hf")
+    assert convert(tmp_path / "hf", tmp_path / "b.gguf", "--type", "f32") == 0
+    ours = load_gguf(tmp_path / "b.gguf")
+    assert ours.config.qkv_bias and ours.config.out_bias and ours.config.ffn_bias
+    with torch.no_grad():
+        assert rel(ours(IDS), hf(IDS).logits) <= 1e-5
+
+
+def test_cli_generate_reads_a_gguf_with_its_tokenizer(hf_folders, tmp_path, capsys):
+    from tinyslm.cli import main
+
+    folder, _ = hf_folders["qwen2"]
+    assert convert(folder, tmp_path / "m.gguf", "--type", "q8_0") == 0
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "m.gguf"), "--prompt", "the lazy dog", "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the lazy dog") and "tokens/s" in out
+
+
+def test_gguf_to_gguf_retypes_and_keeps_the_tokenizer(hf_folders, tmp_path):
+    folder, _ = hf_folders["llama"]
+    assert convert(folder, tmp_path / "a.f32.gguf", "--type", "f32") == 0
+    assert convert(tmp_path / "a.f32.gguf", tmp_path / "a.q8_0.gguf", "--type", "q8_0") == 0
+    assert convert(folder, tmp_path / "b.q8_0.gguf", "--type", "q8_0") == 0
+    a, b = (load_gguf(tmp_path / n, keep_quantized=False) for n in ("a.q8_0.gguf", "b.q8_0.gguf"))
+    with torch.no_grad():
+        assert torch.equal(a(IDS), b(IDS))
+    text = "hello quick fox"
+    assert gguf_tokenizer(tmp_path / "a.q8_0.gguf").encode(text) == tinyslm.load_tokenizer(folder).encode(text)
+
+
+def test_a_folder_holding_one_gguf_loads_and_outputs_are_refused_when_they_exist(hf_folders, tmp_path):
+    folder, _ = hf_folders["qwen2"]
+    (tmp_path / "m").mkdir()
+    assert convert(folder, tmp_path / "m" / "model.gguf", "--type", "q4_0") == 0
+    model = tinyslm.load_pretrained(tmp_path / "m")
+    assert model.config.family == "qwen2"
+    assert tinyslm.gguf.gguf_config(tmp_path / "m") == model.config
+    with pytest.raises(tinyslm.CheckpointError, match="already exists"):
+        convert(folder, tmp_path / "m" / "model.gguf")
+    assert convert(folder, tmp_path / "m" / "model.gguf", "--type", "q8_0", "--force") == 0
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["model.gguf"]  # no temporary file left behind
+
+
+def test_packed_linear_weights_are_handed_over_in_hf_row_order(hf_folders, tmp_path, monkeypatch):
+    """keep_quantized passes the raw blocks (q/k rows un-permuted) to tinyslm.quant's constructor; a stand-in
+    that dequantizes them must give the float path's logits exactly."""
+    folder, _ = hf_folders["llama"]
+    path = tmp_path / "m.q4_1.gguf"
+    assert convert(folder, path, "--type", "q4_1") == 0
+    seen = []
+
+    def from_gguf(kind, raw, shape, bias=None):
+        seen.append(kind)
+        layer = torch.nn.Linear(shape[1], shape[0], bias=bias is not None)
+        values = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind]).reshape(shape)
+        layer.weight = torch.nn.Parameter(torch.from_numpy(values))
+        if bias is not None:
+            layer.bias = bias
+        return layer
+
+    monkeypatch.setattr(loader, "quantized_linear_factory", lambda: from_gguf)
+    packed = load_gguf(path, keep_quantized=True)
+    plain = load_gguf(path, keep_quantized=False)
+    assert len(seen) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer, and the untied head
+    with torch.no_grad():
+        assert torch.equal(packed(IDS), plain(IDS))
+
+
+@pytest.mark.parametrize("kind", ["Q4_K", "Q5_K", "Q6_K"])
+def test_k_quants_dequantize_as_transformers_does(kind, tmp_path, monkeypatch):
+    """K-quant files are written here as random blocks with sane scales (gguf-py cannot quantize to them)."""
+    hf = build_hf_model("LlamaConfig", vocab_size=256, hidden_size=256, intermediate_size=256, num_hidden_layers=1,
+                        num_attention_heads=4, num_key_value_heads=2, attn_implementation="eager")  # fmt: skip
+    hf.save_pretrained(tmp_path / "hf")
+    qtype = gguf.GGMLQuantizationType[kind]
+    block_values, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    rng = np.random.default_rng(0)
+    scale_at = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}[kind]
+
+    def add_tensor(w, g, name, data, _kind):
+        if data.ndim < 2:
+            return w.add_tensor(name, data.astype(np.float32))
+        blocks = rng.integers(0, 256, size=(data.shape[0], data.shape[1] // block_values, block_bytes), dtype=np.uint8)
+        for at in scale_at:  # float16 super-block scales: small and finite
+            blocks[:, :, at : at + 2] = np.frombuffer(np.float16(0.002).tobytes(), np.uint8)
+        w.add_tensor(name, blocks.reshape(data.shape[0], -1), raw_dtype=qtype)
+
+    monkeypatch.setattr(writer, "_add_tensor", add_tensor)
+    path = tmp_path / f"m.{kind}.gguf"
+    assert convert(tmp_path / "hf", path, "--type", "f32") == 0
+    ours = load_gguf(path, keep_quantized=False)
+    with torch.no_grad():
+        assert rel(ours(IDS), hf_gguf_model(path)(IDS).logits) <= 1e-5
+
+
+def test_sentencepiece_tokenizer_round_trips_through_gguf(tmp_path):
+    if not LLAMA2_SP.is_file():
+        pytest.skip(f"{LLAMA2_SP.name} not present")
+    transformers = pytest.importorskip("transformers")
+    hf = build_hf_model("LlamaConfig", vocab_size=32000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    hf.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "tokenizer.model").write_bytes(LLAMA2_SP.read_bytes())
+    path = tmp_path / "sp.gguf"
+    assert convert(tmp_path / "hf", path, "--type", "q8_0") == 0
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
+    tok = gguf_tokenizer(path)
+    for text in ["Hello world", " leading space", "naïve café 東京", "1234 + 5678 = 6912\nnext line"]:
+        ids = tok.encode(text)
+        assert ids == hf_tok(text).input_ids, text
+        assert tok.decode(ids) == hf_tok.decode(ids)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: one clear line, exit status 2
+
+
+def _small_gguf(path: Path, arch: str = "llama", tensors: dict | None = None) -> Path:
+    w = gguf.GGUFWriter(str(path), arch)
+    for name, data in (tensors or {"token_embd.weight": np.ones((8, 64), np.float32),
+                                   "output_norm.weight": np.ones((64,), np.float32)}).items():  # fmt: skip
+        if isinstance(data, tuple):
+            w.add_tensor(name, data[0], raw_dtype=data[1])
+        else:
+            w.add_tensor(name, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _patch_dim(path: Path, tensor: str, value: int) -> None:
+    """Overwrite the first dimension (ne0) of a tensor's info in the header."""
+    data = bytearray(path.read_bytes())
+    at = data.find(tensor.encode()) + len(tensor) + 4  # name, then n_dims (uint32), then dims (uint64 each)
+    data[at : at + 8] = struct.pack("<Q", value)
+    path.write_bytes(bytes(data))
+
+
+def _cli_error(path: Path, capsys) -> str:
+    from tinyslm.cli import main
+
+    assert main(["generate", str(path), "--ids", "1,2", "--max-new-tokens", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(path) in err
+    return err
+
+
+def test_truncated_file_is_one_clear_line(hf_folders, tmp_path, capsys):
+    folder, _ = hf_folders["llama"]
+    whole = tmp_path / "whole.gguf"
+    assert convert(folder, whole, "--type", "f32") == 0
+    data = whole.read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: len(data) * 2 // 3])
+    assert "truncated file" in _cli_error(tmp_path / "cut.gguf", capsys)
+    (tmp_path / "header.gguf").write_bytes(data[:300])
+    assert "truncated or corrupt GGUF header" in _cli_error(tmp_path / "header.gguf", capsys)
+    (tmp_path / "tiny.gguf").write_bytes(data[:10])
+    assert "truncated GGUF file" in _cli_error(tmp_path / "tiny.gguf", capsys)
+
+
+def test_unknown_architecture_is_one_clear_line(tmp_path, capsys):
+    err = _cli_error(_small_gguf(tmp_path / "rwkv.gguf", arch="rwkv6"), capsys)
+    assert "GGUF architecture 'rwkv6' is not supported" in err
+
+
+def test_unsupported_tensor_type_is_one_clear_line(tmp_path, capsys):
+    iq2 = gguf.GGMLQuantizationType.IQ2_XXS
+    path = _small_gguf(tmp_path / "iq2.gguf", tensors={"token_embd.weight": (np.zeros((8, 66), np.uint8), iq2)})
+    err = _cli_error(path, capsys)
+    assert "'token_embd.weight' is stored as IQ2_XXS" in err
+
+
+def test_tensor_size_not_matching_type_and_shape_is_one_clear_line(tmp_path, capsys):
+    path = _small_gguf(tmp_path / "overlap.gguf")
+    _patch_dim(path, "token_embd.weight", 72)  # 8 x 72 floats no longer fit before the next tensor
+    err = _cli_error(path, capsys)
+    assert "'token_embd.weight'" in err and "byte size does not match its type and shape" in err
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    path = _small_gguf(tmp_path / "blocks.gguf", tensors={"token_embd.weight": (np.zeros((8, 68), np.uint8), q8)})
+    _patch_dim(path, "token_embd.weight", 48)  # 48 values is not a whole number of 32-value blocks
+    err = _cli_error(path, capsys)
+    assert "'token_embd.weight'" in err and "not a whole number of Q8_0 blocks" in err

@@ -1,0 +1,23 @@
+"""GGUF, llama.cpp's single-file format: read it into a tinyslm model, write one back, convert.
+
+    import tinyslm
+    model = tinyslm.load_pretrained("SmolLM2-135M-Instruct.Q4_1.gguf")   # or tinyslm.gguf.load_gguf(...)
+    tok = tinyslm.load_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")      # rebuilt from the metadata
+    tinyslm.gguf.write_gguf(model, "out.gguf", "q8_0", tokenizer_source="path/to/hf_folder")
+
+    reader.py     open and check a file (truncation, types, sizes), dequantize
+    config.py     metadata <-> config.json dict, per llama.cpp architecture
+    names.py      llama.cpp tensor names <-> HF names; the Llama q/k row permutation
+    loader.py     GGUF -> CausalLM (quantized linear weights stay packed when tinyslm.quant is there)
+    tokenizer.py  metadata -> tokenizer (sentencepiece-style and byte-level BPE), and back
+    writer.py     CausalLM -> GGUF (F32, F16, BF16, Q8_0, Q4_0, Q4_1)
+    command.py    `tinyslm convert`
+
+Needs the `gguf` package (pip install 'tinyslm[gguf]'), imported only when a GGUF is touched.
+"""
+
+from .loader import gguf_config, gguf_path, is_gguf, load_gguf
+from .tokenizer import gguf_tokenizer
+from .writer import write_gguf
+
+__all__ = ["load_gguf", "gguf_config", "gguf_tokenizer", "write_gguf", "is_gguf", "gguf_path"]

@@ -1,0 +1,200 @@
+"""GGUF metadata <-> an HF config.json dict, per llama.cpp architecture.
+
+A GGUF carries no config.json: its metadata is the config, under llama.cpp's key names
+(`llama.block_count`, `llama.attention.head_count_kv`, ...; gguf-py's constants.py lists them).
+Each architecture below is a table of (GGUF key, config.json key) pairs, read in one direction
+and written in the other, so import and export cannot drift apart. What the table cannot say is
+read off the tensors, as llama.cpp's loader does: the head is tied when the file has no
+`output.weight`, a Llama has attention biases when it has `attn_q.bias`.
+
+The dict then goes through the family's own translation (`tinyslm/families/<family>.py`), the
+same one a config.json folder goes through: one model of a family, whatever file it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CheckpointError, ConfigError, UnsupportedModelError
+from ..families.hf_config import HFConfig
+from .reader import GGUFFile
+
+# (key under "{arch}.", config.json key, type): the hyper-parameters every llama.cpp decoder writes
+DECODER_KEYS = (
+    ("context_length", "max_position_embeddings", int),
+    ("embedding_length", "hidden_size", int),
+    ("block_count", "num_hidden_layers", int),
+    ("feed_forward_length", "intermediate_size", int),
+    ("attention.head_count", "num_attention_heads", int),
+    ("attention.head_count_kv", "num_key_value_heads", int),
+    ("attention.key_length", "head_dim", int),
+    ("rope.freq_base", "rope_theta", float),
+    ("attention.layer_norm_rms_epsilon", "rms_norm_eps", float),
+    ("vocab_size", "vocab_size", int),
+)
+# GPT-2's own config.json names for the same hyper-parameters
+GPT2_KEYS = (
+    ("context_length", "n_positions", int),
+    ("embedding_length", "n_embd", int),
+    ("block_count", "n_layer", int),
+    ("feed_forward_length", "n_inner", int),
+    ("attention.head_count", "n_head", int),
+    ("attention.layer_norm_epsilon", "layer_norm_epsilon", float),
+    ("vocab_size", "vocab_size", int),
+)
+# LayerNorm families: llama.cpp's epsilon key for a LayerNorm, the config.json key per family
+STABLELM_KEYS = tuple(k for k in DECODER_KEYS if k[0] != "attention.layer_norm_rms_epsilon") + (
+    ("attention.layer_norm_epsilon", "layer_norm_eps", float),
+)
+NEMOTRON_KEYS = tuple(k for k in DECODER_KEYS if k[0] != "attention.layer_norm_rms_epsilon") + (
+    ("attention.layer_norm_epsilon", "norm_eps", float),
+)
+BLOOM_KEYS = (
+    ("context_length", "seq_length", int),
+    ("embedding_length", "hidden_size", int),
+    ("block_count", "n_layer", int),
+    ("attention.head_count", "n_head", int),
+    ("attention.layer_norm_epsilon", "layer_norm_epsilon", float),
+    ("vocab_size", "vocab_size", int),
+)
+PHI3_KEYS = DECODER_KEYS + (("attention.sliding_window", "sliding_window", int),)
+# the tokenizer's special ids are model config too (generation stops at eos)
+TOKEN_ID_KEYS = (("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id"))
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One llama.cpp architecture and the tinyslm family it reads as."""
+
+    name: str  # general.architecture
+    family: str  # model_type of the config.json it becomes
+    keys: tuple[tuple[str, str, type], ...] = DECODER_KEYS
+    # config.json keys read off which tensors the file holds (llama.cpp states them no other way)
+    from_tensors: Callable[[set[str]], dict] = lambda names: {}
+    # q/k rows stored in llama.cpp's interleaved RoPE order (convert_hf_to_gguf.py's LlamaModel.permute)
+    permuted_qk: bool = False
+    # rope.dimension_count / head_dim is the partial rotary factor (a Llama rotates whole heads)
+    partial_rotary: bool = False
+    # llama.cpp stores (1 + w) for norms whose HF module adds the 1 itself (convert_hf_to_gguf.py: Nemotron)
+    norm_offset: float = 0.0
+    # a fused per-head qkv (Bloom's (H, [q k v], hd) rows) is stored [q | k | v] (convert_hf_to_gguf.py's BloomModel)
+    qkv_by_part: bool = False
+    fixed: dict[str, Any] = field(default_factory=dict)  # config.json values implied by the architecture
+
+
+def _llama_biases(names: set[str]) -> dict:
+    return {"attention_bias": "blk.0.attn_q.bias" in names, "mlp_bias": "blk.0.ffn_gate.bias" in names}
+
+
+def _qwen3_bias(names: set[str]) -> dict:
+    return {"attention_bias": "blk.0.attn_q.bias" in names}
+
+
+def _stablelm(names: set[str]) -> dict:
+    # as transformers' GGUF loader reads them: q/k/v biases present, and no ffn_norm means one shared norm
+    return {"use_qkv_bias": "blk.0.attn_q.bias" in names, "use_parallel_residual": "blk.0.ffn_norm.weight" not in names}
+
+
+def _nemotron(names: set[str]) -> dict:
+    return {"attention_bias": "blk.0.attn_q.bias" in names, "mlp_bias": "blk.0.ffn_up.bias" in names}
+
+
+ARCHS = {
+    a.name: a
+    for a in (
+        Arch("llama", "llama", from_tensors=_llama_biases, permuted_qk=True),
+        Arch("qwen2", "qwen2"),
+        Arch("qwen3", "qwen3", from_tensors=_qwen3_bias),
+        Arch("phi3", "phi3", keys=PHI3_KEYS, partial_rotary=True),
+        Arch("stablelm", "stablelm", keys=STABLELM_KEYS, from_tensors=_stablelm, partial_rotary=True),
+        Arch("nemotron", "nemotron", keys=NEMOTRON_KEYS, from_tensors=_nemotron, partial_rotary=True, norm_offset=1.0),
+        Arch("gpt2", "gpt2", keys=GPT2_KEYS),
+        Arch("bloom", "bloom", keys=BLOOM_KEYS, qkv_by_part=True),
+    )
+}
+FAMILY_TO_ARCH = {a.family: a for a in ARCHS.values()}
+
+
+def arch_of(gguf_file: GGUFFile) -> Arch:
+    name = gguf_file.architecture
+    if name not in ARCHS:
+        raise UnsupportedModelError(
+            f"{gguf_file.path}: GGUF architecture {name!r} is not supported; tinyslm reads {', '.join(sorted(ARCHS))}"
+        )
+    return ARCHS[name]
+
+
+def arch_for_family(family: str, source: str) -> Arch:
+    if family not in FAMILY_TO_ARCH:
+        raise UnsupportedModelError(
+            f"{source}: family {family!r} has no GGUF form in tinyslm; GGUF export supports "
+            f"{', '.join(sorted(FAMILY_TO_ARCH))}"
+        )
+    return FAMILY_TO_ARCH[family]
+
+
+def hf_config_from_gguf(gguf_file: GGUFFile) -> HFConfig:
+    """The config.json dict the file's metadata describes (then read by the family like any config.json)."""
+    arch = arch_of(gguf_file)
+    values: dict[str, Any] = {"model_type": arch.family, **arch.fixed}
+    for key, hf_key, kind in arch.keys:
+        value = gguf_file.get(f"{arch.name}.{key}")
+        if value is None:
+            continue
+        if kind is int and isinstance(value, float) or isinstance(value, (list, str)):
+            raise ConfigError(f"{gguf_file.path}: metadata {arch.name}.{key} must be a number, found {value!r}")
+        values[hf_key] = kind(value)
+    rotary = gguf_file.get(f"{arch.name}.rope.dimension_count")
+    if "head_dim" not in values and arch.permuted_qk and isinstance(rotary, int):
+        values["head_dim"] = rotary  # a Llama rotates whole heads
+    if arch.partial_rotary and isinstance(rotary, int):
+        head_dim = values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"]
+        values["partial_rotary_factor"] = rotary / head_dim
+    if "vocab_size" not in values:
+        tokens = gguf_file.get("tokenizer.ggml.tokens")
+        if tokens is None:
+            raise CheckpointError(f"{gguf_file.path}: neither {arch.name}.vocab_size nor tokenizer.ggml.tokens is set")
+        values["vocab_size"] = len(tokens)
+    for key, hf_key in TOKEN_ID_KEYS:
+        if gguf_file.get(key) is not None:
+            values[hf_key] = int(gguf_file.get(key))
+    names = set(gguf_file.tensors)
+    values["tie_word_embeddings"] = "output.weight" not in names
+    values.update(arch.from_tensors(names))
+    if gguf_file.get(f"{arch.name}.rope.scaling.type", "none") not in ("none",):
+        raise UnsupportedModelError(
+            f"{gguf_file.path}: RoPE scaling {gguf_file.get(f'{arch.name}.rope.scaling.type')!r} in a GGUF is not "
+            "supported yet"
+        )
+    if "rope_freqs.weight" in names:
+        raise UnsupportedModelError(
+            f"{gguf_file.path}: tensor 'rope_freqs.weight' (llama3-style RoPE scaling baked into per-frequency "
+            "factors) is not supported yet"
+        )
+    name = gguf_file.get("general.name")
+    if isinstance(name, str):
+        values["_name_or_path"] = name
+    return HFConfig(values, str(gguf_file.path))
+
+
+def gguf_metadata(arch: Arch, hf: dict, config) -> list[tuple[str, Any, str]]:
+    """(key, value, GGUF value type) pairs for a config.json dict (of ModelConfig `config`): the inverse of
+    hf_config_from_gguf."""
+    if config.rope_scaling is not None:
+        raise UnsupportedModelError(
+            f"config {config.name!r}: RoPE scaling {config.rope_scaling.get('rope_type')!r} has no GGUF form in "
+            "tinyslm's writer yet"
+        )
+    values = dict(hf, rope_theta=config.rope_theta, head_dim=config.head_dim, vocab_size=config.vocab_size)
+    out = [(f"{arch.name}.{key}", kind(values[hf_key]), "float32" if kind is float else "uint32")
+           for key, hf_key, kind in arch.keys if values.get(hf_key) is not None]  # fmt: skip
+    written = {key for key, _, _ in out}
+    for key, value in (("feed_forward_length", config.ffn_dim), ("attention.head_count_kv", config.n_kv_heads)):
+        if f"{arch.name}.{key}" not in written:  # llama.cpp's loader needs them whatever config.json calls them
+            out.append((f"{arch.name}.{key}", value, "uint32"))
+    if config.positions == "rope":
+        out.append((f"{arch.name}.attention.value_length", config.head_dim, "uint32"))
+        out.append((f"{arch.name}.rope.dimension_count", int(config.head_dim * config.partial_rotary_factor), "uint32"))
+    return out

@@ -1,0 +1,153 @@
+"""Loading a GGUF file into a CausalLM: the GGUF counterpart of checkpoint.load_pretrained.
+
+    model.gguf metadata  -> config.py -> config.json dict -> family.from_hf -> ModelConfig
+    model.gguf tensors   -> names.py  -> HF names         -> family key map -> our parameters
+
+Every tensor is checked as a safetensors one is: an unexpected name, a missing one or a wrong
+shape is an error naming the file and the tensor. Float tensors (F32/F16/BF16) are converted to
+the requested dtype; quantized ones are dequantized with llama.cpp's formulas (`gguf.quants`), or,
+for the linear layers of Q8_0 / Q4_0 / Q4_1 files, handed on still packed to
+`tinyslm.quant.QuantizedLinear.from_gguf` when that module is installed (`keep_quantized`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import check_buildable
+from ..config import dtype_from_name
+from ..errors import CheckpointError
+from ..families import config_from_hf, get_family
+from ..files import shown
+from ..model import CausalLM
+from .config import arch_of, hf_config_from_gguf
+from .names import gguf_name, qk_heads, unpermute
+from .reader import GGUFFile
+
+# ggml types whose blocks map exactly onto the packed kernels (int8 / int4 groups of 32)
+KEPT_PACKED = ("Q8_0", "Q4_0", "Q4_1")
+
+
+def gguf_path(path: str | Path) -> Path:
+    """The .gguf file itself, or the one .gguf file in a folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.glob("*.gguf") if p.is_file())
+        if len(found) != 1:
+            listed = ", ".join(p.name for p in found) or "none"
+            raise CheckpointError(f"{path}: expected exactly one .gguf file in the folder, found {listed}")
+        return found[0]
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    return path
+
+
+def is_gguf(path: str | Path) -> bool:
+    """True for a .gguf file, or a folder holding .gguf files and no config.json (what load_pretrained dispatches)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path.suffix == ".gguf"  # a missing model.gguf is then reported as a missing GGUF file
+    return path.is_dir() and not (path / "config.json").exists() and any(path.glob("*.gguf"))
+
+
+def quantized_linear_factory():
+    """`QuantizedLinear.from_gguf` when tinyslm.quant offers it, else None (weights are then dequantized)."""
+    try:
+        from ..quant import QuantizedLinear  # noqa: PLC0415
+    except ImportError:
+        return None
+    return getattr(QuantizedLinear, "from_gguf", None)
+
+
+def gguf_config(path: str | Path):
+    """The ModelConfig a GGUF's metadata describes (nothing is built; for `inspect` and `bench`)."""
+    return config_from_hf(hf_config_from_gguf(GGUFFile(gguf_path(path))))
+
+
+def load_gguf(
+    path: str | Path,
+    dtype: torch.dtype | str | None = None,
+    keep_quantized: bool | None = None,
+    device: str | torch.device = "cpu",
+) -> CausalLM:
+    """Build a CausalLM from a GGUF file (or a folder holding one).
+
+    dtype: of the float parameters; None means bfloat16 for a file whose matrices are all BF16, else
+    float32 (F16 and every quantized type upcast exactly).
+    keep_quantized: hand Q8_0/Q4_0/Q4_1 linear weights to tinyslm.quant's QuantizedLinear still packed
+    (default: whenever tinyslm.quant offers it); False dequantizes everything, as transformers does.
+    """
+    file = GGUFFile(gguf_path(path))
+    arch = arch_of(file)
+    hf = hf_config_from_gguf(file)
+    config = config_from_hf(hf)
+    family = get_family(config.family, hf.source)
+    dtype = _default_dtype(file) if dtype is None else dtype_from_name(dtype) if isinstance(dtype, str) else dtype
+    factory = quantized_linear_factory() if keep_quantized in (None, True) else None
+    stored = sum(int(np.prod(t.shape)) for t in file.tensors.values())
+    if check_buildable(config, hf.source) > 2 * stored + 10**6:
+        raise CheckpointError(f"{file.path}: its metadata describes a model far larger than its {stored:,} stored values")
+
+    with torch.device("meta"):
+        model = CausalLM(config)
+    key_map = family.key_map(model)
+    by_gguf = {gguf_name(arch.name, config.n_layers, hf_key): entry for hf_key, entry in key_map.entries.items()}
+    packed: dict[str, tuple[str, np.ndarray, tuple[int, int]]] = {}  # linear module -> (kind, raw rows, shape)
+    for name, tensor in file.tensors.items():
+        entry = by_gguf.get(name)
+        if entry is None:
+            raise CheckpointError(
+                f"{file.path}: unexpected tensor {shown(name)!r}: no parameter of this {arch.name} model "
+                "(GGUF metadata) is stored under that name"
+            )
+        # llama.cpp stores every matrix [out, in]; GPT-2's Conv1D tensors are [in, out] in HF files
+        transposed = entry.rule is not None and entry.rule.transposed and len(entry.hf_shape) == 2
+        expected = tuple(reversed(entry.hf_shape)) if transposed else tuple(entry.hf_shape)
+        if tuple(tensor.shape) != expected:
+            raise CheckpointError(
+                f"{file.path}: tensor {shown(name)!r} has shape {list(tensor.shape)}, expected {list(expected)} "
+                "from the GGUF metadata"
+            )
+        heads = qk_heads(entry.hf_key, config.n_heads, config.n_kv_heads) if arch.permuted_qk else None
+        module_name, _, leaf = entry.ours[0].rpartition(".")
+        module = model.get_submodule(module_name)
+        if factory and tensor.kind in KEPT_PACKED and entry.rule is None and leaf == "weight" and type(module) is nn.Linear:
+            raw = np.asarray(tensor.data)  # (out, bytes per row): whole rows of blocks
+            packed[module_name] = (tensor.kind, raw if heads is None else unpermute(raw, heads), tensor.shape)
+            continue
+        value = file.float_tensor(name)
+        if heads is not None:
+            value = unpermute(value, heads)
+        if transposed:
+            value = value.t()
+        if arch.norm_offset and entry.hf_key.endswith("norm.weight"):
+            value = value - arch.norm_offset
+        by_part = arch.qkv_by_part and entry.rule is not None and entry.rule.per_head
+        parts = value.split([s[0] for s in entry.shapes]) if by_part else entry.unpack(value)
+        for ours, part in zip(entry.ours, parts):
+            # .to() is a no-op for an F32 tensor loaded as float32: the parameter is then the copy-on-write map
+            part = part.to(device=device, dtype=dtype).contiguous()
+            owner, _, leaf = ours.rpartition(".")
+            model.get_submodule(owner)._parameters[leaf] = nn.Parameter(part)
+
+    missing = [n for n, e in by_gguf.items() if n not in file.tensors]
+    if missing:
+        listed = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise CheckpointError(f"{file.path}: missing tensor(s) {listed}")
+    if config.tie_embeddings:
+        model.head.weight = model.tok_emb.weight
+    for module_name, (kind, raw, shape) in packed.items():
+        owner, _, leaf = module_name.rpartition(".")
+        bias = model.get_submodule(module_name).bias
+        setattr(model.get_submodule(owner), leaf, factory(kind, raw, tuple(shape), bias=bias))
+    model.reset_buffers(device)
+    return model.eval()
+
+
+def _default_dtype(file: GGUFFile) -> torch.dtype:
+    kinds = {t.kind for t in file.tensors.values() if len(t.shape) == 2}
+    return torch.bfloat16 if kinds == {"BF16"} else torch.float32  # F16 upcasts exactly; CPUs compute it slowly

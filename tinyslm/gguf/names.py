@@ -1,0 +1,73 @@
+"""llama.cpp tensor names <-> HF tensor names, and the one layout change llama.cpp makes on the way.
+
+    HF (config.json folder)                     GGUF (llama.cpp)
+    model.embed_tokens.weight                   token_embd.weight
+    model.layers.3.self_attn.q_proj.weight      blk.3.attn_q.weight
+    model.layers.3.mlp.down_proj.weight         blk.3.ffn_down.weight
+    model.norm.weight / lm_head.weight          output_norm.weight / output.weight
+
+The table is gguf-py's own (`gguf.get_tensor_name_map`, the one llama.cpp's convert_hf_to_gguf.py
+writes with and transformers' GGUF loader reads with). It maps HF names to GGUF names; tinyslm
+then goes from HF names to its parameters through the family's key map (families/keymap.py), so a
+GGUF and a config.json folder share one mechanism.
+
+llama.cpp's Llama graph applies RoPE to adjacent pairs (x0, x1), (x2, x3), ... while the HF
+checkpoint's rotate_half pairs x_i with x_{i + hd/2}. convert_hf_to_gguf.py therefore reorders the
+rows of q_proj and k_proj (weights and biases) within each head:
+
+    HF rows of one head:   [r0 r1 ... r(hd/2-1) | r(hd/2) ... r(hd-1)]
+    GGUF rows:             [r0 r(hd/2) r1 r(hd/2+1) ...]           (permute)
+
+`unpermute` undoes it. It moves whole rows, so it applies unchanged to a quantized tensor's rows
+of blocks (a Q4_0 row is its own blocks; no block straddles two rows).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ..errors import CheckpointError
+from .reader import _gguf
+
+
+@functools.cache
+def _name_map(arch: str, n_layers: int):
+    gguf = _gguf()
+    enum = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
+    return gguf.get_tensor_name_map(enum, n_layers)
+
+
+def gguf_name(arch: str, n_layers: int, hf_key: str) -> str:
+    """The GGUF name of an HF tensor name (`model.layers.0.self_attn.q_proj.weight` -> `blk.0.attn_q.weight`)."""
+    module, _, leaf = hf_key.rpartition(".")
+    names = _name_map(arch, n_layers)
+    name = names.get_name(module)
+    if name is None and module.startswith("transformer."):  # gguf-py lists some (Bloom) without the prefix
+        name = names.get_name(module.removeprefix("transformer."))
+    if name is None:
+        raise CheckpointError(f"no GGUF name for tensor {hf_key!r} of a {arch} model (gguf-py's tensor name map)")
+    return f"{name}.{leaf}"
+
+
+def permute(rows, n_heads: int):
+    """HF rotate_half row order -> llama.cpp's interleaved pairs (convert_hf_to_gguf.py's LlamaModel.permute).
+
+    `rows`: a torch tensor or numpy array whose first axis is n_heads * hd (weights, biases, packed rows).
+    """
+    shape = rows.shape
+    return rows.reshape(n_heads, 2, shape[0] // n_heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def unpermute(rows, n_heads: int):
+    """The inverse of `permute`: (H, hd/2, 2, ...) -> (H, 2, hd/2, ...) per head."""
+    shape = rows.shape
+    return rows.reshape(n_heads, shape[0] // n_heads // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def qk_heads(hf_key: str, n_heads: int, n_kv_heads: int) -> int | None:
+    """How many heads a permuted tensor holds: query heads for q_proj, KV heads for k_proj; None otherwise."""
+    if ".self_attn.q_proj." in hf_key:
+        return n_heads
+    if ".self_attn.k_proj." in hf_key:
+        return n_kv_heads
+    return None

@@ -1,0 +1,232 @@
+"""Opening a GGUF file (llama.cpp's single-file format) and checking it before anything is built.
+
+    magic "GGUF" | version | n_tensors | n_kv | key/values (metadata) | tensor infos | padding | data
+
+Each tensor info holds a name, its dims (innermost first, as ggml counts them), a ggml type and
+an offset into the data section; the byte size is implied by the type and the dims. The header is
+parsed here (the format is small: ggml's docs/gguf.md), in one pass over a memory map, because
+gguf-py's GGUFReader builds a numpy array per vocabulary string (seconds for a 50k vocabulary);
+the tensors stay memory-mapped. Every damaged file is one clear line naming the file and the tensor:
+
+    truncated header or data        CheckpointError   ("... the file ends at byte N")
+    unknown or unsupported type     UnsupportedModelError (IQ*, TQ*, integer tensors, ...)
+    size not matching type + shape  CheckpointError   (a row not a whole number of blocks, or a
+                                                       tensor overlapping the next one)
+
+Dequantization uses `gguf.quants.dequantize` (llama.cpp's reference formulas in numpy), the one
+transformers' GGUF loader uses too, so a dequantized weight is bit-identical on both sides.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, UnsupportedModelError
+from ..files import regular_file, shown
+
+# ggml types tinyslm reads: floats as they are, the rest dequantized (or kept packed, see loader.py)
+FLOAT_TYPES = ("F32", "F16", "BF16")
+QUANT_TYPES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+SUPPORTED_TYPES = FLOAT_TYPES + QUANT_TYPES
+
+
+def _gguf():
+    """The `gguf` package, or an error saying how to install it (it is an optional extra)."""
+    try:
+        import gguf  # noqa: PLC0415
+    except ImportError:
+        raise UnsupportedModelError("reading or writing GGUF files needs the gguf package: pip install 'tinyslm[gguf]'") from None
+    return gguf
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    """One tensor of a GGUF file. `shape` is in PyTorch order (rows first): (out, in) for a linear weight."""
+
+    name: str
+    kind: str  # ggml type name: "F32", "Q4_1", ...
+    shape: tuple[int, ...]
+    data: np.ndarray  # memory-mapped: floats for F32/F16, raw bytes (rows, bytes per row) otherwise (BF16 too)
+
+
+class GGUFFile:
+    """A checked, memory-mapped GGUF file: `metadata` (key -> value) and `tensors` (name -> GGUFTensor)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        regular_file(self.path)
+        gguf = _gguf()
+        size = self.path.stat().st_size
+        if size < 24:  # magic, version and two counts
+            raise CheckpointError(f"{self.path}: truncated GGUF file ({size} bytes, shorter than its header)")
+        self._map = np.memmap(self.path, mode="c")  # copy-on-write: tensors may be handed out as they lie
+        header = _Header(self._map, self.path)
+        self.metadata: dict[str, Any] = header.metadata
+        self.tensors: dict[str, GGUFTensor] = {}
+        infos = header.tensor_infos
+        alignment = self.metadata.get("general.alignment", 32)
+        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+            raise CheckpointError(f"{self.path}: general.alignment must be a power of two, found {alignment!r}")
+        data_start = -(-header.offset // alignment) * alignment
+        for name, kind, shape, start, n_bytes in _check_tensor_infos(gguf, self.path, data_start, infos, size):
+            raw = self._map[start : start + n_bytes]
+            if kind in ("F32", "F16"):
+                data = raw.view(np.float32 if kind == "F32" else np.float16).reshape(shape)
+            else:
+                data = raw.reshape(shape[:-1] + (-1,) if shape else (-1,))  # (rows, bytes per row)
+            self.tensors[name] = GGUFTensor(name, kind, shape, data)
+
+    @property
+    def architecture(self) -> str:
+        arch = self.metadata.get("general.architecture")
+        if not isinstance(arch, str):
+            raise CheckpointError(f"{self.path}: no general.architecture in the GGUF metadata")
+        return arch
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(key, default)
+
+    def float_tensor(self, name: str) -> torch.Tensor:
+        """The tensor as float32 (dequantized with llama.cpp's formulas), shape `tensor.shape`."""
+        t = self.tensors[name]
+        if t.kind == "F32":
+            return torch.from_numpy(np.asarray(t.data))  # shares the copy-on-write pages
+        if t.kind == "F16":
+            return torch.from_numpy(np.asarray(t.data)).float()
+        if t.kind == "BF16":
+            words = torch.from_numpy(np.ascontiguousarray(t.data).view(np.int16))
+            return words.view(torch.bfloat16).reshape(t.shape).float()
+        values = _gguf().quants.dequantize(np.asarray(t.data), _gguf().GGMLQuantizationType[t.kind])
+        return torch.from_numpy(values).reshape(t.shape)
+
+
+# GGUF value types (docs/gguf.md): id -> (struct format, size); 8 is a string, 9 an array
+_SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4), 6: ("<f", 4),
+            7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8)}  # fmt: skip
+_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
+
+
+class _Header:
+    """One pass over the header: metadata values as Python values, tensor infos as tuples; bounds-checked."""
+
+    def __init__(self, buf: np.ndarray, path: Path):
+        self.buf, self.path, self.offset = memoryview(buf), path, 0
+        self.where = "the header"
+        if bytes(self.buf[:4]) != b"GGUF":
+            raise CheckpointError(f"{path}: not a GGUF file (it starts with {bytes(self.buf[:4])!r}, not b'GGUF')")
+        self.offset = 4
+        version = self.scalar(4)
+        if version not in (2, 3):
+            raise CheckpointError(f"{path}: GGUF version {version} is not supported (tinyslm reads versions 2 and 3)")
+        n_tensors, n_kv = self.scalar(10), self.scalar(10)
+        if n_tensors > len(buf) or n_kv > len(buf):
+            raise CheckpointError(f"{path}: corrupt GGUF header ({n_tensors} tensors and {n_kv} keys in {len(buf)} bytes)")
+        self.metadata: dict[str, Any] = {}
+        for i in range(n_kv):
+            self.where = f"metadata key #{i}"
+            key = self.string()
+            self.where = f"metadata key {shown(key)!r}"
+            self.metadata[key] = self.value(self.scalar(4))
+        self.tensor_infos = []
+        for i in range(n_tensors):
+            self.where = f"tensor info #{i}"
+            name = self.string()
+            self.where = f"tensor {shown(name)!r}"
+            n_dims = self.scalar(4)
+            if n_dims > 4:
+                raise CheckpointError(f"{path}: tensor {shown(name)!r} has {n_dims} dimensions; GGUF allows at most 4")
+            dims = [self.scalar(10) for _ in range(n_dims)]
+            self.tensor_infos.append((name, dims, self.scalar(4), self.scalar(10)))
+
+    def take(self, n: int) -> memoryview:
+        if self.offset + n > len(self.buf):
+            raise CheckpointError(
+                f"{self.path}: truncated or corrupt GGUF header: {self.where} runs past the end of the file "
+                f"({len(self.buf)} bytes)"
+            )
+        out = self.buf[self.offset : self.offset + n]
+        self.offset += n
+        return out
+
+    def scalar(self, kind: int):
+        fmt, n = _SCALARS[kind]
+        return struct.unpack(fmt, self.take(n))[0]
+
+    def string(self) -> str:
+        raw = bytes(self.take(self.scalar(10)))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} holds a string that is not UTF-8") from None
+
+    def value(self, kind: int):
+        if kind in _SCALARS:
+            return self.scalar(kind)
+        if kind == 8:
+            return self.string()
+        if kind == 9:
+            item, count = self.scalar(4), self.scalar(10)
+            if item in _NUMPY:
+                size = np.dtype(_NUMPY[item]).itemsize
+                return np.frombuffer(self.take(count * size), dtype=_NUMPY[item]).tolist()
+            if item == 8:
+                return [self.string() for _ in range(count)]
+            if item == 9:
+                return [self.value(9) for _ in range(count)]
+        raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} has value type {kind}, which GGUF does not define")
+
+
+def _check_tensor_infos(gguf, path: Path, data_start: int, infos: list, file_size: int) -> list[tuple]:
+    """Type known and supported, rows a whole number of blocks, data inside the file and not overlapping.
+
+    Returns (name, type name, shape rows-first, first byte, byte count) per tensor."""
+    spans, seen = [], set()
+    for name, dims, raw_type, offset in infos:
+        name = shown(name)
+        if name in seen:
+            raise CheckpointError(f"{path}: tensor {name!r} is stored twice")
+        seen.add(name)
+        shape = tuple(reversed(dims))
+        try:
+            kind = gguf.GGMLQuantizationType(raw_type)
+        except ValueError:
+            raise UnsupportedModelError(
+                f"{path}: tensor {name!r} has ggml type id {raw_type}, which is no known ggml type "
+                f"(tinyslm reads {', '.join(SUPPORTED_TYPES)})"
+            ) from None
+        if kind.name not in SUPPORTED_TYPES:
+            raise UnsupportedModelError(
+                f"{path}: tensor {name!r} is stored as {kind.name}, which tinyslm does not read "
+                f"(supported: {', '.join(SUPPORTED_TYPES)})"
+            )
+        block, type_size = gguf.GGML_QUANT_SIZES[kind]
+        if dims and dims[0] % block:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} ({kind.name}, shape {list(shape)}) has rows of {dims[0]} values, not a whole "
+                f"number of {kind.name} blocks of {block}: its size does not match its type"
+            )
+        n = 1
+        for d in dims:
+            n *= d
+        n_bytes = n // block * type_size
+        start = data_start + offset
+        if start + n_bytes > file_size:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} ({kind.name}, shape {list(shape)}) needs {n_bytes} bytes from byte {start}, "
+                f"but the file ends at byte {file_size}: truncated file (or a shape larger than the data)"
+            )
+        spans.append((start, n_bytes, name, kind.name, shape))
+    ordered = sorted(spans)
+    for (start, n_bytes, name, kind, shape), nxt in zip(ordered, ordered[1:]):
+        if start + n_bytes > nxt[0]:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} ({kind}, shape {list(shape)}) needs {n_bytes} bytes, but tensor {nxt[2]!r} "
+                f"starts {nxt[0] - start} bytes after it: its byte size does not match its type and shape"
+            )
+    return [(name, kind, shape, start, n_bytes) for start, n_bytes, name, kind, shape in spans]

@@ -1,0 +1,213 @@
+"""The tokenizer a GGUF describes in its metadata, rebuilt as an HF `tokenizers` pipeline; and back.
+
+A GGUF stores no tokenizer.json, only the pieces (llama.cpp's key names):
+
+    tokenizer.ggml.model        "llama" (sentencepiece-style BPE) or "gpt2" (byte-level BPE)
+    tokenizer.ggml.tokens       the vocabulary, in id order
+    tokenizer.ggml.scores       sentencepiece piece scores (merge priority when no merges are given)
+    tokenizer.ggml.token_type   1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
+    tokenizer.ggml.merges       "a b" merge rules, best first
+    tokenizer.ggml.pre          which pre-tokenizer regex the merges were learned with
+    tokenizer.ggml.bos_token_id / eos_token_id / add_bos_token
+
+The pipeline around them is the one transformers' GGUF loader builds (its LlamaTokenizer and
+GPT2Tokenizer classes plus integrations/gguf/gguf_tokenizer_mapping.py), so both give the same
+ids for the same text; tests/test_gguf.py checks that on a real file.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import TokenizerError
+from ..tokenizer import JSONTokenizer, Tokenizer
+
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+# pre-tokenizer regexes by their llama.cpp name (llama-vocab.cpp); names not listed use GPT-2's own
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+SPLITS = {"llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT, "llama-bpe": _LLAMA3_SPLIT, "smaug-bpe": _LLAMA3_SPLIT,
+          "dbrx": _LLAMA3_SPLIT, "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT}  # fmt: skip
+
+
+@functools.cache
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable spelling of the 256 byte values (openai/gpt-2 encoder.py)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, n = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
+    """A tinyslm Tokenizer for GGUF metadata (see the module docstring for the keys)."""
+    from tokenizers import AddedToken, Regex, decoders, pre_tokenizers, processors  # noqa: PLC0415
+    from tokenizers import Tokenizer as HFTokenizer  # noqa: PLC0415
+    from tokenizers.models import BPE  # noqa: PLC0415
+
+    kind = meta.get("tokenizer.ggml.model")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, list) or not tokens:
+        raise TokenizerError(f"{source}: no tokenizer.ggml.tokens in the GGUF metadata")
+    types = meta.get("tokenizer.ggml.token_type") or [NORMAL] * len(tokens)
+    merges = meta.get("tokenizer.ggml.merges")
+    if kind == "gpt2":
+        spelling = bytes_to_unicode()
+        alphabet = set(spelling.values())
+        vocab = {t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i for i, t in enumerate(tokens)}
+        tok = HFTokenizer(BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges or []], dropout=None,
+                              continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))  # fmt: skip
+        split = SPLITS.get(meta.get("tokenizer.ggml.pre"))
+        tok.pre_tokenizer = (
+            pre_tokenizers.ByteLevel(add_prefix_space=False) if split is None else pre_tokenizers.Sequence(
+                [pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        )  # fmt: skip
+        tok.decoder = decoders.ByteLevel()
+        control_ok = lambda t: set(t) <= alphabet  # noqa: E731  (a control token outside the byte alphabet is a mislabel)
+        add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
+    elif kind == "llama":
+        vocab = {t: i for i, t in enumerate(tokens)}
+        pairs = [tuple(m.split(" ", 1)) for m in merges] if merges else _merges_from_scores(tokens, meta, source)
+        tok = HFTokenizer(BPE(vocab=vocab, merges=pairs, fuse_unk=True, byte_fallback=True, dropout=None))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+        tok.decoder = decoders.Sequence(
+            [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(content=" ", left=1)]
+        )
+        control_ok = lambda t: True  # noqa: E731
+        add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", True))  # llama.cpp's default for sentencepiece
+    else:
+        raise TokenizerError(f"{source}: tokenizer.ggml.model {kind!r} is not supported (tinyslm reads 'llama' and 'gpt2')")
+
+    special = [AddedToken(t, normalized=False, special=True) for t, k in zip(tokens, types) if k == CONTROL and control_ok(t)]
+    ids = {name: meta.get(f"tokenizer.ggml.{name}_token_id") for name in ("bos", "eos", "unknown", "padding")}
+    for i in ids.values():  # the special ids are special whatever their type says (transformers adds them too)
+        if isinstance(i, int) and 0 <= i < len(tokens) and tokens[i] not in {a.content for a in special}:
+            special.append(AddedToken(tokens[i], normalized=False, special=True))
+    tok.add_special_tokens(special)
+    user = [AddedToken(t, normalized=False, special=False) for t, k in zip(tokens, types) if k == USER_DEFINED and t in vocab]
+    if user:
+        tok.add_tokens(user)
+    bos = ids["bos"] if isinstance(ids["bos"], int) and 0 <= ids["bos"] < len(tokens) else None
+    if add_bos and bos is not None:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{tokens[bos]}:0 $A:0", pair=f"{tokens[bos]}:0 $A:0 {tokens[bos]}:1 $B:1",
+            special_tokens=[(tokens[bos], bos)],
+        )  # fmt: skip
+    eos = ids["eos"] if isinstance(ids["eos"], int) and 0 <= ids["eos"] < len(tokens) else None
+    return JSONTokenizer.wrap(tok, bos_id=bos, eos_id=eos, source=source)
+
+
+def _merges_from_scores(tokens: list[str], meta: dict, source: str) -> list[tuple[str, str]]:
+    """Merges a sentencepiece vocabulary implies: every split of a piece into two pieces, best score first
+    (transformers' generate_merges, which its GGUF loader uses for files that list no merges)."""
+    scores = meta.get("tokenizer.ggml.scores")
+    if not isinstance(scores, list) or len(scores) != len(tokens):
+        raise TokenizerError(f"{source}: a 'llama' tokenizer needs tokenizer.ggml.scores (one per token) or merges")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges = []
+    for piece, score in dict(zip(tokens, scores)).items():
+        local = [(piece[:k], piece[k:], score) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab]
+        merges.extend(sorted(local, key=lambda m: (vocab[m[0]], vocab[m[1]])))
+    merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
+    return [(a, b) for a, b, _ in merges]
+
+
+def gguf_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer of a GGUF file (or of the one .gguf in a folder), rebuilt from its metadata."""
+    from .loader import gguf_path  # noqa: PLC0415
+    from .reader import GGUFFile  # noqa: PLC0415
+
+    file = GGUFFile(gguf_path(path))
+    return tokenizer_from_metadata(file.metadata, str(file.path))
+
+
+# ----------------------------------------------------------------------------------------------
+# the other way: a folder's tokenizer -> GGUF metadata, and GGUF metadata -> tokenizer files
+
+
+def tokenizer_metadata(folder: Path) -> dict[str, Any]:
+    """GGUF tokenizer metadata for an HF folder's tokenizer.model (sentencepiece) or byte-level tokenizer.json,
+    written as llama.cpp's convert_hf_to_gguf.py writes them."""
+    from ..files import read_json  # noqa: PLC0415
+
+    config = read_json(folder / "tokenizer_config.json", TokenizerError) if (folder / "tokenizer_config.json").is_file() else {}
+    special = {k: (v.get("content") if isinstance(v, dict) else v) for k, v in config.items() if k.endswith("_token")}
+    if (folder / "tokenizer.model").is_file() and not (folder / "tokenizer.json").is_file():
+        import sentencepiece as spm  # noqa: PLC0415
+
+        sp = spm.SentencePieceProcessor()
+        sp.Load(str(folder / "tokenizer.model"))
+        n = sp.get_piece_size()
+        kinds = [UNKNOWN if sp.is_unknown(i) else CONTROL if sp.is_control(i) else UNUSED if sp.is_unused(i)
+                 else BYTE if sp.is_byte(i) else NORMAL for i in range(n)]  # fmt: skip
+        meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default",
+                "tokenizer.ggml.tokens": [sp.id_to_piece(i) for i in range(n)],
+                "tokenizer.ggml.scores": [float(sp.get_score(i)) for i in range(n)], "tokenizer.ggml.token_type": kinds,
+                "tokenizer.ggml.add_bos_token": bool(config.get("add_bos_token", True))}  # fmt: skip
+        for name, i in (("bos", sp.bos_id()), ("eos", sp.eos_id()), ("unknown", sp.unk_id()), ("padding", sp.pad_id())):
+            if i >= 0:
+                meta[f"tokenizer.ggml.{name}_token_id"] = i
+        return meta
+    if not (folder / "tokenizer.json").is_file():
+        raise TokenizerError(f"{folder}: no tokenizer.json or tokenizer.model to write into the GGUF")
+    data = json.loads((folder / "tokenizer.json").read_text())
+    model = data.get("model") or {}
+    if model.get("type") != "BPE" or model.get("byte_fallback") or "ByteLevel" not in json.dumps(data.get("decoder")):
+        raise TokenizerError(f"{folder / 'tokenizer.json'}: only byte-level BPE tokenizers (GPT-2 style) are written to GGUF")
+    vocab = dict(model["vocab"])
+    added = {a["content"]: a for a in data.get("added_tokens") or []}
+    vocab.update({content: a["id"] for content, a in added.items()})
+    n = max(vocab.values()) + 1
+    tokens = [f"[PAD{i}]" for i in range(n)]
+    for t, i in vocab.items():
+        tokens[i] = t
+    kinds = [CONTROL if t in added and added[t].get("special") else USER_DEFINED if t in added else NORMAL for t in tokens]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": _pre_name(data.get("pre_tokenizer"), folder),
+            "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": kinds, "tokenizer.ggml.merges": merges,
+            "tokenizer.ggml.add_bos_token": bool(config.get("add_bos_token", False))}  # fmt: skip
+    for name, key in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
+        if special.get(key) in vocab:
+            meta[f"tokenizer.ggml.{name}_token_id"] = vocab[special[key]]
+    if isinstance(config.get("chat_template"), str):
+        meta["tokenizer.chat_template"] = config["chat_template"]
+    return meta
+
+
+def _pre_name(pre: dict | None, folder: Path) -> str:
+    """llama.cpp's name for a tokenizer.json pre-tokenizer: plain ByteLevel is GPT-2's regex, a Split one of SPLITS."""
+    if isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    text = json.dumps(pre)
+    for name, regex in SPLITS.items():
+        if json.dumps(regex)[1:-1] in text:
+            return name
+    raise TokenizerError(f"{folder / 'tokenizer.json'}: its pre-tokenizer has no llama.cpp name tinyslm knows ({text[:120]})")
+
+
+def write_tokenizer_files(meta: dict[str, Any], folder: Path, source: str) -> None:
+    """tokenizer.json + tokenizer_config.json for the tokenizer in GGUF metadata (GGUF -> HF folder)."""
+    tok = tokenizer_from_metadata(meta, source)
+    tok.tok.save(str(folder / "tokenizer.json"))
+    tokens = meta["tokenizer.ggml.tokens"]
+    config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+                              "add_bos_token": tok.tok.post_processor is not None}  # fmt: skip
+    for name, key in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
+        i = meta.get(f"tokenizer.ggml.{name}_token_id")
+        if isinstance(i, int) and 0 <= i < len(tokens):
+            config[key] = tokens[i]
+    if isinstance(meta.get("tokenizer.chat_template"), str):
+        config["chat_template"] = meta["tokenizer.chat_template"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -1,0 +1,17 @@
+"""Weights that stay 8- or 4-bit: torch's CPU int8/int4 kernels behind one linear layer.
+
+    linear.py     QuantizedLinear: int8 (a scale per row) or int4 (scale + zero per group), the
+                  kernel choice (packed kernel for decoding, unpacked dense GEMM for prompts)
+    quantize.py   quantize(model, "int8" | "int4"): swap a model's linear layers, in place
+    ggml.py       GGUF's Q4_0 / Q4_1 / Q8_0 blocks read into codes and scales
+    int4pack.py   torch's packed int4 layout, and reading it back
+
+    import tinyslm
+    model = tinyslm.load_pretrained("path/to/TinyLlama-1.1B", dtype="bfloat16")
+    tinyslm.quantize(model, "int4", group_size=32)       # in place; returns the model
+"""
+
+from .linear import INT4_GROUP_SIZES, KINDS, QuantizedLinear, prefill_plan
+from .quantize import quantize, quantized_bytes
+
+__all__ = ["INT4_GROUP_SIZES", "KINDS", "QuantizedLinear", "prefill_plan", "quantize", "quantized_bytes"]

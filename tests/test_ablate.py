@@ -145,3 +145,47 @@ def test_shipped_ablation_configs_are_small_llamas():
         base = ModelConfig.from_toml(path)
         assert base.family == "llama" and 1_000_000 <= model_stats(base).parameters <= 5_000_000, path
         assert len(parse_variants("mha,gqa:2,mqa,mla,swa:64", base)) == 5
+
+
+def test_sharing_and_scaling_variants_are_derived_from_the_base(base_toml):
+    """MobiLlama's shared FFN, MobileLLM's block repeat and OpenELM's layer-wise scaling as ablation variants."""
+    base = ModelConfig.from_toml(base_toml)
+    got = {v.name: v.config for v in parse_variants("sharedffn, share:immediate, scale, gqa:2+scale:0.5-1/1-2", base)}
+    assert list(got) == ["sharedffn", "share-immediate", "scale-q0.5-1-f0.5-4", "gqa2+scale-q0.5-1-f1-2"]
+    ffn = 3 * base.dim * base.ffn_dim  # gate, up, down; no biases
+    assert count_parameters(got["sharedffn"])[0] == count_parameters(base)[0] - (base.n_layers - 1) * ffn
+    assert got["share-immediate"].schedule() == [0, 0, 1, 1]
+    assert count_parameters(got["share-immediate"])[0] == count_parameters(base)[0]
+    # OpenELM's rule over 2 layers, dim 32, head_dim 8, widths rounded to multiples of 16:
+    # queries 0.5*32 -> 16 (2 heads) and 1.0*32 -> 32 (4 heads); FFN 0.5*32 -> 16 and 4*32 -> 128
+    scaled = got["scale-q0.5-1-f0.5-4"]
+    assert scaled.layer_n_heads == (2, 4) and scaled.layer_n_kv_heads == (2, 4) and scaled.layer_ffn_dim == (16, 128)
+    gqa = got["gqa2+scale-q0.5-1-f1-2"]  # the base's 2 query heads per KV head are kept in every layer
+    assert gqa.layer_n_heads == (2, 4) and gqa.layer_n_kv_heads == (1, 2) and gqa.layer_ffn_dim == (32, 64)
+    for bad, message in (("mla+scale", "MLA does not support"), ("scale:0-1/1-2", "positive multipliers"),
+                         ("scale+sharedffn", "one shared FFN needs one FFN width"),
+                         ("sharedffn+sharedffn", "two settings of the same kind")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            parse_variants(bad, base)
+
+
+def test_ablation_of_sharing_and_scaling_variants_reports_what_inspect_counts(base_toml, tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in generate_documents(150, seed=2)))
+    out = tmp_path / "run"
+    args = _parser().parse_args([
+        "ablate", "--base", str(base_toml), "--variants", "mha,sharedffn,share:immediate,scale", "--steps", "2",
+        "--data", str(corpus), "--vocab-size", "400", "--batch-size", "2", "--seq-len", "16", "--mqar-steps", "0",
+        "--context", "32", "--out", str(out), "--no-progress",
+    ])  # fmt: skip
+    assert args.run(args) == 0
+    capsys.readouterr()
+    rows = {row["name"]: row for row in json.loads((out / "results.json").read_text())["variants"]}
+    for name, row in rows.items():
+        assert cli.main(["inspect", str(out / "configs" / f"{name}.toml"), "--context", "32", "--json"]) == 0
+        inspected = json.loads(capsys.readouterr().out)
+        assert (inspected["parameters"], inspected["kv_cache_bytes_per_token"]) == (
+            row["parameters"], row["kv_cache_bytes_per_token"]), name
+    assert rows["sharedffn"]["parameters"] < rows["mha"]["parameters"]
+    assert rows["share-immediate"]["parameters"] == rows["mha"]["parameters"]
+    assert rows["share-immediate"]["kv_cache_bytes_per_token"] == 2 * rows["mha"]["kv_cache_bytes_per_token"]

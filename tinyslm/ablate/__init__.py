@@ -1,6 +1,6 @@
 """The attention ablation: variants of one model trained on identical batches, measured side by side.
 
-    variants.py  "mha,gqa:4,mqa,mla,swa:64" -> configs (tools/variants.py's derive, matched budget)
+    variants.py  "mha,gqa:2,mqa,mla,swa:64,sharedffn,scale" -> configs (tools/variants.py's derive, matched budget)
     run.py       each variant x seed: LM run, MQAR run, KV-cache bytes (as `tinyslm inspect`), speeds
     report.py    mean and spread over seeds, report.md, results.json, PNG plots
     command.py   `tinyslm ablate`

@@ -21,12 +21,16 @@ gives mean and spread and says which differences are within the spread.
 Writes OUT/report.md, OUT/results.json, OUT/configs/<variant>.toml and PNG plots (loss curves,
 validation loss vs KV bytes per token, recall accuracy vs KV bytes; needs matplotlib)."""
 
-EXAMPLES = """variants: mha | mqa | mla | gqa:K | swa:W | share:immediate | share:cyclic, comma-separated;
-          join with + to combine (gqa:2+swa:64)
+EXAMPLES = """variants: mha | mqa | mla | gqa:K | swa:W          attention type, KV heads, sliding window
+          share:immediate | share:cyclic         every block run twice (MobileLLM)
+          sharedffn                              one FFN for all blocks (MobiLlama)
+          scale | scale:A-B/C-D                  layer-wise scaling (OpenELM; default 0.5-1/0.5-4)
+          comma-separated; join with + to combine (gqa:2+swa:64, gqa:2+scale)
 
 examples:
-  tinyslm ablate --base configs/ablation/llama-1m.toml --variants mha,gqa:4,mqa,mla --steps 300 --seeds 3 --out runs/ablation
+  tinyslm ablate --base configs/ablation/llama-1m.toml --variants mha,gqa:2,mqa,mla --steps 300 --seeds 3 --out runs/ablation
   tinyslm ablate --base configs/ablation/llama-1m.toml --variants mha,mqa,mla --matched-budget --steps 300 --out runs/matched
+  tinyslm ablate --base configs/ablation/llama-1m.toml --variants mha,share:immediate,sharedffn,scale --steps 300 --out runs/sharing
   tinyslm ablate --base my.toml --variants mha,swa:32,share:immediate --data corpus/ --steps 2000 --out runs/mine"""
 
 
@@ -34,7 +38,7 @@ def add_parser(sub) -> None:
     from .run import AblationSettings  # noqa: PLC0415
 
     d = AblationSettings()
-    p = sub.add_parser("ablate", help="train attention variants (MHA/GQA/MQA/MLA/SWA) on identical batches and compare",
+    p = sub.add_parser("ablate", help="train attention, sharing and scaling variants on identical batches and compare",
                        description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--base", required=True, metavar="CONFIG.toml", help="the model every variant is derived from")
     p.add_argument("--variants", required=True, help="comma-separated variants, e.g. mha,gqa:4,mqa,mla (see below)")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 EXAMPLES = """examples:
-  tinyslm train-bench configs/ablation/base.toml                       defaults: batch 16 x 128 tokens, 3 repeats
+  tinyslm train-bench configs/ablation/llama-1m.toml                       defaults: batch 16 x 128 tokens, 3 repeats
   tinyslm train-bench my.toml --batch-size 8 --seq-len 256 --steps 10 --repeats 5 --json"""
 
 

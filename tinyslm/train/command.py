@@ -22,7 +22,7 @@ each process reads its share of every global batch, so the result does not depen
 of processes. --fsdp shards parameters and optimizer state instead (FSDP2)."""
 
 EXAMPLES = """examples:
-  tinyslm train configs/ablation/base.toml --steps 300 --out runs/base          # embedded corpus
+  tinyslm train configs/ablation/llama-1m.toml --steps 300 --out runs/base        # embedded corpus
   tinyslm train my.toml --data corpus/ --vocab-size 4096 --steps 5000 --batch-size 64 --seq-len 256 --out runs/mine
   tinyslm train my.toml --data corpus/ --steps 8000 --out runs/mine --resume      # continue the newest checkpoint
   torchrun --nproc_per_node=2 -m tinyslm.cli train my.toml --steps 5000 --out runs/ddp

@@ -1,6 +1,6 @@
 """Data-parallel training: the same entry points under `torchrun`, on one process or many.
 
-    torchrun --nproc_per_node=2 -m tinyslm.cli train configs/ablation/base.toml --steps 500 --out runs/a
+    torchrun --nproc_per_node=2 -m tinyslm.cli train configs/ablation/llama-1m.toml --steps 500 --out runs/a
 
 torchrun starts N processes and sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT;
 `setup()` reads them and joins the process group (gloo on CPU, nccl on GPU). Every rank builds the

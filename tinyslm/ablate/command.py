@@ -60,6 +60,8 @@ def add_parser(sub) -> None:
     p.add_argument("--mqar-queries", type=int, default=None, help="MQAR queries per sequence (default: every "
                    "query slot, (seq_len - 2 x pairs) / 2; the pairs count asks each key once, as in Zoology)")
     p.add_argument("--mqar-layers", type=int, default=None, help="depth of the MQAR model (default: the variant's own)")
+    p.add_argument("--mqar-batch-size", type=int, default=d.mqar_batch_size,
+                   help=f"MQAR sequences per step (default {d.mqar_batch_size})")
     p.add_argument("--context", type=int, default=None, help="context for the KV-cache-size column (default: the base's max_seq_len)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision, help="training precision (default auto)")
     p.add_argument("--no-progress", action="store_true", help="print nothing while running")
@@ -86,7 +88,7 @@ def run(args) -> int:
     settings = AblationSettings(
         steps=args.steps, seeds=args.seeds, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
         mqar_steps=args.mqar_steps, mqar_pairs=args.mqar_pairs, mqar_seq_len=args.mqar_seq_len,
-        mqar_vocab=args.mqar_vocab, mqar_queries=args.mqar_queries, mqar_layers=args.mqar_layers,
+        mqar_vocab=args.mqar_vocab, mqar_queries=args.mqar_queries, mqar_layers=args.mqar_layers, mqar_batch_size=args.mqar_batch_size,
         context=args.context, precision=args.precision,
     )  # fmt: skip
     if settings.mqar_steps:

@@ -11,6 +11,8 @@ transformers is only the reference here; it is imported lazily and is an optiona
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -107,11 +109,13 @@ def reference_greedy(
     `on_token` is called with each new column (B,) as soon as it is decoded, as in
     tinyslm.generate (bench times prefill and decode with it).
     """
+    # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns); use the model's own
+    cache_arg = "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
     past, x, tokens = None, ids, []
     for _ in range(new_tokens):
         # logits_to_keep=1: the last position's logits only, as tinyslm's last_only and generate() do
-        out = hf_model(input_ids=x, past_key_values=past, use_cache=True, logits_to_keep=1)
-        past = out.past_key_values
+        out = hf_model(input_ids=x, **{cache_arg: past}, use_cache=True, logits_to_keep=1)
+        past = getattr(out, cache_arg)
         x = out.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
         tokens.append(x)
         if on_token is not None:

@@ -125,11 +125,12 @@ def load_gguf(
         if transposed:
             value = value.t()
         if arch.norm_offset and entry.hf_key.endswith("norm.weight"):
-            value = value - arch.norm_offset
+            value = value.float() - arch.norm_offset  # in float32, then rounded once to dtype
         by_part = arch.qkv_by_part and entry.rule is not None and entry.rule.per_head
         parts = value.split([s[0] for s in entry.shapes]) if by_part else entry.unpack(value)
         for ours, part in zip(entry.ours, parts):
-            # .to() is a no-op for an F32 tensor loaded as float32: the parameter is then the copy-on-write map
+            # .to() is a no-op for a tensor loaded in its stored dtype (F32 as float32, BF16 as bfloat16...):
+            # the parameter is then the file's copy-on-write map, and loading copies nothing
             part = part.to(device=device, dtype=dtype).contiguous()
             owner, _, leaf = ours.rpartition(".")
             model.get_submodule(owner)._parameters[leaf] = nn.Parameter(part)

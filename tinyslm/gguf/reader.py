@@ -93,15 +93,14 @@ class GGUFFile:
         return self.metadata.get(key, default)
 
     def float_tensor(self, name: str) -> torch.Tensor:
-        """The tensor as float32 (dequantized with llama.cpp's formulas), shape `tensor.shape`."""
+        """The tensor as a float tensor, shape `tensor.shape`: F32, F16 and BF16 in their own dtype,
+        sharing the file's copy-on-write pages (no copy until converted); quantized types dequantized
+        to float32 with llama.cpp's formulas."""
         t = self.tensors[name]
-        if t.kind == "F32":
+        if t.kind in ("F32", "F16"):
             return torch.from_numpy(np.asarray(t.data))  # shares the copy-on-write pages
-        if t.kind == "F16":
-            return torch.from_numpy(np.asarray(t.data)).float()
-        if t.kind == "BF16":
-            words = torch.from_numpy(np.ascontiguousarray(t.data).view(np.int16))
-            return words.view(torch.bfloat16).reshape(t.shape).float()
+        if t.kind == "BF16":  # numpy has no bfloat16: the words, viewed as bfloat16
+            return torch.from_numpy(np.asarray(t.data).view(np.int16)).view(torch.bfloat16).reshape(t.shape)
         values = _gguf().quants.dequantize(np.asarray(t.data), _gguf().GGMLQuantizationType[t.kind])
         return torch.from_numpy(values).reshape(t.shape)
 

@@ -36,29 +36,41 @@ INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the int4 kernel accepts
 KINDS = ("int8", "int4")
 
 
-_PLAN: tuple[int, torch.dtype | None] | None = None
+_PLAN: tuple[int | None, torch.dtype | None] | None = None
 
 
-def prefill_plan() -> tuple[int, torch.dtype | None]:
+# From how many activation rows the unpacked dense GEMM beats the packed kernel, on CPUs without
+# native bfloat16 (AVX2), where the dense path is float32. Measured on 2 cores of an AMD EPYC
+# (AVX2), TinyLlama-1.1B shape, prefill of 128 / 512 tokens: int4 kernel 3.8 / 13.9 s, unpacked
+# 13.0 / 14.1 s (unpacking costs ~12 s whatever the rows); int8 kernel 3.3 / 13.8 s, unpacked
+# 5.0 / 10.3 s. The crossings, interpolated: ~550 rows for int4, ~250 for int8.
+AVX2_MIN_ROWS = {4: 512, 8: 256}
+
+
+def prefill_plan(bits: int = 4) -> tuple[int, torch.dtype | None]:
     """(rows, dtype): from `rows` activation rows on, unpack the weight to `dtype` and use the dense GEMM.
 
     dtype None means: always use the packed kernel. The choice follows the CPU: without native
-    bfloat16 dot products (AVX2) torch's bfloat16 GEMM converts on the fly and float32 GEMM is the
-    fastest dense path; with AVX-512-BF16 or AMX the bfloat16 GEMM is. Override with the
-    environment variable TINYSLM_QUANT_PREFILL = "kernel" | "float32" | "bfloat16". Decided once per
+    bfloat16 dot products (AVX2) torch's bfloat16 GEMM converts on the fly, float32 GEMM is the
+    fastest dense path, and unpacking is worth it only for long prompts (AVX2_MIN_ROWS); with
+    AVX-512-BF16 or AMX the bfloat16 GEMM is, from 16 rows. Override with the environment variable
+    TINYSLM_QUANT_PREFILL = "kernel" | "float32" | "bfloat16" (then from 16 rows). Decided once per
     process (when the first layer is built), so a compiled step reads it as a constant.
     """
     global _PLAN
     if _PLAN is None:
         choice = os.environ.get("TINYSLM_QUANT_PREFILL")
         if choice == "kernel":
-            _PLAN = (1 << 62, None)
+            _PLAN = (None, None)
         elif choice in ("float32", "bfloat16"):
             _PLAN = (16, getattr(torch, choice))
         else:
             native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-            _PLAN = (16, torch.bfloat16 if native_bf16 else torch.float32)
-    return _PLAN
+            _PLAN = (16, torch.bfloat16) if native_bf16 else (None, torch.float32)
+    rows, dtype = _PLAN
+    if dtype is None:
+        return 1 << 62, None
+    return (AVX2_MIN_ROWS[bits] if rows is None else rows), dtype
 
 
 class QuantizedLinear(nn.Module):
@@ -144,7 +156,7 @@ class QuantizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., K) -> (..., N)
         rows = x.reshape(-1, self.in_features)  # (M, K)
-        min_rows, dense_dtype = prefill_plan()
+        min_rows, dense_dtype = prefill_plan(self.bits)
         if dense_dtype is not None and rows.shape[0] >= min_rows:  # a prompt: unpack once, dense GEMM
             y = F.linear(rows.to(dense_dtype), self.dequantize(dense_dtype))
         else:

@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
                    help="tinyslm's compiled decoding step (torch.compile, compiled in the warm-up, its time reported "
                    "apart): on, off, or auto (default; off in a fresh process)")
+    p.add_argument("--attention", choices=["eager", "sdpa"], default="sdpa", help="attention of tinyslm and "
+                   "transformers alike: sdpa (default, transformers' own default; torch's fused kernel) or eager "
+                   "(the written-out reference path)")
     p.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even when it is installed")
     p.add_argument("--no-transformers", action="store_true", help="skip transformers (e.g. when comparing "
                    "tinyslm's precisions on one machine)")
@@ -289,7 +292,7 @@ def cmd_bench(args) -> int:
         raise UsageError(f"--prefill-tokens must be comma-separated integers, found {args.prefill_tokens!r}") from None
     rows = run_bench(args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens, prefill_tokens=sizes,
                      runs=args.runs, quantize=args.quantize, fast=args.fast, llama_cpp=not args.no_llama_cpp,
-                     threads=args.threads, transformers=not args.no_transformers)  # fmt: skip
+                     threads=args.threads, transformers=not args.no_transformers, attention=args.attention)  # fmt: skip
     print(json.dumps(rows, indent=2) if args.json else
           format_bench(rows, args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens, args.quantize))  # fmt: skip
     return 0

@@ -13,8 +13,9 @@ Measured on an AVX2 machine, they are fast only with bfloat16 activations and sc
 float16 activations take a scalar path 8-15x slower), so the layer computes in the dtype of its
 scales (bfloat16 by default; `x` is cast to it and the result cast back).
 
-For many rows at once (a prompt) a matmul kernel for packed weights is no longer the fastest
-choice: unpacking the weight once and running the dense GEMM wins (`prefill_plan`). That costs a
+For many rows at once (a long prompt) a matmul kernel for packed weights is no longer the fastest
+choice: unpacking the weight once and running the dense GEMM wins (`prefill_plan` says from how
+many rows, per CPU kind). That costs a
 transient dense copy of one layer's weight during the prefill, never of the whole model.
 """
 

@@ -85,7 +85,7 @@ def _summary(values: list[float]) -> dict:
 # ---- the workers (each in its own process) ------------------------------------------------------
 
 
-def _load(impl: str, path: Path, dtype_name: str, quantize: str | None, threads: int):
+def _load(impl: str, path: Path, dtype_name: str, quantize: str | None, threads: int, attention: str = "sdpa"):
     """-> (an object to measure, weight bytes per decoded token, notes)."""
     from ..config import dtype_from_name
 
@@ -94,6 +94,9 @@ def _load(impl: str, path: Path, dtype_name: str, quantize: str | None, threads:
         from ..checkpoint import load_pretrained
 
         model = load_pretrained(str(path), dtype=dtype)
+        from ..layers.attention import set_attention_backend
+
+        set_attention_backend(model, attention)  # sdpa by default: transformers' own default
         notes = []
         if quantize:
             from ..quant import quantize as quantize_model
@@ -106,9 +109,10 @@ def _load(impl: str, path: Path, dtype_name: str, quantize: str | None, threads:
 
         auto = import_transformers().AutoModelForCausalLM
         if path.suffix == ".gguf":  # transformers dequantizes GGUF weights to `dtype`
-            model = auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+            model = auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype,
+                                         attn_implementation=attention).eval()  # fmt: skip
         else:
-            model = auto.from_pretrained(str(path), dtype=dtype).eval()
+            model = auto.from_pretrained(str(path), dtype=dtype, attn_implementation=attention).eval()
         nbytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "embed_tokens" not in n)
         if model.config.tie_word_embeddings:
             nbytes += model.get_input_embeddings().weight.numel() * model.get_input_embeddings().weight.element_size()
@@ -184,7 +188,8 @@ def _measure(impl: str, path: str, opts: dict) -> dict:
     threads = torch.get_num_threads()
     base = _peak_rss_mb()
     t0 = time.perf_counter()
-    model, nbytes, notes = _load(impl, Path(path), opts["dtype"], opts.get("quantize"), threads)
+    model, nbytes, notes = _load(impl, Path(path), opts["dtype"], opts.get("quantize"), threads,
+                                 opts.get("attention", "sdpa"))  # fmt: skip
     load_s = time.perf_counter() - t0
     load_rss = _peak_rss_mb() - base
     vocab, prompt, new = opts["vocab_size"], opts["prompt_tokens"], opts["new_tokens"]
@@ -222,6 +227,7 @@ def _measure(impl: str, path: str, opts: dict) -> dict:
         "decode": _summary(decode),
         "tokens": tokens,
         "threads": threads,
+        "attention": opts.get("attention", "sdpa"),
         "notes": notes,
     }
 
@@ -243,7 +249,7 @@ def _worker(argv: list[str]) -> int:
 def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 128, new_tokens: int = 32, *,
               prefill_tokens: tuple[int, ...] = (128, 512), runs: int = 3, quantize: str | None = None,
               fast: str = "auto", llama_cpp: bool = True, bandwidth: bool = True,
-              threads: int | None = None, transformers: bool = True) -> list[dict]:  # fmt: skip
+              threads: int | None = None, transformers: bool = True, attention: str = "sdpa") -> list[dict]:  # fmt: skip
     """Measure each implementation in a fresh process; one missing (transformers, llama-cpp-python) is skipped.
 
     Returns one row per implementation (`bench.py` docstring); each row also carries the machine's
@@ -260,7 +266,8 @@ def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 1
         path = gguf_path(path)
     sizes = [n for n in prefill_tokens if 0 < n <= config.max_seq_len]
     opts = {"dtype": dtype, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "prefill_tokens": sizes,
-            "runs": runs, "quantize": quantize, "fast": fast, "vocab_size": config.vocab_size, "threads": threads}  # fmt: skip
+            "runs": runs, "quantize": quantize, "fast": fast, "vocab_size": config.vocab_size, "threads": threads,
+            "attention": attention}  # fmt: skip
     gguf = path.is_file() and path.suffix == ".gguf"
     impls = [i for i in IMPLEMENTATIONS if (i != "llama.cpp" or (gguf and llama_cpp)) and (i != "transformers" or transformers)]
     if threads:
@@ -306,9 +313,11 @@ def format_bench(rows: list[dict], folder: str, dtype: str, prompt_tokens: int, 
     gbs = done[0].get("read_bandwidth_gbs") if done else None
     threads = done[0]["threads"] if done else torch.get_num_threads()
     runs = done[0]["decode"]["runs"] if done else 0
+    attention = done[0].get("attention", "sdpa") if done else "sdpa"
     lines = [
         f"{folder}: {dtype}{', ' + quantize if quantize else ''}, decode {new_tokens} greedy tokens after a "
-        f"{prompt_tokens}-token prompt, {threads} thread{'s' if threads != 1 else ''}, median of {runs} runs (min..max)"
+        f"{prompt_tokens}-token prompt, {attention} attention, {threads} thread{'s' if threads != 1 else ''}, "
+        f"median of {runs} runs (min..max)"
         + (f"; read bandwidth {gbs:.1f} GB/s" if gbs else ""),
         f"{'implementation':<13} {'load':>6} {'peak RSS +':>10} {'weights/tok':>11}"
         + "".join(f" {'prefill ' + n:>20}" for n in sizes)

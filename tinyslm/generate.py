@@ -171,6 +171,7 @@ class _Step:
         # emulate_precision_casts: fused kernels round to bfloat16 where eager does, so the tokens stay the same
         self.block_fn = torch.compile(_run_block, options={"emulate_precision_casts": True})
         self.model, self.failed = model, False
+        self.blocks = list(dict.fromkeys(model.blocks[b] for b in model.schedule))  # each stored block once
         self.warm: set = set()  # cache shapes already compiled for
 
     def warm_up(self, cache: KVCache) -> None:
@@ -194,9 +195,8 @@ class _Step:
 
     def __call__(self, ids, cache, last_only):
         if not self.failed:
-            blocks = list(dict.fromkeys(self.model.blocks[b] for b in self.model.schedule))  # each stored block once
             try:
-                for block in blocks:  # the instance attribute shadows the class's forward for this call only
+                for block in self.blocks:  # the instance attribute shadows the class's forward for this call only
                     block.forward = functools.partial(self.block_fn, block)
                 return self.model(ids, cache=cache, last_only=last_only)
             except Exception as exc:  # noqa: BLE001  (no C++ compiler, an op inductor cannot lower...)
@@ -204,7 +204,7 @@ class _Step:
                               "decoding eagerly", stacklevel=3)  # fmt: skip
                 self.failed = True
             finally:
-                for block in blocks:
+                for block in self.blocks:
                     block.__dict__.pop("forward", None)
         return self.model(ids, cache=cache, last_only=last_only)
 

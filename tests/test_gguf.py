@@ -399,3 +399,22 @@ def test_tensor_size_not_matching_type_and_shape_is_one_clear_line(tmp_path, cap
     _patch_dim(path, "token_embd.weight", 48)  # 48 values is not a whole number of 32-value blocks
     err = _cli_error(path, capsys)
     assert "'token_embd.weight'" in err and "not a whole number of Q8_0 blocks" in err
+
+
+def test_inspect_of_a_gguf_adds_the_bytes_its_tensors_take_as_stored(hf_folders, tmp_path, capsys):
+    """`inspect` counts weights at a float dtype; for a quantized file it also says what they take as stored,
+    by type, as the gguf package's own reader measures the tensors."""
+    import json
+
+    from tinyslm.cli import main
+
+    folder, _ = hf_folders["llama"]
+    assert convert(folder, tmp_path / "m.gguf", "--type", "q4_0") == 0
+    capsys.readouterr()
+    expected: dict[str, int] = {}
+    for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors:
+        expected[t.tensor_type.name] = expected.get(t.tensor_type.name, 0) + int(t.n_bytes)
+    assert main(["inspect", str(tmp_path / "m.gguf"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gguf_tensor_bytes"] == expected and "Q4_0" in expected
+    assert main(["inspect", str(tmp_path / "m.gguf")]) == 0
+    assert f"{sum(expected.values()):,} B in the GGUF" in capsys.readouterr().out

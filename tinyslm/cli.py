@@ -182,8 +182,21 @@ def cmd_inspect(args) -> int:
     if context is not None and context <= 0:
         raise UsageError(f"--context must be positive, found {context}")
     stats = model_stats(config, dtype_from_name(args.dtype), context)
-    print(json.dumps(stats.to_dict(), indent=2) if args.json else format_stats(stats, args.dtype))
+    stored = _gguf_bytes(args.target)  # a GGUF's weights as stored (quantized), beside the float figure
+    if args.json:
+        print(json.dumps(stats.to_dict() | ({"gguf_tensor_bytes": stored} if stored else {}), indent=2))
+    else:
+        print(format_stats(stats, args.dtype))
+        if stored:
+            kinds = ", ".join(f"{kind} {n:,} B" for kind, n in stored.items())
+            print(f"{'weight bytes as stored':<25} {sum(stored.values()):,} B in the GGUF ({kinds})")
     return 0
+
+
+def _gguf_bytes(target: str) -> dict[str, int] | None:
+    from .gguf.loader import gguf_tensor_bytes, is_gguf  # noqa: PLC0415
+
+    return gguf_tensor_bytes(target) if is_gguf(target) else None
 
 
 def cmd_generate(args) -> int:

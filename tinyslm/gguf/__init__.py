@@ -16,8 +16,8 @@
 Needs the `gguf` package (pip install 'tinyslm[gguf]'), imported only when a GGUF is touched.
 """
 
-from .loader import gguf_config, gguf_path, is_gguf, load_gguf
+from .loader import gguf_config, gguf_path, gguf_tensor_bytes, is_gguf, load_gguf
 from .tokenizer import gguf_tokenizer
 from .writer import write_gguf
 
-__all__ = ["load_gguf", "gguf_config", "gguf_tokenizer", "write_gguf", "is_gguf", "gguf_path"]
+__all__ = ["load_gguf", "gguf_config", "gguf_tokenizer", "write_gguf", "is_gguf", "gguf_path", "gguf_tensor_bytes"]

@@ -68,6 +68,15 @@ def gguf_config(path: str | Path):
     return config_from_hf(hf_config_from_gguf(GGUFFile(gguf_path(path))))
 
 
+def gguf_tensor_bytes(path: str | Path) -> dict[str, int]:
+    """Bytes the file's tensors occupy, by ggml type ({"Q4_1": ..., "F32": ...}): what the weights cost
+    as stored, which `inspect`'s float-dtype figure does not say for a quantized file."""
+    by_kind: dict[str, int] = {}
+    for tensor in GGUFFile(gguf_path(path)).tensors.values():
+        by_kind[tensor.kind] = by_kind.get(tensor.kind, 0) + tensor.data.nbytes
+    return dict(sorted(by_kind.items(), key=lambda kv: -kv[1]))
+
+
 def load_gguf(
     path: str | Path,
     dtype: torch.dtype | str | None = None,

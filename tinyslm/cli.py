@@ -24,7 +24,7 @@ EPILOG = """examples:
   tinyslm generate ~/models/TinyLlama-1.1B --prompt "Once upon a time" --max-new-tokens 32
   tinyslm parity ~/models/SmolLM-135M
   tinyslm bench ~/models/TinyLlama-1.1B --dtype bfloat16
-  tinyslm generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt "What is gravity?"
+  tinyslm generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt "Gravity is"
   tinyslm convert ~/models/SmolLM2-135M model.Q8_0.gguf --type q8_0
   tinyslm train configs/ablation/llama-1m.toml --steps 500 --out runs/llama-1m
   tinyslm ablate --base configs/ablation/llama-1m.toml --variants mha,gqa:2,mqa,mla --steps 300 --out runs/ablation
@@ -264,12 +264,15 @@ def cmd_generate(args) -> int:
     if times:
         from .generate import last_compile_s  # noqa: PLC0415  (set by this run when it compiled)
 
-        decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
-        weights = args.dtype if args.quantize is None else f"{args.quantize} weights"
-        compiled = "" if last_compile_s is None else f", compiled step (compile {last_compile_s:.1f} s, in the decode time)"
+        from .quant import QuantizedLinear  # noqa: PLC0415
+
+        decode = f"{(len(times) - 1) / (times[-1] - times[0]):.1f} tokens/s" if len(times) > 1 else "n/a (one token)"
+        packed = sorted({f"int{m.bits}" for m in model.modules() if isinstance(m, QuantizedLinear)})
+        weights = f"{'/'.join(packed)} linear weights, {args.dtype} elsewhere" if packed else args.dtype
+        compiled = "" if last_compile_s is None else f", compiled step (compile {last_compile_s:.1f} s, in the prefill time)"
         print(
             f"[load {t_load:.2f} s | prompt {prompt.shape[1]} tokens, prefill {1000 * (times[0] - t0):.1f} ms | "
-            f"{len(times)} new tokens, decode {decode:.1f} tokens/s | {weights}, {args.attention} attention, "
+            f"{len(times)} new tokens, decode {decode} | {weights}, {args.attention} attention, "
             f"{torch.get_num_threads()} threads{compiled}]"
         )
     return 0

@@ -106,6 +106,7 @@ def load_gguf(
     key_map = family.key_map(model)
     by_gguf = {gguf_name(arch.name, config.n_layers, hf_key): entry for hf_key, entry in key_map.entries.items()}
     packed: dict[str, tuple[str, np.ndarray, tuple[int, int]]] = {}  # linear module -> (kind, raw rows, shape)
+    gguf_names: dict[str, str] = {}  # linear module -> its tensor's name in the file
     for name, tensor in file.tensors.items():
         entry = by_gguf.get(name)
         if entry is None:
@@ -127,6 +128,7 @@ def load_gguf(
         if factory and tensor.kind in KEPT_PACKED and entry.rule is None and leaf == "weight" and type(module) is nn.Linear:
             raw = np.asarray(tensor.data)  # (out, bytes per row): whole rows of blocks
             packed[module_name] = (tensor.kind, raw if heads is None else unpermute(raw, heads), tensor.shape)
+            gguf_names[module_name] = name
             continue
         value = file.float_tensor(name)
         if heads is not None:
@@ -143,6 +145,8 @@ def load_gguf(
             part = part.to(device=device, dtype=dtype).contiguous()
             owner, _, leaf = ours.rpartition(".")
             model.get_submodule(owner)._parameters[leaf] = nn.Parameter(part)
+        if tensor.kind not in ("F32", "F16", "BF16"):  # dequantized into new memory: the file's pages can go
+            file.release(name)
 
     missing = [n for n, e in by_gguf.items() if n not in file.tensors]
     if missing:
@@ -154,6 +158,7 @@ def load_gguf(
         owner, _, leaf = module_name.rpartition(".")
         bias = model.get_submodule(module_name).bias
         setattr(model.get_submodule(owner), leaf, factory(kind, raw, tuple(shape), bias=bias))
+        file.release(gguf_names[module_name])  # repacked into new memory
     model.reset_buffers(device)
     return model.eval()
 

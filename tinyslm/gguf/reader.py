@@ -19,6 +19,7 @@ transformers' GGUF loader uses too, so a dequantized weight is bit-identical on 
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,19 @@ class GGUFFile:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
+
+    def release(self, name: str) -> None:
+        """Drop the resident pages of a tensor whose values were copied out (dequantized, or repacked by
+        tinyslm.quant), so that loading a quantized file holds about one tensor of the file at a time
+        beside the model, not the whole file. Only pages wholly inside the tensor are dropped; nothing
+        has written to them (the map is copy-on-write and loading only reads), so a later read would
+        fault them back in from the file unchanged."""
+        data = self.tensors[name].data
+        start = data.ctypes.data - self._map.ctypes.data  # byte offset in the map (which starts at offset 0)
+        first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        last = (start + data.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first and hasattr(mmap, "MADV_DONTNEED") and getattr(self._map, "_mmap", None) is not None:
+            self._map._mmap.madvise(mmap.MADV_DONTNEED, first, last - first)
 
     def float_tensor(self, name: str) -> torch.Tensor:
         """The tensor as a float tensor, shape `tensor.shape`: F32, F16 and BF16 in their own dtype,

@@ -76,6 +76,17 @@ def test_q8_0_is_requantized_per_row_within_half_a_step():
     assert ((layer.dequantize() - ref).abs() <= half_step).all()
 
 
+def test_q8_0_requantized_in_chunks_of_rows_equals_quantizing_the_whole_tensor():
+    """from_gguf re-quantizes a Q8_0 tensor a chunk of rows at a time (memory); int8 scales are per row, so
+    the result must equal quantizing gguf's whole dequantization at once, across chunk boundaries too."""
+    from tinyslm.quant.linear import Q8_CHUNK
+
+    raw, ref = gguf_blocks("Q8_0", n=2 * Q8_CHUNK + 37, k=64)
+    chunked = QuantizedLinear.from_gguf("Q8_0", raw, tuple(ref.shape))
+    whole = QuantizedLinear.from_float(ref, None, "int8", None)
+    assert torch.equal(chunked.qweight, whole.qweight) and torch.equal(chunked.scales, whole.scales)
+
+
 @pytest.mark.parametrize("kind, group", [("int8", None), ("int4", 32), ("int4", 128)])
 def test_kernel_output_equals_the_dequantized_weight_up_to_bfloat16_rounding(kind, group):
     torch.manual_seed(0)

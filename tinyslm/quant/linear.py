@@ -46,6 +46,7 @@ _PLAN: tuple[int | None, torch.dtype | None] | None = None
 # 13.0 / 14.1 s (unpacking costs ~12 s whatever the rows); int8 kernel 3.3 / 13.8 s, unpacked
 # 5.0 / 10.3 s. The crossings, interpolated: ~550 rows for int4, ~250 for int8.
 AVX2_MIN_ROWS = {4: 512, 8: 256}
+Q8_CHUNK = 1024  # rows of a Q8_0 tensor re-quantized at a time
 
 
 def prefill_plan(bits: int = 4) -> tuple[int, torch.dtype | None]:
@@ -135,8 +136,12 @@ class QuantizedLinear(nn.Module):
         """
         n, k = shape
         blocks = ggml.blocks_of(kind, raw, (n, k))
-        if kind == "Q8_0":
-            return cls.from_float(ggml.dequantize_blocks(kind, blocks, (n, k)), bias, "int8", None, dtype)
+        if kind == "Q8_0":  # by chunks of rows: the same codes as quantizing the whole tensor (int8 scales
+            # are per row), without a float32 copy of all of it in memory at once
+            rows = [cls.from_float(ggml.dequantize_blocks(kind, blocks[r : r + Q8_CHUNK], (min(Q8_CHUNK, n - r), k)),
+                                   None, "int8", None, dtype) for r in range(0, n, Q8_CHUNK)]  # fmt: skip
+            return cls(k, n, 8, None, torch.cat([q.qweight for q in rows]), torch.cat([q.scales for q in rows]),
+                       _bias(bias))  # fmt: skip
         check_shape("int4", n, k, ggml.BLOCK)
         if kind == "Q4_0":
             codes, d = ggml.read_q4_0(blocks)

@@ -257,7 +257,9 @@ def cmd_generate(args) -> int:
             print(text[len(shown) :], end="", flush=True)
             shown = text
 
-    fast = {"auto": None, "on": True, "off": False}[args.fast]
+    from .generate import FAST_CHOICES  # noqa: PLC0415
+
+    fast = FAST_CHOICES[args.fast]
     t0 = time.perf_counter()
     generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=on_token, mla_decode=args.mla_decode, fast=fast)
     print()
@@ -293,10 +295,11 @@ def cmd_parity(args) -> int:
 
 def cmd_bench(args) -> int:
     from .config import dtype_from_name  # noqa: PLC0415
-    from .tools.bench import bench_config, format_bench, run_bench  # noqa: PLC0415
+    from .checkpoint import load_config  # noqa: PLC0415
+    from .tools.bench import format_bench, run_bench  # noqa: PLC0415
 
     dtype_from_name(args.dtype)  # fail fast on a bad dtype
-    config = bench_config(args.checkpoint)  # fail fast, in this process, on a bad folder or file
+    config = load_config(args.checkpoint)  # fail fast, in this process, on a bad folder or file
     if args.prompt_tokens + args.new_tokens > config.max_seq_len:
         raise UsageError(
             f"--prompt-tokens + --new-tokens = {args.prompt_tokens + args.new_tokens} exceeds the model's context "

@@ -37,6 +37,7 @@ import torch
 from .errors import GenerationError
 from .layers.cache import KVCache, StaticKVBuffer
 
+FAST_CHOICES = {"auto": None, "on": True, "off": False}  # the CLI's --fast -> generate(fast=...)
 CACHE_BUCKET = 256  # static caches are sized up to a multiple of this, so later requests reuse the compiled step
 last_compile_s: float | None = None  # seconds the last compile took (first compiled call), for reports
 

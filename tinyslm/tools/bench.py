@@ -71,13 +71,6 @@ def decode_bytes(model) -> int:
     return total
 
 
-def bench_config(path: str | Path):
-    """The ModelConfig of a checkpoint folder, config file or .gguf (read without loading weights)."""
-    from ..checkpoint import load_config
-
-    return load_config(path)
-
-
 def _summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
 
@@ -195,7 +188,9 @@ def _measure(impl: str, path: str, opts: dict) -> dict:
     vocab, prompt, new = opts["vocab_size"], opts["prompt_tokens"], opts["new_tokens"]
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (1, max([prompt, *opts["prefill_tokens"]])), generator=gen)
-    fast = {"auto": None, "on": True, "off": False}[opts.get("fast", "auto")]
+    from ..generate import FAST_CHOICES
+
+    fast = FAST_CHOICES[opts.get("fast", "auto")]
 
     compile_s = None
     t_warm = time.perf_counter()
@@ -259,7 +254,9 @@ def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 1
     path = Path(folder).expanduser()  # the workers' transformers reads "~/x" as a Hub repo id
     if prompt_tokens < 1 or new_tokens < 1 or runs < 1:
         raise TinySLMError(f"--prompt-tokens, --new-tokens and --runs must be >= 1, found {prompt_tokens}, {new_tokens}, {runs}")
-    config = bench_config(path)
+    from ..checkpoint import load_config
+
+    config = load_config(path)
     if path.is_dir() and not (path / "config.json").exists():  # a folder holding a .gguf: bench the file
         from ..gguf.loader import gguf_path
 

@@ -115,9 +115,7 @@ def _layer_scaled(config: ModelConfig, ranges, item: str) -> ModelConfig:
 
 
 def _parse_part(part: str, item: str) -> tuple[str, object]:
-    if part in ("mha", "mqa", "mla"):
-        return part, None
-    if part == "sharedffn":
+    if part in ("mha", "mqa", "mla", "sharedffn"):
         return part, None
     if part == "scale":
         return part, OPENELM_SCALING

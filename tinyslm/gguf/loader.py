@@ -55,12 +55,20 @@ def is_gguf(path: str | Path) -> bool:
 
 
 def quantized_linear_factory():
-    """`QuantizedLinear.from_gguf` when tinyslm.quant offers it, else None (weights are then dequantized)."""
+    """What keeps a GGUF's Q8_0/Q4_0/Q4_1 matrices quantized: `GGMLLinear.from_gguf` (the file's own
+    blocks, native kernel) where that kernel builds, else `QuantizedLinear.from_gguf` (torch's int8/int4
+    kernels); None without tinyslm.quant (weights are then dequantized)."""
     try:
-        from ..quant import QuantizedLinear  # noqa: PLC0415
+        from ..quant import GGMLLinear, QuantizedLinear, native  # noqa: PLC0415
     except ImportError:
         return None
-    return getattr(QuantizedLinear, "from_gguf", None)
+    return GGMLLinear.from_gguf if native.available() else QuantizedLinear.from_gguf
+
+
+def _blocks_factory():
+    from ..quant import GGMLLinear  # noqa: PLC0415
+
+    return GGMLLinear.from_gguf
 
 
 def gguf_config(path: str | Path):
@@ -154,6 +162,12 @@ def load_gguf(
         raise CheckpointError(f"{file.path}: missing tensor(s) {listed}")
     if config.tie_embeddings:
         model.head.weight = model.tok_emb.weight
+        embedding = next(file.tensors[n] for n, e in by_gguf.items() if e.ours == ["tok_emb.weight"])
+        if factory is not None and factory == _blocks_factory() and embedding.kind in KEPT_PACKED:
+            # llama.cpp's tied head reads the embedding's blocks (Q8_0: 8.5 bits a weight, not float32's 32):
+            # the same values as the float embedding the lookups use, as a second, quantized copy
+            packed["head"] = (embedding.kind, np.asarray(embedding.data), embedding.shape)
+            gguf_names["head"] = embedding.name
     for module_name, (kind, raw, shape) in packed.items():
         owner, _, leaf = module_name.rpartition(".")
         bias = model.get_submodule(module_name).bias

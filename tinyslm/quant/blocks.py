@@ -1,0 +1,59 @@
+"""GGMLLinear: a linear layer whose weight is a GGUF tensor's own Q4_0 / Q4_1 / Q8_0 blocks.
+
+Legend: M rows of activations (batch x new tokens), N out_features, K in_features.
+
+This is how llama.cpp keeps a quantized model, and what tinyslm does with a GGUF when the native
+kernel (native.py) is available: the bytes are copied from the file as they are, so the weights
+are exactly the file's (Q8_0 too, which torch's per-row int8 kernel would have to re-quantize),
+loading is a copy, and the product reads 4.5 / 5 / 8.5 bits per weight. The kernel quantizes the
+activations to 8 bits per block of 32, as llama.cpp does; that is the only rounding it adds to
+the float product of x and the dequantized weight (tests/test_quant_blocks.py bounds it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import ggml, native
+
+
+class GGMLLinear(nn.Module):
+    """y = x @ w.T + b with w held as GGUF blocks: (N, K / 32 * block bytes) uint8 in the buffer `blocks`."""
+
+    def __init__(self, kind: str, in_features: int, out_features: int, blocks: torch.Tensor,
+                 bias: torch.Tensor | None = None):  # fmt: skip
+        super().__init__()
+        native.register_fake()  # torch.compile's shape rule for the kernel, registered outside any compiled region
+        self.kind, self.in_features, self.out_features = kind, in_features, out_features
+        self.bits = 8 if kind == "Q8_0" else 4
+        self.register_buffer("blocks", blocks)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    @classmethod
+    def from_gguf(cls, kind: str, raw: np.ndarray, shape: tuple[int, int], bias: torch.Tensor | None = None) -> GGMLLinear:
+        """A layer holding a copy of the raw blocks of a GGUF tensor of `shape` = (out, in) (checked against its type)."""
+        n, k = shape
+        blocks = ggml.blocks_of(kind, raw, (n, k))  # (N, B, block bytes), size checked
+        return cls(kind, k, n, torch.from_numpy(blocks.reshape(n, -1).copy()), bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., K) -> (..., N)
+        rows = x.reshape(-1, self.in_features).float().contiguous()  # (M, K): the kernel takes float32
+        y = native.ggml_mm(rows, self.blocks, self.kind)  # (M, N) float32
+        if self.bias is not None:
+            y = y + self.bias.float()
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight (N, K), computed as llama.cpp computes it (float32), cast to `dtype`."""
+        raw = self.blocks.numpy()
+        return ggml.dequantize_blocks(self.kind, raw, (self.out_features, self.in_features)).to(dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this layer holds (blocks, bias)."""
+        return sum(t.numel() * t.element_size() for t in (self.blocks, self.bias) if t is not None)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.kind} blocks, bias={self.bias is not None}"

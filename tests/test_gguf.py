@@ -92,21 +92,30 @@ def test_smollm2_q4_1_logits_and_greedy_text_match_transformers(smollm, smollm_t
             assert tok.decode(out[0].tolist()) == hf_tok.decode(ref[0].tolist())
 
 
-def test_smollm2_kept_4_bit_gives_the_same_greedy_text_within_a_stated_logit_bound(smollm):
-    """Q4_1 weights kept packed (tinyslm.quant: exact codes, block scales rounded to bfloat16, bfloat16
-    activations): logits within 5% of the logit scale of the dequantized float32 model (measured: 2.7% at
-    most over these prompts), and the same greedy tokens."""
-    if loader.quantized_linear_factory() is None:
-        pytest.skip("tinyslm.quant has no QuantizedLinear.from_gguf")
+@pytest.mark.parametrize("kept", ["GGMLLinear", "QuantizedLinear"])
+def test_smollm2_kept_4_bit_stays_within_a_stated_logit_bound(smollm, kept, monkeypatch):
+    """Q4_1 weights kept quantized, against the dequantized float32 model: logits within 5% of the logit
+    scale. GGMLLinear (the file's blocks, native kernel, activations rounded to 8 bits per block as
+    llama.cpp does) measured 2.5-4.0% over these prompts; QuantizedLinear (torch's int4 kernel: exact
+    codes, scales rounded to bfloat16, bfloat16 activations) 2.7% at most, with the same greedy tokens.
+    The native path's greedy tokens differ from the float model's on the first prompt after a few
+    tokens (and, measured with llama-cpp-python 0.3.36 over 16 tokens, equal llama.cpp's on two of the
+    three prompts, where the float model's equal them on none)."""
+    from tinyslm.quant import GGMLLinear, QuantizedLinear, native
+
+    if kept == "GGMLLinear" and not native.available():
+        pytest.skip(f"native kernel unavailable: {native.why_unavailable}")
+    if kept == "QuantizedLinear":
+        monkeypatch.setattr(loader, "quantized_linear_factory", lambda: QuantizedLinear.from_gguf)
     ours, _ = smollm
     packed = load_gguf(SMOLLM)  # keep_quantized by default
-    assert type(packed.blocks[0].attn.wq).__name__ == "QuantizedLinear"
+    assert type(packed.blocks[0].attn.wq) is {"GGMLLinear": GGMLLinear, "QuantizedLinear": QuantizedLinear}[kept]
     tok = tinyslm.load_tokenizer(SMOLLM)
     for i, prompt in enumerate(PROMPTS):
         x = torch.tensor([tok.encode(prompt)])
         with torch.no_grad():
             assert rel(packed(x).float(), ours(x)) <= 5e-2
-        if i == 0:
+        if kept == "QuantizedLinear" and i == 0:
             assert tinyslm.generate(packed, x, 8)[0].tolist() == tinyslm.generate(ours, x, 8)[0].tolist()
 
 

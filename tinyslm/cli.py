@@ -266,10 +266,11 @@ def cmd_generate(args) -> int:
     if times:
         from .generate import last_compile_s  # noqa: PLC0415  (set by this run when it compiled)
 
-        from .quant import QuantizedLinear  # noqa: PLC0415
+        from .quant import GGMLLinear, QuantizedLinear  # noqa: PLC0415
 
         decode = f"{(len(times) - 1) / (times[-1] - times[0]):.1f} tokens/s" if len(times) > 1 else "n/a (one token)"
-        packed = sorted({f"int{m.bits}" for m in model.modules() if isinstance(m, QuantizedLinear)})
+        packed = sorted({m.kind if isinstance(m, GGMLLinear) else f"int{m.bits}" for m in model.modules()
+                         if isinstance(m, (GGMLLinear, QuantizedLinear))})  # fmt: skip
         weights = f"{'/'.join(packed)} linear weights, {args.dtype} elsewhere" if packed else args.dtype
         compiled = "" if last_compile_s is None else f", compiled step (compile {last_compile_s:.1f} s, in the prefill time)"
         print(

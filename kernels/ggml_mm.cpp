@@ -11,8 +11,9 @@
 // As in llama.cpp, each activation row is first quantized to 8 bits per block of 32 (Q8_0: one
 // float scale dx per block, codes in -127..127, plus sx = dx * sum(codes) for Q4_1's offset). The
 // dot product of a weight block and an activation block is then integer arithmetic:
-//     Q4_0, Q8_0:  d * dx * sum_i qw_i * qx_i            (Q4_0: qw_i = q_i - 8)
+//     Q8_0:        d * dx * sum_i q_i * qx_i
 //     Q4_1:        d * dx * sum_i q_i * qx_i + m * sx
+//     Q4_0:        the same as Q4_1 with m = -8 d   (sum_i (q_i - 8) qx_i = sum_i q_i qx_i - 8 sum_i qx_i)
 // which AVX2 does 32 products at a time (vpmaddubsw + vpmaddwd); one float multiply-add per block.
 // Reading 4.5 bits per weight instead of 16 is the whole point: decoding one token is bound by the
 // bytes of weights read. Threads split the N rows (torch's intra-op pool). Without AVX2 the same
@@ -121,17 +122,16 @@ void dot_rows(const uint8_t* w, int64_t nb, const ActBlock* const* x, float* out
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), offset[r] = 0.f;
   for (int64_t b = 0; b < nb; ++b, w += bytes) {
     const float d = f16_to_f32(w);
-    if constexpr (Kind == 1) {
-      const __m256i q = nibbles(w + 4);
-      const float m = f16_to_f32(w + 2);
+    if constexpr (Kind != 2) {  // Q4_0 as Q4_1 with m = -8 d: unsigned codes go straight into vpmaddubsw
+      const __m256i q = nibbles(w + (Kind == 0 ? 2 : 4));
+      const float m = Kind == 0 ? -8.f * d : f16_to_f32(w + 2);
       for (int r = 0; r < R; ++r) {
         const __m256i xq = _mm256_loadu_si256((const __m256i*)x[r][b].q);
         acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[r][b].d), sum_u8_i8(q, xq), acc[r]);
         offset[r] += m * x[r][b].s;
       }
     } else {
-      const __m256i q = Kind == 0 ? _mm256_sub_epi8(nibbles(w + 2), _mm256_set1_epi8(8))
-                                  : _mm256_loadu_si256((const __m256i*)(w + 2));
+      const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 2));
       for (int r = 0; r < R; ++r) {
         const __m256i xq = _mm256_loadu_si256((const __m256i*)x[r][b].q);
         acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[r][b].d), sum_i8_i8(q, xq), acc[r]);

@@ -174,6 +174,10 @@ def load_gguf(
         setattr(model.get_submodule(owner), leaf, factory(kind, raw, tuple(shape), bias=bias))
         file.release(gguf_names[module_name])  # repacked into new memory
     model.reset_buffers(device)
+    if dtype == torch.bfloat16 and torch.device(device).type == "cpu":
+        from ..quant.bf16 import use_bf16_kernel  # noqa: PLC0415
+
+        use_bf16_kernel(model)  # decoding steps stream the bfloat16 weights through the native kernel
     return model.eval()
 
 

@@ -1,9 +1,9 @@
-"""The one hand-written kernel: llama.cpp-style block dot products (kernels/ggml_mm.cpp), built on first use.
+"""The hand-written CPU kernels (kernels/: ggml_mm.cpp, bf16_mv.cpp), built on first use.
 
 torch has no CPU kernel for weights in GGUF's own blocks (a float16 scale per 32 values), and its
 int4 kernel reaches a quarter of the memory-bandwidth bound when decoding (measured: 7.7 GB/s on
 a 5632 x 2048 weight, 2 cores of an AMD EPYC with AVX2, where this kernel reads Q4_0 at 16 GB/s
-and Q8_0 at 20 GB/s). So `ggml_mm` is compiled from kernels/ggml_mm.cpp the first time a process
+and Q8_0 at 20 GB/s). So `ggml_mm` (and `bf16_mv`, bf16.py) are compiled from kernels/ the first time a process
 needs it, with torch's own extension builder (the C++ compiler torch.compile uses too; ~12 s on
 2 cores), for the CPU it runs on (-march=native: AVX2 where there is one, plain loops elsewhere),
 and cached by torch under ~/.cache/torch_extensions, so later processes load it in milliseconds.
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).resolve().parents[2] / "kernels" / "ggml_mm.cpp"
+KERNELS = Path(__file__).resolve().parents[2] / "kernels"
+SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "bf16_mv.cpp"]
 KIND_CODES = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2}  # ggml_mm's `kind` argument
 why_unavailable: str | None = None  # set when available() is False
 
@@ -33,19 +34,20 @@ def available() -> bool:
     if os.environ.get("TINYSLM_NATIVE", "1") == "0":
         why_unavailable = "TINYSLM_NATIVE=0"
         return False
-    if hasattr(torch.ops.tinyslm, "ggml_mm"):  # already loaded (by another copy of this module, or a test)
+    if hasattr(torch.ops.tinyslm, "bf16_mv"):  # already loaded in this process
         return True
-    if not SOURCE.exists():
-        why_unavailable = f"kernel source {SOURCE} not found (install tinyslm with `pip install -e .`)"
+    missing = [str(s) for s in SOURCES if not s.exists()]
+    if missing:
+        why_unavailable = f"kernel source {missing[0]} not found (install tinyslm with `pip install -e .`)"
         return False
     try:
         from torch.utils import cpp_extension  # noqa: PLC0415
 
         flags = ["-O3", "-march=native", "-fopenmp"]  # -fopenmp: at::parallel_for uses torch's OpenMP threads
-        cpp_extension.load(name=f"tinyslm_ggml_{_cpu_tag()}", sources=[str(SOURCE)], extra_cflags=flags,
+        cpp_extension.load(name=f"tinyslm_ggml_{_cpu_tag()}", sources=[str(s) for s in SOURCES], extra_cflags=flags,
                            is_python_module=False, verbose=False)  # fmt: skip
     except Exception as exc:  # noqa: BLE001  (no compiler, a failed build: fall back, say why)
-        why_unavailable = f"building {SOURCE.name} failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1:]})"
+        why_unavailable = f"building the kernels in {KERNELS} failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1:]})"
         warnings.warn(f"tinyslm: {why_unavailable}; using torch's int8/int4 kernels instead", stacklevel=2)
         return False
     return True
@@ -62,7 +64,8 @@ def ggml_mm(x: torch.Tensor, blocks: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def register_fake() -> None:
-    """Shapes for torch.compile (it traces ggml_mm as an opaque call): (M, K), (N, _) -> (M, N)."""
+    """Shapes for torch.compile, which traces the kernels as opaque calls: (M, K), (N, _) -> (M, N)."""
     if available() and not getattr(register_fake, "done", False):
         torch.library.register_fake("tinyslm::ggml_mm")(lambda x, w, kind: x.new_empty(x.shape[0], w.shape[0]))
+        torch.library.register_fake("tinyslm::bf16_mv")(lambda x, w: x.new_empty(x.shape[0], w.shape[0]))
         register_fake.done = True

@@ -199,3 +199,18 @@ def test_fast_path_refuses_mla_and_auto_stays_plain_for_short_requests():
     with pytest.raises(tinyslm.GenerationError, match="MHA/GQA/MQA attention only"):
         tinyslm.generate(model, torch.tensor([[1, 2]]), 3, fast=True)
     assert tinyslm.generate(model, torch.tensor([[1, 2]]), 3).shape == (1, 5)  # auto: the plain path
+
+
+def test_auto_compiles_long_requests_only(monkeypatch):
+    import importlib
+
+    gen = importlib.import_module("tinyslm.generate")
+    monkeypatch.setattr(gen, "AUTO_COMPILE_TOKENS", 8)  # a short "long" request keeps the test quick
+    config = tiny_model().config.replace(n_layers=1)
+    model = CausalLM(config).init_weights(std=0.3, seed=0).eval()
+    ids = torch.tensor([[1, 2, 3]])
+    short = tinyslm.generate(model, ids, 7)
+    assert "_tinyslm_compiled_step" not in model.__dict__  # below the threshold: the plain path
+    long = tinyslm.generate(model, ids, 8)
+    assert "_tinyslm_compiled_step" in model.__dict__ and gen.last_compile_s is not None
+    assert torch.equal(long[:, :10], short) and torch.equal(long, tinyslm.generate(model, ids, 8, fast=False))

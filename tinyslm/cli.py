@@ -82,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32 (default), 64, 128 or 256")
     p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
                    help="compiled decoding step over a static cache (torch.compile; same tokens; the compile is paid "
-                   "once per process, ~20 s on a 2-core CPU (~5 s with inductor's disk cache warm), shown in the "
-                   "summary; worth it for long generations): on, off (the plain eager path), or auto (default: the "
-                   "compiled step only if already compiled in this process, so off here)")
+                   "once per process, ~15 s on a 2-core CPU (~3-5 s with inductor's disk cache warm), shown in the "
+                   "summary; worth it for long generations): on, off (the plain eager path), or auto (default: "
+                   "compiled for --max-new-tokens of 512 or more, plain below)")
 
     p = sub.add_parser(
         "parity",

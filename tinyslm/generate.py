@@ -15,11 +15,13 @@ for a few kilobytes of work. The fast path compiles each block's forward with `t
 torch's kernels, int8/int4 ones included), over a static cache (cache.StaticKVBuffer: every step
 has the same shapes, so one compiled graph serves every position and every later call whose
 cache size rounds up to the same bucket). Blocks of one structure share one graph (see _Step).
-Measured on 2 cores of an AMD EPYC (AVX2), SmolLM2-135M Q4_1: the compile takes 21 s in a fresh
-process (4.5 s once inductor's on-disk cache holds it) and decoding goes from ~22 to ~31 tokens/s,
-so it pays for itself after roughly 1,500 tokens cold (300 warm). That is more than a typical
-request, so `fast=None` (the default) uses the compiled step only where this model already has
-one in this process (a `fast=True` call made it); `fast=False` is always the plain path.
+Measured on 2 cores of an AMD EPYC (AVX2), SmolLM2-135M Q4_1 (native block kernel): the compile
+takes 14 s in a fresh process (3.4 s once inductor's on-disk cache holds it, which then serves
+later processes too) and decoding goes from ~39 to ~55-60 tokens/s, about 8 ms saved a token: it
+pays for itself after ~1,800 tokens cold, ~420 warm. So `fast=None` (the default) compiles where
+that is likely to pay: for requests of at least AUTO_COMPILE_TOKENS new tokens, and for every
+request to a model already compiled in this process (a `fast=True` call, or an earlier long
+one); shorter first requests run the plain path. `fast=False` is always the plain path.
 Prefill always runs eagerly (one call, its shapes vary). torch.compile keeps a limited number of
 graphs per function (torch._dynamo.config.recompile_limit, 8 by default) for all models of a
 process; past it, blocks run eagerly, with the same tokens.
@@ -38,6 +40,7 @@ from .errors import GenerationError
 from .layers.cache import KVCache, StaticKVBuffer
 
 FAST_CHOICES = {"auto": None, "on": True, "off": False}  # the CLI's --fast -> generate(fast=...)
+AUTO_COMPILE_TOKENS = 512  # fast=None compiles for requests this long (see the module docstring)
 CACHE_BUCKET = 256  # static caches are sized up to a multiple of this, so later requests reuse the compiled step
 last_compile_s: float | None = None  # seconds the last compile took (first compiled call), for reports
 
@@ -84,15 +87,26 @@ def generate(
     column of tokens (B,) as soon as it is decoded (for streaming). For MLA models, `mla_decode`
     picks the attention path for this call: "naive", "absorbed" or "auto" (see layers/mla.py).
     `fast`: True decodes with the compiled step over a static cache (compiling it on first use),
-    False with the plain eager step; None (default) uses the compiled step only if this model
-    already has one (see the module docstring). Both give the same tokens in float32; in bfloat16
-    fused kernels round differently, which can flip nearly tied picks.
+    False with the plain eager step; None (default) compiles for requests of at least
+    AUTO_COMPILE_TOKENS new tokens, or where this model already has a compiled step (see the
+    module docstring). Both give the same tokens in float32; in bfloat16
+    fused kernels round differently, which can flip nearly tied picks. Unless fast=False, a
+    bfloat16 model's linear layers compute with the native kernels during the call
+    (quant/bf16.py: the same sums in another order), its forward outside the call unchanged.
     """
     if mla_decode is not None:
         from .layers.mla import decode_path
 
         with decode_path(model, mla_decode):
             return generate(model, input_ids, max_new_tokens, eos_token_id, on_token, fast=fast)
+    from .quant.bf16 import bf16_kernels  # noqa: PLC0415
+
+    with bf16_kernels(model, enabled=fast is not False):  # bfloat16 layers: the native kernel, for this call only
+        return _greedy(model, input_ids, max_new_tokens, eos_token_id, on_token, fast)
+
+
+def _greedy(model, input_ids, max_new_tokens, eos_token_id, on_token, fast) -> torch.Tensor:
+    """generate's loop (see there)."""
     input_ids = check_request(model, input_ids, max_new_tokens)
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
@@ -101,7 +115,8 @@ def generate(
     eos = None if eos_token_id is None else torch.tensor(eos_token_id, device=device).reshape(-1)
     batch, prompt_len = input_ids.shape
     if fast is None:
-        fast = "_tinyslm_compiled_step" in model.__dict__ and supports_fast(model)
+        worth_it = max_new_tokens >= AUTO_COMPILE_TOKENS or "_tinyslm_compiled_step" in model.__dict__
+        fast = worth_it and supports_fast(model)
     elif fast and not supports_fast(model):
         raise GenerationError("fast=True: the compiled decoding step supports MHA/GQA/MQA attention only (this model has MLA)")
     if fast:

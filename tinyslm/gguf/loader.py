@@ -172,12 +172,9 @@ def load_gguf(
         owner, _, leaf = module_name.rpartition(".")
         bias = model.get_submodule(module_name).bias
         setattr(model.get_submodule(owner), leaf, factory(kind, raw, tuple(shape), bias=bias))
-        file.release(gguf_names[module_name])  # repacked into new memory
+        if factory != _blocks_factory():  # repacked into new memory (GGMLLinear uses the mapped blocks)
+            file.release(gguf_names[module_name])
     model.reset_buffers(device)
-    if dtype == torch.bfloat16 and torch.device(device).type == "cpu":
-        from ..quant.bf16 import use_bf16_kernel  # noqa: PLC0415
-
-        use_bf16_kernel(model)  # decoding steps stream the bfloat16 weights through the native kernel
     return model.eval()
 
 

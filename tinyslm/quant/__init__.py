@@ -4,7 +4,7 @@
                   kernel choice (packed kernel for decoding, unpacked dense GEMM for prompts)
     quantize.py   quantize(model, "int8" | "int4"): swap a model's linear layers, in place
     blocks.py     GGMLLinear: a GGUF's Q4_0 / Q4_1 / Q8_0 blocks kept as they are (native kernel)
-    bf16.py       BF16Linear: bfloat16 decoding steps through a native kernel (a BF16 GGUF's layers)
+    bf16.py       BF16Linear, bf16_kernels(model): bfloat16 layers through a native kernel while generating
     native.py     building and loading those kernels (kernels/*.cpp) on first use
     ggml.py       GGUF's Q4_0 / Q4_1 / Q8_0 blocks read into codes and scales
     int4pack.py   torch's packed int4 layout, and reading it back
@@ -14,9 +14,9 @@
     tinyslm.quantize(model, "int4", group_size=32)       # in place; returns the model
 """
 
-from .bf16 import BF16Linear, use_bf16_kernel
+from .bf16 import BF16Linear, bf16_kernels
 from .blocks import GGMLLinear
 from .linear import INT4_GROUP_SIZES, KINDS, QuantizedLinear, prefill_plan
 from .quantize import quantize, quantized_bytes
 
-__all__ = ["BF16Linear", "GGMLLinear", "INT4_GROUP_SIZES", "KINDS", "QuantizedLinear", "prefill_plan", "quantize", "quantized_bytes", "use_bf16_kernel"]
+__all__ = ["BF16Linear", "GGMLLinear", "INT4_GROUP_SIZES", "KINDS", "QuantizedLinear", "prefill_plan", "bf16_kernels", "quantize", "quantized_bytes"]

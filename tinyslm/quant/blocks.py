@@ -5,7 +5,7 @@ Legend: M rows of activations (batch x new tokens), N out_features, K in_feature
 This is how llama.cpp keeps a quantized model, and what tinyslm does with a GGUF when the native
 kernel (native.py) is available: the bytes are copied from the file as they are, so the weights
 are exactly the file's (Q8_0 too, which torch's per-row int8 kernel would have to re-quantize),
-loading is a copy, and the product reads 4.5 / 5 / 8.5 bits per weight. The kernel quantizes the
+loading copies nothing (the blocks stay in the file's memory map), and the product reads 4.5 / 5 / 8.5 bits per weight. The kernel quantizes the
 activations to 8 bits per block of 32, as llama.cpp does; that is the only rounding it adds to
 the float product of x and the dequantized weight (tests/test_quant_blocks.py bounds it).
 """
@@ -33,10 +33,16 @@ class GGMLLinear(nn.Module):
 
     @classmethod
     def from_gguf(cls, kind: str, raw: np.ndarray, shape: tuple[int, int], bias: torch.Tensor | None = None) -> GGMLLinear:
-        """A layer holding a copy of the raw blocks of a GGUF tensor of `shape` = (out, in) (checked against its type)."""
+        """A layer over the raw blocks of a GGUF tensor of `shape` = (out, in) (size checked against its type).
+
+        The blocks are used where they lie: a tensor of the file's copy-on-write memory map stays
+        mapped, so loading copies nothing and the pages are read on first use (as llama.cpp does).
+        """
         n, k = shape
-        blocks = ggml.blocks_of(kind, raw, (n, k))  # (N, B, block bytes), size checked
-        return cls(kind, k, n, torch.from_numpy(blocks.reshape(n, -1).copy()), bias)
+        blocks = ggml.blocks_of(kind, raw, (n, k)).reshape(n, -1)  # (N, B * block bytes), a view where it can be
+        if not blocks.flags.writeable:  # torch wants writable memory; a read-only array is copied
+            blocks = blocks.copy()
+        return cls(kind, k, n, torch.from_numpy(blocks), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., K) -> (..., N)
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (M, K): the kernel takes float32

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from . import ggml
+from . import ggml, native
 from .int4pack import layout_is_known, pack_int4, unpack_int4
 
 ops = torch.ops.aten
@@ -67,8 +67,7 @@ def prefill_plan(bits: int = 4) -> tuple[int, torch.dtype | None]:
         elif choice in ("float32", "bfloat16"):
             _PLAN = (16, getattr(torch, choice))
         else:
-            native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-            _PLAN = (16, torch.bfloat16) if native_bf16 else (None, torch.float32)
+            _PLAN = (16, torch.bfloat16) if native.has_native_bf16() else (None, torch.float32)
     rows, dtype = _PLAN
     if dtype is None:
         return 1 << 62, None

@@ -53,6 +53,13 @@ def available() -> bool:
     return True
 
 
+@functools.cache
+def has_native_bf16() -> bool:
+    """Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX), which make torch's
+    bfloat16 GEMM fast; without them (AVX2) a float32 GEMM is several times faster."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def _cpu_tag() -> str:
     """Part of the extension's cache name: a build for one CPU kind is not loaded on another."""
     return torch.backends.cpu.get_cpu_capability().lower()

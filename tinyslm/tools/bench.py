@@ -164,9 +164,12 @@ def _prefill(impl: str, model, ids: torch.Tensor) -> float:
         return time.perf_counter() - t0
     with torch.inference_mode():
         if impl == "tinyslm":
+            from ..quant.bf16 import bf16_kernels
+
             cache = model.new_cache(1, ids.shape[1])
-            t0 = time.perf_counter()
-            model(ids, cache=cache, last_only=True)
+            with bf16_kernels(model):  # as generate's prefill computes
+                t0 = time.perf_counter()
+                model(ids, cache=cache, last_only=True)
         else:
             t0 = time.perf_counter()
             model(input_ids=ids, use_cache=True, logits_to_keep=1)

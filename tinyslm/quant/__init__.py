@@ -1,4 +1,4 @@
-"""Weights that stay 8- or 4-bit: torch's CPU int8/int4 kernels behind one linear layer.
+"""Fast CPU linear layers: weights that stay 8- or 4-bit, and bfloat16 products that stream at memory speed.
 
     linear.py     QuantizedLinear: int8 (a scale per row) or int4 (scale + zero per group), the
                   kernel choice (packed kernel for decoding, unpacked dense GEMM for prompts)
@@ -19,4 +19,5 @@ from .blocks import GGMLLinear
 from .linear import INT4_GROUP_SIZES, KINDS, QuantizedLinear, prefill_plan
 from .quantize import quantize, quantized_bytes
 
-__all__ = ["BF16Linear", "GGMLLinear", "INT4_GROUP_SIZES", "KINDS", "QuantizedLinear", "prefill_plan", "bf16_kernels", "quantize", "quantized_bytes"]
+__all__ = ["BF16Linear", "GGMLLinear", "INT4_GROUP_SIZES", "KINDS", "QuantizedLinear", "bf16_kernels", "prefill_plan",
+           "quantize", "quantized_bytes"]  # fmt: skip

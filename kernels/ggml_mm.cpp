@@ -210,10 +210,48 @@ at::Tensor ggml_mm(const at::Tensor& x, const at::Tensor& w, int64_t kind) {
   return y;
 }
 
+// w (N, B * block bytes) uint8, kind 0/1/2 -> the weight (N, K) in float32, as llama.cpp dequantizes it.
+// For long prompts: a float32 GEMM over the dequantized weight beats the block dot products.
+at::Tensor ggml_dequantize(const at::Tensor& w, int64_t kind) {
+  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == at::kByte && w.is_contiguous(), "ggml_dequantize: w must be (N, bytes) contiguous uint8");
+  TORCH_CHECK(kind >= 0 && kind <= 2, "ggml_dequantize: kind must be 0 (Q4_0), 1 (Q4_1) or 2 (Q8_0)");
+  const int64_t bytes = kind == 0 ? 18 : kind == 1 ? 20 : 34;
+  TORCH_CHECK(w.size(1) % bytes == 0, "ggml_dequantize: rows of ", w.size(1), " bytes are not whole ", bytes, "-byte blocks");
+  const int64_t n = w.size(0), nb = w.size(1) / bytes;
+  at::Tensor out = at::empty({n, nb * QK}, w.options().dtype(at::kFloat));
+  const uint8_t* wp = w.data_ptr<uint8_t>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, n, 16, [&](int64_t n0, int64_t n1) {
+    for (int64_t row = n0; row < n1; ++row) {
+      const uint8_t* blk = wp + row * nb * bytes;
+      float* o = op + row * nb * QK;
+      for (int64_t b = 0; b < nb; ++b, blk += bytes, o += QK) {
+        const float d = f16_to_f32(blk);
+        if (kind == 2) {
+          for (int i = 0; i < QK; ++i) o[i] = d * (float)((const int8_t*)(blk + 2))[i];
+        } else {
+          const float m = kind == 0 ? 0.f : f16_to_f32(blk + 2);
+          const uint8_t* qs = blk + (kind == 0 ? 2 : 4);
+          const int shift = kind == 0 ? 8 : 0;
+          for (int i = 0; i < 16; ++i) {  // as ggml: (q - 8) * d for Q4_0, q * d + m for Q4_1
+            o[i] = (float)((qs[i] & 0x0F) - shift) * d + m;
+            o[i + 16] = (float)((qs[i] >> 4) - shift) * d + m;
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(tinyslm, m) {
   m.def("ggml_mm(Tensor x, Tensor w, int kind) -> Tensor");
+  m.def("ggml_dequantize(Tensor w, int kind) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(tinyslm, CPU, m) { m.impl("ggml_mm", &ggml_mm); }
+TORCH_LIBRARY_IMPL(tinyslm, CPU, m) {
+  m.impl("ggml_mm", &ggml_mm);
+  m.impl("ggml_dequantize", &ggml_dequantize);
+}

@@ -292,9 +292,9 @@ def test_packed_linear_weights_are_handed_over_in_hf_row_order(hf_folders, tmp_p
         assert torch.equal(packed(IDS), plain(IDS))
 
 
-@pytest.mark.parametrize("kind", ["Q4_K", "Q5_K", "Q6_K"])
-def test_k_quants_dequantize_as_transformers_does(kind, tmp_path, monkeypatch):
-    """K-quant files are written here as random blocks with sane scales (gguf-py cannot quantize to them)."""
+def k_quant_file(kind, tmp_path, monkeypatch) -> Path:
+    """A 1-layer Llama GGUF whose matrices are random `kind` blocks with sane scales (gguf-py cannot quantize to
+    K-quants)."""
     hf = build_hf_model("LlamaConfig", vocab_size=256, hidden_size=256, intermediate_size=256, num_hidden_layers=1,
                         num_attention_heads=4, num_key_value_heads=2, attn_implementation="eager")  # fmt: skip
     hf.save_pretrained(tmp_path / "hf")
@@ -314,9 +314,40 @@ def test_k_quants_dequantize_as_transformers_does(kind, tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "_add_tensor", add_tensor)
     path = tmp_path / f"m.{kind}.gguf"
     assert convert(tmp_path / "hf", path, "--type", "f32") == 0
+    monkeypatch.undo()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["Q4_K", "Q5_K", "Q6_K"])
+def test_k_quants_dequantize_as_transformers_does(kind, tmp_path, monkeypatch):
+    path = k_quant_file(kind, tmp_path, monkeypatch)
     ours = load_gguf(path, keep_quantized=False)
     with torch.no_grad():
         assert rel(ours(IDS), hf_gguf_model(path)(IDS).logits) <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["Q4_K", "Q6_K"])
+def test_k_quant_matrices_stay_8_bit_as_q8_0_blocks(kind, tmp_path, monkeypatch):
+    """With the native kernel, K-quant matrices (the untied head too) are re-quantized to Q8_0 by gguf's own
+    quantizer: each weight within half a step (block max / 254, plus the float16 rounding of the scale) of its
+    dequantized value, and logits within
+    5% of the dequantized model's scale (weights and activations both rounded to 8 bits per block)."""
+    from tinyslm.quant import GGMLLinear, native
+
+    if not native.available():
+        pytest.skip(f"native kernel unavailable: {native.why_unavailable}")
+    path = k_quant_file(kind, tmp_path, monkeypatch)
+    kept, plain = load_gguf(path), load_gguf(path, keep_quantized=False)
+    layers = {n: m for n, m in kept.named_modules() if isinstance(m, GGMLLinear)}
+    assert len(layers) == 8 and {m.kind for m in layers.values()} == {"Q8_0"}  # q k v o gate up down, head
+    for name, layer in layers.items():
+        w = plain.get_submodule(name).weight
+        step = w.view(w.shape[0], -1, 32).abs().amax(-1, keepdim=True) / 127  # (N, B, 1)
+        err = (layer.dequantize() - w).view(w.shape[0], -1, 32).abs()
+        # half a step, plus the float16 rounding of the block's scale (relative 2^-11) times |code| <= 127
+        assert (err <= step * (0.5 + 127 * 2.0**-11) + 1e-7).all(), name
+    with torch.no_grad():
+        assert rel(kept(IDS), plain(IDS)) <= 5e-2
 
 
 def test_sentencepiece_tokenizer_round_trips_through_gguf(tmp_path):

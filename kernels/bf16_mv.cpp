@@ -18,10 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define TINYSLM_AVX2 1
-#endif
+#include "simd.h"
 
 namespace {
 
@@ -38,12 +35,7 @@ inline __m256 widen(const uint16_t* p) {  // 8 bfloat16 -> 8 float32
   return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-inline float hsum(__m256 v) {
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-  r = _mm_add_ss(r, _mm_movehdup_ps(r));
-  return _mm_cvtss_f32(r);
-}
+using tinyslm::hsum;
 #endif
 
 // One weight row (K bfloat16) against one activation row (K float32).

@@ -29,10 +29,7 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
-#define TINYSLM_AVX2 1
-#endif
+#include "simd.h"
 
 namespace {
 
@@ -103,12 +100,7 @@ inline __m256 sum_i8_i8(__m256i w, __m256i x) {  // signed x signed via |w| and 
   return sum_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
 }
 
-inline float hsum(__m256 v) {
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-  r = _mm_add_ss(r, _mm_movehdup_ps(r));
-  return _mm_cvtss_f32(r);
-}
+using tinyslm::hsum;
 #endif
 
 // The dot product of one weight row (nb blocks of `Kind`) with R activation rows, into out[0..R).

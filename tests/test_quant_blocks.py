@@ -131,6 +131,17 @@ def test_compiled_layer_equals_eager():
     assert torch.equal(compiled(x), torch.nn.functional.silu(layer(x)))
 
 
+def test_tinyslm_native_0_turns_the_kernels_off_and_says_so():
+    import os
+    import subprocess
+    import sys
+
+    code = "from tinyslm.quant import native; print(native.available(), native.why_unavailable)"
+    env = {**os.environ, "TINYSLM_NATIVE": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False TINYSLM_NATIVE=0", out.stderr
+
+
 def test_without_the_kernel_gguf_weights_fall_back_to_torchs_int_kernels(monkeypatch):
     monkeypatch.setattr(native, "available", lambda: False)
     assert loader.quantized_linear_factory() == QuantizedLinear.from_gguf

@@ -147,7 +147,7 @@ def load_gguf(
         heads = qk_heads(entry.hf_key, config.n_heads, config.n_kv_heads) if arch.permuted_qk else None
         module_name, _, leaf = entry.ours[0].rpartition(".")
         module = model.get_submodule(module_name)
-        linear_weight = factory and entry.rule is None and leaf == "weight" and type(module) is nn.Linear
+        linear_weight = factory is not None and entry.rule is None and leaf == "weight" and type(module) is nn.Linear
         if linear_weight and tensor.kind in KEPT_PACKED:
             raw = np.asarray(tensor.data)  # (out, bytes per row): whole rows of blocks
             packed[module_name] = (tensor.kind, raw if heads is None else unpermute(raw, heads), tensor.shape)
@@ -194,7 +194,8 @@ def load_gguf(
         owner, _, leaf = module_name.rpartition(".")
         bias = model.get_submodule(module_name).bias
         setattr(model.get_submodule(owner), leaf, factory(kind, raw, tuple(shape), bias=bias))
-        if factory != _blocks_factory():  # repacked into new memory (GGMLLinear uses the mapped blocks)
+        mapped = blocks_kernel and np.may_share_memory(raw, file.tensors[gguf_names[module_name]].data)
+        if not mapped:  # the layer holds new memory (repacked, re-quantized, un-permuted): the file's pages can go
             file.release(gguf_names[module_name])
     model.reset_buffers(device)
     return model.eval()

@@ -2,14 +2,15 @@
 
 torch has no CPU kernel for weights in GGUF's own blocks (a float16 scale per 32 values), and its
 int4 kernel reaches a quarter of the memory-bandwidth bound when decoding (measured: 7.7 GB/s on
-a 5632 x 2048 weight, 2 cores of an AMD EPYC with AVX2, where this kernel reads Q4_0 at 16 GB/s
-and Q8_0 at 20 GB/s). So `ggml_mm` (and `bf16_mv`, bf16.py) are compiled from kernels/ the first time a process
-needs it, with torch's own extension builder (the C++ compiler torch.compile uses too; ~12 s on
-2 cores), for the CPU it runs on (-march=native: AVX2 where there is one, plain loops elsewhere),
-and cached by torch under ~/.cache/torch_extensions, so later processes load it in milliseconds.
+a 5632 x 2048 weight, 2 cores of an AMD EPYC with AVX2, where `ggml_mm` reads Q4_0 at 16-18 GB/s
+and Q8_0 at 20 GB/s). So `ggml_mm`, `ggml_dequantize` (blocks.py) and `bf16_mv` (bf16.py) are
+compiled from kernels/ the first time a process needs them, with torch's own extension builder
+(the C++ compiler torch.compile uses too; ~12 s on 2 cores), for the CPU it runs on
+(-march=native: AVX2 where there is one, plain loops elsewhere), and cached by torch under
+~/.cache/torch_extensions, so later processes load them in a fraction of a second.
 
-If it cannot be built (no compiler, no source in a non-editable install) or TINYSLM_NATIVE=0 is
-set, `available()` is False, says why once, and callers fall back to torch's int8/int4 kernels.
+If they cannot be built (no compiler, no source in a non-editable install) or TINYSLM_NATIVE=0 is
+set, `available()` is False, says why once, and callers fall back to torch's own kernels.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ why_unavailable: str | None = None  # set when available() is False
 
 @functools.cache
 def available() -> bool:
-    """Whether torch.ops.tinyslm.ggml_mm can run in this process (building it now if needed)."""
+    """Whether the torch.ops.tinyslm kernels can run in this process (building them now if needed)."""
     global why_unavailable
     if os.environ.get("TINYSLM_NATIVE", "1") == "0":
         why_unavailable = "TINYSLM_NATIVE=0"

@@ -164,6 +164,10 @@ FAMILIES = {
     # n_inner and n_positions: transformers reads neither back (it keeps 4 * n_embd and 1024)
     "gpt2": ("GPT2Config", dict(n_embd=64, n_layer=2, n_head=4)),
     "bloom": ("BloomConfig", dict(hidden_size=64, n_layer=2, n_head=4)),
+    # query_pre_attn_scalar and both soft-caps: transformers keeps Gemma2Config's defaults (256, 50, 30)
+    "gemma2": ("Gemma2Config", dict(SHAPE, head_dim=16, sliding_window=4)),
+    # query_pre_attn_scalar, rope_local_base_freq, the layer pattern: transformers keeps Gemma3TextConfig's defaults
+    "gemma3": ("Gemma3TextConfig", dict(SHAPE, head_dim=16, sliding_window=4)),
 }
 
 

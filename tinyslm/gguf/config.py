@@ -51,6 +51,12 @@ STABLELM_KEYS = tuple(k for k in DECODER_KEYS if k[0] != "attention.layer_norm_r
 NEMOTRON_KEYS = tuple(k for k in DECODER_KEYS if k[0] != "attention.layer_norm_rms_epsilon") + (
     ("attention.layer_norm_epsilon", "norm_eps", float),
 )
+# Gemma-2: llama.cpp writes its window and both soft-caps (convert_hf_to_gguf.py's Gemma2Model)
+GEMMA2_KEYS = DECODER_KEYS + (
+    ("attention.sliding_window", "sliding_window", int),
+    ("attn_logit_softcapping", "attn_logit_softcapping", float),
+    ("final_logit_softcapping", "final_logit_softcapping", float),
+)
 BLOOM_KEYS = (
     ("context_length", "seq_length", int),
     ("embedding_length", "hidden_size", int),
@@ -112,6 +118,11 @@ ARCHS = {
         Arch("nemotron", "nemotron", keys=NEMOTRON_KEYS, from_tensors=_nemotron, partial_rotary=True, norm_offset=1.0),
         Arch("gpt2", "gpt2", keys=GPT2_KEYS),
         Arch("bloom", "bloom", keys=BLOOM_KEYS, qkv_by_part=True),
+        # Gemma's RMSNorm multiplies by (1 + w); llama.cpp stores 1 + w (convert_hf_to_gguf.py's Gemma2Model)
+        Arch("gemma2", "gemma2", keys=GEMMA2_KEYS, norm_offset=1.0),
+        # Gemma-3's text model; its q/k norms are (1 + w) norms too, stored 1 + w
+        Arch("gemma3", "gemma3_text", keys=DECODER_KEYS + (("attention.sliding_window", "sliding_window", int),),
+             norm_offset=1.0),
     )
 }
 FAMILY_TO_ARCH = {a.family: a for a in ARCHS.values()}

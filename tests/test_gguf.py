@@ -25,7 +25,9 @@ from hf_models import build_hf_model
 import tinyslm
 
 gguf = pytest.importorskip("gguf")
+from tinyslm.errors import UnsupportedModelError  # noqa: E402
 from tinyslm.gguf import command, gguf_tokenizer, load_gguf, loader, writer  # noqa: E402
+from tinyslm.gguf.reader import GGUFFile  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SMOLLM = DATA / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -219,6 +221,61 @@ def test_convert_round_trips_every_type_with_transformers_logits(case, hf_folder
         assert rel(ours(IDS), hf_back(IDS).logits) <= 1e-5
     hf_tok = transformers.AutoTokenizer.from_pretrained(back)
     assert hf_tok("the lazy dog").input_ids == tinyslm.load_tokenizer(tmp_path / f"{case}.q8_0.gguf").encode("the lazy dog")
+
+
+LONG_IDS = torch.arange(3, 99, 3)[None]  # 32 positions: far enough for RoPE scaling to move the logits
+
+
+@pytest.mark.parametrize("scaling", [
+    # Llama 3's ramp, with a short original context so that it moves the logits within 32 positions
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 64},
+    {"rope_type": "linear", "factor": 4.0},
+])  # fmt: skip
+def test_rope_scaling_round_trips_as_llama_cpp_stores_it(scaling, tmp_path):
+    """llama3: the rope_freqs tensor of per-frequency divisors, read back into the same llama3 parameters;
+    linear: rope.scaling.type/factor metadata. Logits equal the original transformers model's, which differ
+    from the unscaled model's (so the scaling is really carried), through GGUF and back to a folder."""
+    transformers = pytest.importorskip("transformers")
+    options = dict(SHAPE, head_dim=32, rope_theta=10000.0, tie_word_embeddings=False, max_position_embeddings=512)
+    scaling = dict(scaling)  # transformers adds keys (rope_theta) to the dict it is given
+    hf = build_hf_model("LlamaConfig", vocab_size=VOCAB, attn_implementation="eager", rope_scaling=dict(scaling), **options)
+    plain = build_hf_model("LlamaConfig", vocab_size=VOCAB, attn_implementation="eager", **options)
+    hf.save_pretrained(tmp_path / "hf")
+    with torch.no_grad():
+        reference = hf(LONG_IDS).logits
+        assert rel(plain(LONG_IDS).logits, reference) > 1e-3  # same weights (same seed), unscaled: far off
+    path = tmp_path / "scaled.gguf"
+    assert convert(tmp_path / "hf", path, "--type", "f32") == 0
+    names = set(GGUFFile(path).tensors)
+    assert ("rope_freqs.weight" in names) == (scaling["rope_type"] == "llama3")
+    ours = load_gguf(path, keep_quantized=False)
+    read = ours.config.rope_scaling
+    assert read["rope_type"] == scaling["rope_type"]
+    for key, value in scaling.items():
+        if key != "rope_type":
+            assert read[key] == pytest.approx(value, rel=1e-4), key
+    with torch.no_grad():
+        assert rel(ours(LONG_IDS), reference) <= 1e-5
+    back = tmp_path / "back"
+    assert convert(path, back) == 0
+    hf_back = transformers.AutoModelForCausalLM.from_pretrained(back, attn_implementation="eager").eval()
+    with torch.no_grad():
+        assert rel(hf_back(LONG_IDS).logits, reference) <= 1e-5
+
+
+def test_rope_freqs_that_no_llama3_scaling_reproduces_are_refused(tmp_path, monkeypatch):
+    from tinyslm.gguf import rope
+
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64}  # fmt: skip
+    build_hf_model("LlamaConfig", vocab_size=VOCAB, rope_scaling=scaling, **dict(SHAPE, head_dim=32)).save_pretrained(
+        tmp_path / "hf")
+    divisors = torch.linspace(1, 8, 16).flip(0) ** 0.5  # decreasing, but not Llama 3's ramp
+    monkeypatch.setattr(writer, "rope_items", lambda config, arch: ([], {rope.ROPE_FREQS: divisors}))
+    assert convert(tmp_path / "hf", tmp_path / "odd.gguf", "--type", "f32") == 0
+    with pytest.raises(UnsupportedModelError, match="does not follow Llama 3's RoPE scaling"):
+        load_gguf(tmp_path / "odd.gguf")
 
 
 def test_llama_attention_biases_survive_the_round_trip(tmp_path):

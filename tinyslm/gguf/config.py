@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import CheckpointError, ConfigError, UnsupportedModelError
 from ..families.hf_config import HFConfig
 from .reader import GGUFFile
+from .rope import ROPE_FREQS, scaling_from_gguf
 
 # (key under "{arch}.", config.json key, type): the hyper-parameters every llama.cpp decoder writes
 DECODER_KEYS = (
@@ -174,16 +175,15 @@ def hf_config_from_gguf(gguf_file: GGUFFile) -> HFConfig:
     names = set(gguf_file.tensors)
     values["tie_word_embeddings"] = "output.weight" not in names
     values.update(arch.from_tensors(names))
-    if gguf_file.get(f"{arch.name}.rope.scaling.type", "none") not in ("none",):
-        raise UnsupportedModelError(
-            f"{gguf_file.path}: RoPE scaling {gguf_file.get(f'{arch.name}.rope.scaling.type')!r} in a GGUF is not "
-            "supported yet"
-        )
-    if "rope_freqs.weight" in names:
-        raise UnsupportedModelError(
-            f"{gguf_file.path}: tensor 'rope_freqs.weight' (llama3-style RoPE scaling baked into per-frequency "
-            "factors) is not supported yet"
-        )
+    freqs, rotary_dim = None, None
+    if ROPE_FREQS in names:  # llama3's per-frequency divisors, over the rotary dimensions
+        freqs = gguf_file.float_tensor(ROPE_FREQS)
+        head_dim = values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"]
+        rotary_dim = rotary if isinstance(rotary, int) else head_dim
+    scaling = scaling_from_gguf(str(gguf_file.path), arch.name, gguf_file.get, freqs, values.get("rope_theta", 10000.0),
+                                rotary_dim)  # fmt: skip
+    if scaling is not None:
+        values["rope_scaling"] = scaling
     name = gguf_file.get("general.name")
     if isinstance(name, str):
         values["_name_or_path"] = name
@@ -193,11 +193,6 @@ def hf_config_from_gguf(gguf_file: GGUFFile) -> HFConfig:
 def gguf_metadata(arch: Arch, hf: dict, config) -> list[tuple[str, Any, str]]:
     """(key, value, GGUF value type) pairs for a config.json dict (of ModelConfig `config`): the inverse of
     hf_config_from_gguf."""
-    if config.rope_scaling is not None:
-        raise UnsupportedModelError(
-            f"config {config.name!r}: RoPE scaling {config.rope_scaling.get('rope_type')!r} has no GGUF form in "
-            "tinyslm's writer yet"
-        )
     values = dict(hf, rope_theta=config.rope_theta, head_dim=config.head_dim, vocab_size=config.vocab_size)
     out = [(f"{arch.name}.{key}", kind(values[hf_key]), "float32" if kind is float else "uint32")
            for key, hf_key, kind in arch.keys if values.get(hf_key) is not None]  # fmt: skip

@@ -30,6 +30,7 @@ from ..model import CausalLM
 from .config import arch_of, hf_config_from_gguf
 from .names import gguf_name, qk_heads, unpermute
 from .reader import FLOAT_TYPES, GGUFFile
+from .rope import ROPE_FREQS
 
 # ggml types whose blocks map exactly onto the packed kernels (int8 / int4 groups of 32)
 KEPT_PACKED = ("Q8_0", "Q4_0", "Q4_1")
@@ -130,6 +131,8 @@ def load_gguf(
     packed: dict[str, tuple[str, np.ndarray, tuple[int, int]]] = {}  # linear module -> (kind, raw rows, shape)
     gguf_names: dict[str, str] = {}  # linear module -> its tensor's name in the file
     for name, tensor in file.tensors.items():
+        if name == ROPE_FREQS:  # RoPE scaling, read into the config (rope.py)
+            continue
         entry = by_gguf.get(name)
         if entry is None:
             raise CheckpointError(

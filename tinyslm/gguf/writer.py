@@ -26,6 +26,7 @@ from ..families import check_expressible, get_family
 from .config import TOKEN_ID_KEYS, arch_for_family, gguf_metadata
 from .names import gguf_name, permute, qk_heads
 from .reader import _gguf
+from .rope import rope_items
 from .tokenizer import tokenizer_metadata
 
 TYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1"}
@@ -48,7 +49,8 @@ def write_gguf(model, path: str | Path, type: str = "f16", tokenizer: dict | str
     family = get_family(config.family, f"config {config.name!r}")
     arch = arch_for_family(config.family, f"config {config.name!r}")
     hf = check_expressible(family, config.replace(dtype="float32"))  # refuses what the family cannot express
-    metadata = gguf_metadata(arch, hf, config)
+    rope_metadata, rope_tensors = rope_items(config, arch.name)  # refuses a scaling llama.cpp cannot store
+    metadata = gguf_metadata(arch, hf, config) + rope_metadata
     tok_meta = tokenizer_metadata(Path(tokenizer)) if isinstance(tokenizer, (str, Path)) else dict(tokenizer or {})
     params = dict(model.named_parameters())
     for module_name, module in model.named_modules():
@@ -68,7 +70,7 @@ def write_gguf(model, path: str | Path, type: str = "f16", tokenizer: dict | str
         if kind.startswith("Q"):
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         for key, value, vtype in metadata:
-            (writer.add_float32 if vtype == "float32" else writer.add_uint32)(key, value)
+            {"float32": writer.add_float32, "uint32": writer.add_uint32, "string": writer.add_string}[vtype](key, value)
         _add_tokenizer(writer, gguf, tok_meta, config)
         for hf_key, entry in family.key_map(model).entries.items():
             parts = [params[o].detach().to("cpu", torch.float32) for o in entry.ours]
@@ -83,6 +85,8 @@ def write_gguf(model, path: str | Path, type: str = "f16", tokenizer: dict | str
             if heads is not None:
                 data = np.ascontiguousarray(permute(data, heads))
             _add_tensor(writer, gguf, gguf_name(arch.name, config.n_layers, hf_key), data, kind)
+        for tensor_name, tensor in rope_tensors.items():
+            _add_tensor(writer, gguf, tensor_name, tensor.numpy(), "F32")
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

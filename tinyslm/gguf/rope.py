@@ -1,0 +1,90 @@
+"""RoPE scaling in a GGUF, both ways: what llama.cpp's convert_hf_to_gguf.py writes for a config's rope_scaling.
+
+Legend: d rotary dimensions, i = 0 .. d/2 - 1 one frequency, inv_i = theta^(-2i/d), wavelength 2 pi / inv_i.
+
+    linear   metadata {arch}.rope.scaling.type = "linear" and {arch}.rope.scaling.factor
+    llama3   no metadata: a float32 tensor `rope_freqs.weight` of d/2 divisors f_i, inv_i / f_i being
+             the scaled frequency (Llama 3.1+, Llama 3.2: factor 32, low 1, high 4, original 8192)
+
+Llama 3's divisors are 1 for short waves (wavelength < original / high), `factor` for long ones
+(> original / low), and in between 1 / ((1 - s) / factor + s) with s = (original / wavelength - low)
+/ (high - low), which is linear in inv_i. Reading them back, `factor` is the largest divisor, and
+the band in between gives the line s(inv_i) by least squares: its slope and intercept fix
+original / (high - low) and low / (high - low). Only those two ratios shape the frequencies, so
+low = 1 (every Llama 3 release's value) makes the split unique. With fewer than two frequencies in
+the band the line is undetermined and Llama 3's published values are assumed. Either way the
+divisors are recomputed from the result and must equal the file's (relative 1e-4), or the file is
+refused: a config that reproduces other frequencies is never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..errors import UnsupportedModelError
+from ..layers.rope import _base_inv_freq, compute_inv_freq
+
+ROPE_FREQS = "rope_freqs.weight"
+LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def llama3_divisors(theta: float, d: int, scaling: dict[str, Any]) -> torch.Tensor:
+    """The (d/2,) divisors f_i = inv_i / scaled inv_i that llama.cpp stores as rope_freqs for a llama3 config."""
+    scaled, _ = compute_inv_freq(d, theta, scaling, 0)
+    return (_base_inv_freq(theta, d) / scaled).float()
+
+
+def scaling_from_gguf(source: str, arch: str, get, rope_freqs: torch.Tensor | None, theta: float,
+                      d: int | None) -> dict | None:  # fmt: skip
+    """The config.json rope_scaling a GGUF's metadata (`get(key)`) and rope_freqs tensor describe, or None."""
+    kind = get(f"{arch}.rope.scaling.type", "none")
+    if kind not in ("none", "linear") or (kind == "linear" and rope_freqs is not None):
+        raise UnsupportedModelError(f"{source}: RoPE scaling {kind!r} in a GGUF is not supported yet (linear and "
+                                    "llama3's rope_freqs are)")  # fmt: skip
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": float(get(f"{arch}.rope.scaling.factor", 1.0))}
+    if rope_freqs is None:
+        return None
+    return _llama3_from_divisors(source, rope_freqs.float().reshape(-1), theta, d)
+
+
+def _llama3_from_divisors(source: str, f: torch.Tensor, theta: float, d: int) -> dict:
+    if f.numel() != d // 2:
+        raise UnsupportedModelError(f"{source}: tensor {ROPE_FREQS!r} holds {f.numel()} values, expected {d // 2} "
+                                    f"(one per frequency of {d} rotary dimensions)")  # fmt: skip
+    factor = float(f.max())
+    inv = _base_inv_freq(theta, d).double()
+    band = (f > 1 + 1e-6) & (f < factor * (1 - 1e-6))
+    scaling = {"rope_type": "llama3", "factor": factor, **LLAMA3_DEFAULTS}
+    if int(band.sum()) >= 2 and factor > 1:
+        s = (1 / f[band].double() - 1 / factor) / (1 - 1 / factor)  # the ramp, 0 .. 1
+        x = inv[band]
+        slope = float(((x - x.mean()) * (s - s.mean())).sum() / ((x - x.mean()) ** 2).sum())
+        intercept = float(s.mean() - slope * x.mean())
+        # s = original * inv / (2 pi (high - low)) - low / (high - low), with low = 1
+        high = 1 - 1 / intercept if intercept < 0 else math.inf
+        if math.isfinite(high):
+            scaling.update(high_freq_factor=high, original_max_position_embeddings=slope * 2 * math.pi * (high - 1))
+    if factor <= 1 or not torch.allclose(llama3_divisors(theta, d, scaling), f, rtol=1e-4, atol=0):
+        raise UnsupportedModelError(f"{source}: tensor {ROPE_FREQS!r} does not follow Llama 3's RoPE scaling "
+                                    "(no factor, low, high and original context reproduce it)")  # fmt: skip
+    return scaling
+
+
+def rope_items(config, arch: str) -> tuple[list[tuple[str, Any, str]], dict[str, torch.Tensor]]:
+    """(metadata (key, value, type) triples, extra tensors) that store `config.rope_scaling` as llama.cpp does."""
+    scaling = config.rope_scaling
+    if scaling is None:
+        return [], {}
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "linear":
+        return [(f"{arch}.rope.scaling.type", "linear", "string"),
+                (f"{arch}.rope.scaling.factor", float(scaling["factor"]), "float32")], {}  # fmt: skip
+    if kind == "llama3":
+        d = int(config.head_dim * config.partial_rotary_factor)
+        return [], {ROPE_FREQS: llama3_divisors(config.rope_theta, d, scaling)}
+    raise UnsupportedModelError(f"config {config.name!r}: RoPE scaling {kind!r} has no GGUF form in tinyslm's writer "
+                                "yet (linear and llama3 have)")  # fmt: skip

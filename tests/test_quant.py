@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import tinyslm
 from tinyslm import CausalLM, ModelConfig
 from tinyslm.errors import CheckpointError, ConfigError
-from tinyslm.quant import QuantizedLinear, ggml, quantize
+from tinyslm.quant import GGMLLinear, QuantizedLinear, ggml, native, quantize
 from tinyslm.quant.int4pack import pack_int4, unpack_int4
 
 gguf = pytest.importorskip("gguf")
@@ -149,15 +149,20 @@ def tiny_model(**overrides) -> CausalLM:
     return CausalLM(config).init_weights(std=0.1, seed=0).eval()
 
 
-@pytest.mark.parametrize("kind", ["int8", "int4"])
+ALL_KINDS = ["int8", "int4"] + [pytest.param(k, marks=pytest.mark.skipif(not native.available(), reason="no native kernel"))
+                                 for k in ("q8_0", "q4_0", "q4_1")]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_quantize_swaps_every_projection_and_the_head_in_place(kind):
     model = tiny_model(tie_embeddings=True)
     assert quantize(model, kind) is model
     names = model.quantization["layers"]
     assert len(names) == 2 * 7 + 1 and "head" in names and model.quantization["skipped"] == []
-    assert isinstance(model.blocks[0].attn.wq, QuantizedLinear) and isinstance(model.head, QuantizedLinear)
+    layer = QuantizedLinear if kind.startswith("int") else GGMLLinear
+    assert isinstance(model.blocks[0].attn.wq, layer) and isinstance(model.head, layer)
     assert isinstance(model.tok_emb, torch.nn.Embedding)  # a lookup: stays float
-    assert model.quantization["quantized_bytes"] < model.quantization["float_bytes"] / (3 if kind == "int8" else 5)
+    assert model.quantization["quantized_bytes"] < model.quantization["float_bytes"] / (3 if kind in ("int8", "q8_0") else 5)
 
 
 def test_layers_the_kernel_cannot_take_stay_float_and_are_listed():
@@ -191,7 +196,7 @@ def test_quantized_model_equals_the_float_model_of_its_dequantized_weights(kind)
             assert relative_error(quantized(prompt), tiny_model()(prompt)) > 12 * BF16_UNIT
 
 
-@pytest.mark.parametrize("kind", ["int8", "int4"])
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_cached_decode_equals_recomputation_with_the_same_quantized_weights(kind):
     model = quantize(tiny_model(), kind)
     ids = torch.randint(0, 96, (2, 5), generator=torch.Generator().manual_seed(3))

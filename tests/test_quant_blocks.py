@@ -116,6 +116,28 @@ def test_native_dequantize_equals_gguf_and_long_prompts_take_the_float32_gemm(ki
     assert torch.allclose(layer(few), q8_activations(few) @ w.t(), rtol=1e-5, atol=1e-5)
 
 
+@needs_kernel
+@pytest.mark.parametrize("kind", KINDS)
+def test_quantize_to_blocks_writes_what_gguf_quantizes(kind):
+    """tinyslm.quantize(model, "q4_0" | ...): each layer's blocks are the gguf package's (llama.cpp's) quantization of
+    its float weight, byte for byte; a layer whose in_features is not a multiple of 32 stays float and is listed."""
+    from tinyslm import CausalLM, ModelConfig, quantize
+
+    config = ModelConfig(vocab_size=96, dim=64, n_layers=1, n_heads=4, n_kv_heads=2, ffn_dim=80, max_seq_len=32)
+    model = CausalLM(config).init_weights(std=0.05, seed=0)
+    weights = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    quantize(model, kind.lower())
+    assert model.quantization["skipped"] == ["blocks.0.ffn.down: " + f"{kind.lower()} needs in_features divisible by "
+                                             "32; found a (64, 80) weight"]  # fmt: skip
+    for name, w in weights.items():
+        layer = model.get_submodule(name)
+        if name == "blocks.0.ffn.down":
+            assert type(layer) is nn.Linear
+            continue
+        expected = quants.quantize(w.numpy(), getattr(gguf.GGMLQuantizationType, kind))
+        assert isinstance(layer, GGMLLinear) and layer.blocks.numpy().tobytes() == expected.tobytes(), name
+
+
 def test_wrong_byte_count_is_one_clear_error():
     raw, _ = gguf_weight("Q4_0", 32, 64)
     with pytest.raises(CheckpointError, match=r"Q4_0 tensor of shape \(32, 64\) needs 1,152 bytes"):

@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+QUANT_CHOICES = ["q8_0", "q4_0", "q4_1", "int8", "int4"]  # tinyslm.quantize kinds (quant/quantize.py)
+
 EPILOG = """examples:
   tinyslm demo                                       small real-architecture models, end to end, offline
   tinyslm inspect configs/tinyllama-1.1b.toml --context 2048
@@ -76,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", choices=["eager", "sdpa"], default="eager",
                    help="attention backend: eager (written out, transformers' reference path; default) or sdpa "
                    "(torch's fused scaled_dot_product_attention; soft-capped layers stay eager)")
-    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
-                   help="quantize the linear layers after loading: int8 (a scale per row) or int4 (scale and zero "
-                   "per group of --group-size inputs); computed with bfloat16 activations. Default: keep the weights")
+    p.add_argument("--quantize", choices=QUANT_CHOICES, default=None,
+                   help="quantize the linear layers after loading: q8_0, q4_0 or q4_1 (llama.cpp's blocks of 32, the "
+                   "native kernel: the fast choice on a CPU), or int8 (a scale per row) / int4 (scale and zero per "
+                   "group of --group-size inputs) with torch's kernels and bfloat16 activations. Default: keep the "
+                   "weights")
     p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32 (default), 64, 128 or 256")
     p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
                    help="compiled decoding step over a static cache (torch.compile; same tokens; the compile is paid "
@@ -117,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill-tokens", default="128,512", help="comma-separated prompt lengths to time prefill "
                    "at (default 128,512; lengths beyond the model's context are skipped)")
     p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up (default 3)")
-    p.add_argument("--quantize", choices=["int8", "int4"], default=None, help="tinyslm only: quantize the linear "
-                   "layers still in float after loading (all of an HF folder's; a GGUF's float head)")
+    p.add_argument("--quantize", choices=QUANT_CHOICES, default=None, help="tinyslm only: quantize the linear "
+                   "layers still in float after loading (all of an HF folder's; a GGUF's float head): q8_0, q4_0, "
+                   "q4_1 (native kernel), int8, int4 (torch's kernels)")
     p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
                    help="tinyslm's compiled decoding step (torch.compile, compiled in the warm-up, its time reported "
                    "apart): on, off, or auto (default; off in a fresh process)")

@@ -53,6 +53,16 @@ class GGMLLinear(nn.Module):
             blocks = blocks.copy()
         return cls(kind, k, n, torch.from_numpy(blocks), bias)
 
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, kind: str = "Q8_0") -> GGMLLinear:
+        """Quantize a float (N, K) weight to `kind` blocks with the gguf package's quantizer (llama.cpp's, bit for
+        bit: `llama-quantize` would write the same bytes for this tensor)."""
+        from gguf import GGMLQuantizationType, quants  # noqa: PLC0415  (the gguf extra)
+
+        n, k = weight.shape
+        raw = quants.quantize(weight.detach().float().numpy(), GGMLQuantizationType[kind])
+        return cls.from_gguf(kind, raw.reshape(n, -1), (n, k), bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., K) -> (..., N)
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (M, K): the kernels take float32
         if rows.shape[0] >= DENSE_ROWS:  # a long prompt: float32 GEMM over DENSE_TILE weight rows at a time

@@ -1,4 +1,4 @@
-"""`quantize(model, "int8" | "int4")`: swap a model's linear layers for QuantizedLinear, in place.
+"""`quantize(model, "int8" | "int4" | "q8_0" | "q4_0" | "q4_1")`: swap a model's linear layers, in place.
 
 Which layers: every projection of the attention (q, k, v, o) and the FFN, and the lm-head (the
 largest single matrix of a small model: SmolLM2-135M's 49152 x 576 head is a fifth of its weights).
@@ -17,7 +17,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from . import native
+from .blocks import GGMLLinear
 from .linear import KINDS, QuantizedLinear, check_shape
+
+BLOCK_KINDS = ("q8_0", "q4_0", "q4_1")  # llama.cpp's blocks of 32, multiplied by the native kernel
 
 
 def quantize(model: nn.Module, kind: str, group_size: int | None = 32, *, head: bool = True,
@@ -25,21 +29,33 @@ def quantize(model: nn.Module, kind: str, group_size: int | None = 32, *, head: 
     """Quantize `model`'s linear layers in place and return the same model.
 
     kind: "int8" (one scale per output row; group_size is ignored) or "int4" (min/max groups of
-    `group_size` input features, 32/64/128/256; default 32, the GGUF Q4 block). head=False keeps
-    the lm-head in float. dtype: the kernels' activation dtype (bfloat16, the fast one).
+    `group_size` input features, 32/64/128/256; default 32, the GGUF Q4 block), both torch's
+    kernels; or "q8_0" / "q4_0" / "q4_1": llama.cpp's blocks of 32 (GGMLLinear, quantized by the
+    gguf package as llama.cpp quantizes), multiplied by the native kernel, the faster path on a
+    CPU. head=False keeps the lm-head in float. dtype: the torch kernels' activation dtype
+    (bfloat16, the fast one).
     `model.quantization` afterwards holds what was done: kind, group size, layers, skipped, bytes.
     """
-    if kind not in KINDS:
-        raise ConfigError(f"quantization must be one of {', '.join(KINDS)}, found {kind!r}")
-    group = None if kind == "int8" else group_size
+    if kind not in KINDS + BLOCK_KINDS:
+        raise ConfigError(f"quantization must be one of {', '.join(KINDS + BLOCK_KINDS)}, found {kind!r}")
+    if kind in BLOCK_KINDS and not native.available():
+        raise ConfigError(f"quantization {kind!r} needs tinyslm's native kernel, unavailable here: "
+                          f"{native.why_unavailable}; use int8 or int4 (torch's kernels)")  # fmt: skip
+    group = None if kind == "int8" else 32 if kind in BLOCK_KINDS else group_size
     done, skipped, before, after = [], [], 0, 0
     for name, parent, attr, linear in list(_targets(model, head)):
         try:
-            check_shape(kind, linear.out_features, linear.in_features, group)
+            if kind in BLOCK_KINDS and linear.in_features % 32:
+                raise ConfigError(f"{kind} needs in_features divisible by 32; found a {tuple(linear.weight.shape)} weight")
+            if kind in KINDS:
+                check_shape(kind, linear.out_features, linear.in_features, group)
         except ConfigError as exc:
             skipped.append(f"{name}: {exc}")
             continue
-        q = QuantizedLinear.from_float(linear.weight, linear.bias, kind, group, dtype)
+        if kind in BLOCK_KINDS:
+            q = GGMLLinear.from_float(linear.weight, linear.bias, kind.upper())
+        else:
+            q = QuantizedLinear.from_float(linear.weight, linear.bias, kind, group, dtype)
         before += linear.weight.numel() * linear.weight.element_size()
         after += q.nbytes
         setattr(parent, attr, q)

@@ -70,13 +70,12 @@ def quantized_linear_factory():
 
 
 def requantize_q8_0(weight: torch.Tensor) -> np.ndarray:
-    """A float (N, K) weight as Q8_0 blocks (N, K / 32 * 34), by the gguf package's quantizer (bit for bit
-    llama.cpp's): how a K-quant matrix stays 8-bit for the native kernel. Each weight moves by at most half
-    a step of its block (max |w| / 254), on top of the K-quant's own rounding."""
-    from gguf import GGMLQuantizationType, quants  # noqa: PLC0415  (K-quant files already need gguf to dequantize)
+    """A float (N, K) weight as Q8_0 blocks, by the gguf package's quantizer (bit for bit llama.cpp's): how a
+    K-quant matrix stays 8-bit for the native kernel. Each weight moves by at most half a step of its block
+    (max |w| / 254), on top of the K-quant's own rounding. (K-quant files already need gguf to dequantize.)"""
+    from ..quant.blocks import quantize_blocks  # noqa: PLC0415
 
-    n, k = weight.shape
-    return quants.quantize(weight.detach().float().numpy(), GGMLQuantizationType.Q8_0).reshape(n, -1)
+    return quantize_blocks(weight, "Q8_0")
 
 
 def _blocks_factory():

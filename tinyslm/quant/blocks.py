@@ -57,11 +57,7 @@ class GGMLLinear(nn.Module):
     def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, kind: str = "Q8_0") -> GGMLLinear:
         """Quantize a float (N, K) weight to `kind` blocks with the gguf package's quantizer (llama.cpp's, bit for
         bit: `llama-quantize` would write the same bytes for this tensor)."""
-        from gguf import GGMLQuantizationType, quants  # noqa: PLC0415  (the gguf extra)
-
-        n, k = weight.shape
-        raw = quants.quantize(weight.detach().float().numpy(), GGMLQuantizationType[kind])
-        return cls.from_gguf(kind, raw.reshape(n, -1), (n, k), bias)
+        return cls.from_gguf(kind, quantize_blocks(weight, kind), tuple(weight.shape), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., K) -> (..., N)
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (M, K): the kernels take float32
@@ -85,3 +81,11 @@ class GGMLLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.kind} blocks, bias={self.bias is not None}"
+
+
+def quantize_blocks(weight: torch.Tensor, kind: str) -> np.ndarray:
+    """A float (N, K) weight as GGUF `kind` blocks (N, K / 32 * block bytes), by the gguf package's quantizer."""
+    from gguf import GGMLQuantizationType, quants  # noqa: PLC0415  (the gguf extra)
+
+    n = weight.shape[0]
+    return quants.quantize(weight.detach().float().numpy(), GGMLQuantizationType[kind]).reshape(n, -1)

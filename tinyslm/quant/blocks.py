@@ -3,10 +3,11 @@
 Legend: M rows of activations (batch x new tokens), N out_features, K in_features.
 
 This is how llama.cpp keeps a quantized model, and what tinyslm does with a GGUF when the native
-kernel (native.py) is available: the bytes are copied from the file as they are, so the weights
-are exactly the file's (Q8_0 too, which torch's per-row int8 kernel would have to re-quantize),
-loading copies nothing (the blocks stay in the file's memory map), and the product reads 4.5 / 5 / 8.5 bits per weight. The kernel quantizes the
-activations to 8 bits per block of 32, as llama.cpp does; that is the only rounding it adds to
+kernel (native.py) is available: the bytes are used as the file holds them, so the weights are
+exactly the file's (Q8_0 too, which torch's per-row int8 kernel would have to re-quantize),
+loading copies nothing (the blocks stay in the file's memory map), and the product reads 4.5 / 5
+/ 8.5 bits per weight. The kernel quantizes the activations to 8 bits per block of 32, as
+llama.cpp does; that is the only rounding it adds to
 the float product of x and the dequantized weight (tests/test_quant_blocks.py bounds it). Long
 prompts (DENSE_ROWS rows and more) take a float32 GEMM over the dequantized weight instead.
 """

@@ -27,6 +27,8 @@ from ..errors import CheckpointError
 from ..families import config_from_hf, get_family
 from ..files import shown
 from ..model import CausalLM
+from ..quant import GGMLLinear, QuantizedLinear, native
+from ..quant.blocks import quantize_blocks
 from .config import arch_of, hf_config_from_gguf
 from .names import gguf_name, qk_heads, unpermute
 from .reader import FLOAT_TYPES, GGUFFile
@@ -61,27 +63,8 @@ def is_gguf(path: str | Path) -> bool:
 def quantized_linear_factory():
     """What keeps a GGUF's Q8_0/Q4_0/Q4_1 matrices quantized: `GGMLLinear.from_gguf` (the file's own
     blocks, native kernel) where that kernel builds, else `QuantizedLinear.from_gguf` (torch's int8/int4
-    kernels); None without tinyslm.quant (weights are then dequantized)."""
-    try:
-        from ..quant import GGMLLinear, QuantizedLinear, native  # noqa: PLC0415
-    except ImportError:
-        return None
+    kernels)."""
     return GGMLLinear.from_gguf if native.available() else QuantizedLinear.from_gguf
-
-
-def requantize_q8_0(weight: torch.Tensor) -> np.ndarray:
-    """A float (N, K) weight as Q8_0 blocks, by the gguf package's quantizer (bit for bit llama.cpp's): how a
-    K-quant matrix stays 8-bit for the native kernel. Each weight moves by at most half a step of its block
-    (max |w| / 254), on top of the K-quant's own rounding. (K-quant files already need gguf to dequantize.)"""
-    from ..quant.blocks import quantize_blocks  # noqa: PLC0415
-
-    return quantize_blocks(weight, "Q8_0")
-
-
-def _blocks_factory():
-    from ..quant import GGMLLinear  # noqa: PLC0415
-
-    return GGMLLinear.from_gguf
 
 
 def gguf_config(path: str | Path):
@@ -118,7 +101,7 @@ def load_gguf(
     family = get_family(config.family, hf.source)
     dtype = _default_dtype(file) if dtype is None else dtype_from_name(dtype) if isinstance(dtype, str) else dtype
     factory = quantized_linear_factory() if keep_quantized in (None, True) else None
-    blocks_kernel = factory is not None and factory == _blocks_factory()
+    blocks_kernel = factory == GGMLLinear.from_gguf  # (a test may hand in another factory)
     stored = sum(int(np.prod(t.shape)) for t in file.tensors.values())
     if check_buildable(config, hf.source) > 2 * stored + 10**6:
         raise CheckpointError(f"{file.path}: its metadata describes a model far larger than its {stored:,} stored values")
@@ -155,15 +138,15 @@ def load_gguf(
             packed[module_name] = (tensor.kind, raw if heads is None else unpermute(raw, heads), tensor.shape)
             gguf_names[module_name] = name
             continue
-        if linear_weight and tensor.kind not in FLOAT_TYPES and blocks_kernel:  # a K-quant (Q4_K, Q6_K, ...)
-            value = file.float_tensor(name)  # dequantized as transformers does, then kept 8-bit (requantized)
-            packed[module_name] = ("Q8_0", requantize_q8_0(value if heads is None else unpermute(value, heads)),
-                                   tensor.shape)  # fmt: skip
-            gguf_names[module_name] = name
-            continue
         value = file.float_tensor(name)
         if heads is not None:
             value = unpermute(value, heads)
+        if linear_weight and tensor.kind not in FLOAT_TYPES and blocks_kernel:  # a K-quant (Q4_K, Q6_K, ...):
+            # dequantized as transformers does, then kept 8-bit: each weight moves by at most half a step of its
+            # block (max |w| / 254), on top of the K-quant's own rounding
+            packed[module_name] = ("Q8_0", quantize_blocks(value, "Q8_0"), tensor.shape)
+            gguf_names[module_name] = name
+            continue
         if transposed:
             value = value.t()
         if arch.norm_offset and entry.hf_key.endswith("norm.weight"):
@@ -189,7 +172,7 @@ def load_gguf(
         if blocks_kernel and embedding.kind not in FLOAT_TYPES:
             # llama.cpp's tied head reads the embedding's blocks (Q8_0: 8.5 bits a weight, not float32's 32):
             # the same values as the float embedding the lookups use, as a second, quantized copy
-            raw = np.asarray(embedding.data) if embedding.kind in KEPT_PACKED else requantize_q8_0(model.tok_emb.weight)
+            raw = np.asarray(embedding.data) if embedding.kind in KEPT_PACKED else quantize_blocks(model.tok_emb.weight, "Q8_0")
             packed["head"] = (embedding.kind if embedding.kind in KEPT_PACKED else "Q8_0", raw, embedding.shape)
             gguf_names["head"] = embedding.name
     for module_name, (kind, raw, shape) in packed.items():

@@ -36,6 +36,11 @@ def gguf_weight(kind: str, n: int, k: int, seed: int = 0) -> tuple[np.ndarray, t
     return raw, torch.from_numpy(quants.dequantize(raw, kind_id))
 
 
+def packed(raw: np.ndarray, n: int, kind: str) -> torch.Tensor:
+    """GGUF blocks of n rows in the kernel's layout (8 rows interleaved)."""
+    return native.ggml_pack(torch.from_numpy(raw.reshape(n, -1).copy()), kind)
+
+
 def q8_activations(x: torch.Tensor) -> torch.Tensor:
     """Each row of x rounded to 8 bits per block of 32, as the kernel (and llama.cpp's quantize_row_q8_0) does."""
     m, k = x.shape
@@ -48,13 +53,34 @@ def q8_activations(x: torch.Tensor) -> torch.Tensor:
 @needs_kernel
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("m", [1, 3, 4, 9])  # the kernel takes rows 4 at a time, then one by one
-def test_kernel_equals_its_stated_arithmetic_over_gguf_dequantized_weights(kind, m):
-    raw, w = gguf_weight(kind, 80, 256, seed=m)
+@pytest.mark.parametrize("n", [80, 77, 3])  # groups of 8 weight rows; the last one padded
+def test_kernel_equals_its_stated_arithmetic_over_gguf_dequantized_weights(kind, m, n):
+    raw, w = gguf_weight(kind, n, 256, seed=m)
     x = torch.randn(m, 256, generator=torch.Generator().manual_seed(m))
-    y = native.ggml_mm(x, torch.from_numpy(raw.reshape(80, -1).copy()), kind)
+    y = native.ggml_mm(x, packed(raw, n, kind), kind, n)
     ref = q8_activations(x).double() @ w.double().t()
-    assert y.shape == (m, 80) and y.dtype == torch.float32
+    assert y.shape == (m, n) and y.dtype == torch.float32
     assert (y.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", KINDS)
+def test_packing_interleaves_8_rows_block_by_block_as_stated_and_unpacks_to_the_files_bytes(kind):
+    """ggml_mm.cpp's layout, written out in numpy: record (g, b) = the 8 rows' scales, [their offsets], then
+    chunk c = bytes 4c..4c+3 of each row's codes; 13 rows = one whole group and one padded with zero rows."""
+    n, k = 13, 64
+    raw, _ = gguf_weight(kind, n, k)
+    blocks = raw.reshape(n, k // 32, -1)
+    head = 4 if kind == "Q4_1" else 2
+    padded = np.zeros((16, k // 32, blocks.shape[2]), dtype=np.uint8)
+    padded[:n] = blocks
+    groups = padded.reshape(2, 8, k // 32, -1).transpose(0, 2, 1, 3)  # (G, B, 8 rows, block bytes)
+    scales = [groups[..., at : at + 2].reshape(2, k // 32, 16) for at in range(0, head, 2)]  # d[8], then m[8]
+    codes = groups[..., head:].reshape(2, k // 32, 8, -1, 4).transpose(0, 1, 3, 2, 4).reshape(2, k // 32, -1)
+    expected = np.concatenate([*scales, codes], axis=-1).reshape(2, -1)
+    ours = packed(raw, n, kind)
+    assert ours.shape == (2, 8 * raw.reshape(n, -1).shape[1]) and np.array_equal(ours.numpy(), expected)
+    assert np.array_equal(native.ggml_unpack(ours, kind, n).numpy(), raw.reshape(n, -1))
 
 
 @needs_kernel
@@ -64,7 +90,7 @@ def test_kernel_differs_from_the_float_product_by_at_most_the_activation_roundin
     |y - x w| <= sum_k |w_k| * step_k / 2 for every output."""
     raw, w = gguf_weight(kind, 64, 512)
     x = torch.randn(5, 512)
-    y = native.ggml_mm(x, torch.from_numpy(raw.reshape(64, -1).copy()), kind).double()
+    y = native.ggml_mm(x, packed(raw, 64, kind), kind, 64).double()
     step = x.view(5, -1, 32).abs().amax(-1, keepdim=True).expand(-1, -1, 32).reshape(5, 512) / 127
     bound = (step.double() / 2) @ w.double().abs().t()
     assert ((y - x.double() @ w.double().t()).abs() <= bound * (1 + 1e-4) + 1e-6).all()
@@ -79,7 +105,7 @@ def test_kernel_edge_values_zero_blocks_and_the_int8_minimum():
     blocks[:, :, 2:] = np.frombuffer(np.int8(-128).tobytes(), dtype=np.uint8)
     x = torch.zeros(2, k)
     x[1, 32:] = 1.0  # first block all zero, second all ones
-    y = native.ggml_mm(x, torch.from_numpy(blocks.reshape(n, -1)), "Q8_0")
+    y = native.ggml_mm(x, packed(blocks, n, "Q8_0"), "Q8_0", n)
     assert torch.equal(y[0], torch.zeros(n)) and torch.allclose(y[1], torch.full((n,), -128 * 0.5 * 32))
 
 
@@ -89,7 +115,7 @@ def test_layer_holds_the_files_bytes_and_dequantizes_like_gguf(kind):
     raw, w = gguf_weight(kind, 48, 128)
     bias = torch.randn(48)
     layer = GGMLLinear.from_gguf(kind, raw, (48, 128), bias=bias)
-    assert layer.blocks.numpy().tobytes() == raw.tobytes()
+    assert layer.gguf_blocks().numpy().tobytes() == raw.tobytes()
     assert torch.equal(layer.dequantize(), w)
     assert layer.nbytes == raw.nbytes + 48 * 4
     x = torch.randn(2, 3, 128, dtype=torch.bfloat16)  # any leading dims, any float dtype in and out
@@ -101,19 +127,14 @@ def test_layer_holds_the_files_bytes_and_dequantizes_like_gguf(kind):
 
 @needs_kernel
 @pytest.mark.parametrize("kind", KINDS)
-def test_native_dequantize_equals_gguf_and_long_prompts_take_the_float32_gemm(kind):
-    """A prompt of DENSE_ROWS rows or more multiplies the dequantized weight in float32 (tiles of DENSE_TILE rows
-    of it at a time): the float product, no activation rounding."""
-    from tinyslm.quant import blocks
-
-    n = blocks.DENSE_TILE + 48  # a full tile and a partial one
-    raw, w = gguf_weight(kind, n, 64)
-    layer = GGMLLinear.from_gguf(kind, raw, (n, 64))
+def test_native_dequantize_equals_gguf_and_long_prompts_take_the_same_kernel(kind):
+    """Dequantizing a packed weight (77 rows: the last group padded) gives the gguf package's floats exactly; a
+    600-row prompt is the stated arithmetic too (activations rounded), as llama.cpp computes prompts."""
+    raw, w = gguf_weight(kind, 77, 64)
+    layer = GGMLLinear.from_gguf(kind, raw, (77, 64))
     assert torch.equal(layer.dequantize(), w)
-    x = torch.randn(blocks.DENSE_ROWS, 64)
-    assert torch.allclose(layer(x), x @ w.t(), rtol=1e-5, atol=1e-5)
-    few = x[: blocks.DENSE_ROWS - 1]  # one row fewer: the block kernel, activations rounded
-    assert torch.allclose(layer(few), q8_activations(few) @ w.t(), rtol=1e-5, atol=1e-5)
+    x = torch.randn(600, 64)
+    assert torch.allclose(layer(x), q8_activations(x) @ w.t(), rtol=1e-5, atol=1e-5)
 
 
 @needs_kernel
@@ -135,7 +156,7 @@ def test_quantize_to_blocks_writes_what_gguf_quantizes(kind):
             assert type(layer) is nn.Linear
             continue
         expected = quants.quantize(w.numpy(), getattr(gguf.GGMLQuantizationType, kind))
-        assert isinstance(layer, GGMLLinear) and layer.blocks.numpy().tobytes() == expected.tobytes(), name
+        assert isinstance(layer, GGMLLinear) and layer.gguf_blocks().numpy().tobytes() == expected.tobytes(), name
 
 
 def test_wrong_byte_count_is_one_clear_error():

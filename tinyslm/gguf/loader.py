@@ -110,8 +110,16 @@ def load_gguf(
         model = CausalLM(config)
     key_map = family.key_map(model)
     by_gguf = {gguf_name(arch.name, config.n_layers, hf_key): entry for hf_key, entry in key_map.entries.items()}
-    packed: dict[str, tuple[str, np.ndarray, tuple[int, int]]] = {}  # linear module -> (kind, raw rows, shape)
-    gguf_names: dict[str, str] = {}  # linear module -> its tensor's name in the file
+
+    def keep_quantized_layer(module_name: str, kind: str, raw: np.ndarray, shape, gguf_name: str) -> None:
+        """Replace a linear layer by `factory`'s quantized one over `raw` blocks. It holds new memory (interleaved,
+        repacked), so the file's pages can go now: loading holds about one tensor of the file at a time.
+        A bias loaded later replaces the (meta) one passed here."""
+        owner, _, leaf = module_name.rpartition(".")
+        bias = model.get_submodule(module_name).bias
+        setattr(model.get_submodule(owner), leaf, factory(kind, raw, tuple(shape), bias=bias))
+        file.release(gguf_name)
+
     for name, tensor in file.tensors.items():
         if name == ROPE_FREQS:  # RoPE scaling, read into the config (rope.py)
             continue
@@ -135,8 +143,7 @@ def load_gguf(
         linear_weight = factory is not None and entry.rule is None and leaf == "weight" and type(module) is nn.Linear
         if linear_weight and tensor.kind in KEPT_PACKED:
             raw = np.asarray(tensor.data)  # (out, bytes per row): whole rows of blocks
-            packed[module_name] = (tensor.kind, raw if heads is None else unpermute(raw, heads), tensor.shape)
-            gguf_names[module_name] = name
+            keep_quantized_layer(module_name, tensor.kind, raw if heads is None else unpermute(raw, heads), tensor.shape, name)
             continue
         value = file.float_tensor(name)
         if heads is not None:
@@ -144,8 +151,7 @@ def load_gguf(
         if linear_weight and tensor.kind not in FLOAT_TYPES and blocks_kernel:  # a K-quant (Q4_K, Q6_K, ...):
             # dequantized as transformers does, then kept 8-bit: each weight moves by at most half a step of its
             # block (max |w| / 254), on top of the K-quant's own rounding
-            packed[module_name] = ("Q8_0", quantize_blocks(value, "Q8_0"), tensor.shape)
-            gguf_names[module_name] = name
+            keep_quantized_layer(module_name, "Q8_0", quantize_blocks(value, "Q8_0"), tensor.shape, name)
             continue
         if transposed:
             value = value.t()
@@ -173,15 +179,8 @@ def load_gguf(
             # llama.cpp's tied head reads the embedding's blocks (Q8_0: 8.5 bits a weight, not float32's 32):
             # the same values as the float embedding the lookups use, as a second, quantized copy
             raw = np.asarray(embedding.data) if embedding.kind in KEPT_PACKED else quantize_blocks(model.tok_emb.weight, "Q8_0")
-            packed["head"] = (embedding.kind if embedding.kind in KEPT_PACKED else "Q8_0", raw, embedding.shape)
-            gguf_names["head"] = embedding.name
-    for module_name, (kind, raw, shape) in packed.items():
-        owner, _, leaf = module_name.rpartition(".")
-        bias = model.get_submodule(module_name).bias
-        setattr(model.get_submodule(owner), leaf, factory(kind, raw, tuple(shape), bias=bias))
-        mapped = blocks_kernel and np.may_share_memory(raw, file.tensors[gguf_names[module_name]].data)
-        if not mapped:  # the layer holds new memory (repacked, re-quantized, un-permuted): the file's pages can go
-            file.release(gguf_names[module_name])
+            kind = embedding.kind if embedding.kind in KEPT_PACKED else "Q8_0"
+            keep_quantized_layer("head", kind, raw, embedding.shape, embedding.name)
     model.reset_buffers(device)
     return model.eval()
 

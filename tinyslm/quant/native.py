@@ -66,21 +66,35 @@ def _cpu_tag() -> str:
     return torch.backends.cpu.get_cpu_capability().lower()
 
 
-def ggml_mm(x: torch.Tensor, blocks: torch.Tensor, kind: str) -> torch.Tensor:
-    """x (M, K) float32 @ the (N, K) weight held as GGUF `kind` blocks (N, bytes per row) -> (M, N) float32."""
-    return torch.ops.tinyslm.ggml_mm(x, blocks, KIND_CODES[kind])
+def ggml_pack(blocks: torch.Tensor, kind: str) -> torch.Tensor:
+    """A GGUF `kind` weight's blocks (N, bytes per row) -> the kernel's layout: 8 rows interleaved block by
+    block (ggml_mm.cpp), (ceil(N / 8), 8 x bytes per row) uint8, the same bytes reordered (padding rows zero).
+    Builds or loads the kernels first (every GGMLLinear is made through here)."""
+    if not available():
+        raise RuntimeError(f"tinyslm's native kernels are unavailable: {why_unavailable}")
+    return torch.ops.tinyslm.ggml_pack(blocks, KIND_CODES[kind])
 
 
-def ggml_dequantize(blocks: torch.Tensor, kind: str) -> torch.Tensor:
-    """The (N, K) float32 weight that GGUF `kind` blocks (N, bytes per row) hold, computed as llama.cpp does."""
-    return torch.ops.tinyslm.ggml_dequantize(blocks, KIND_CODES[kind])
+def ggml_unpack(packed: torch.Tensor, kind: str, n: int) -> torch.Tensor:
+    """ggml_pack's inverse: the first n rows' GGUF blocks (n, bytes per row), as the file holds them."""
+    return torch.ops.tinyslm.ggml_unpack(packed, KIND_CODES[kind], n)
+
+
+def ggml_mm(x: torch.Tensor, packed: torch.Tensor, kind: str, n: int) -> torch.Tensor:
+    """x (M, K) float32 @ the (n, K) weight held as packed `kind` blocks -> (M, n) float32."""
+    return torch.ops.tinyslm.ggml_mm(x, packed, KIND_CODES[kind], n)
+
+
+def ggml_dequantize(packed: torch.Tensor, kind: str, n: int) -> torch.Tensor:
+    """The (n, K) float32 weight that packed `kind` blocks hold, computed as llama.cpp does."""
+    return torch.ops.tinyslm.ggml_dequantize(packed, KIND_CODES[kind], n)
 
 
 def register_fake() -> None:
-    """Shapes for torch.compile, which traces the kernels as opaque calls: (M, K), (N, _) -> (M, N)."""
+    """Shapes for torch.compile, which traces the kernels as opaque calls: (M, K), (G, _), n -> (M, n)."""
     if available() and not getattr(register_fake, "done", False):
-        torch.library.register_fake("tinyslm::ggml_mm")(lambda x, w, kind: x.new_empty(x.shape[0], w.shape[0]))
+        torch.library.register_fake("tinyslm::ggml_mm")(lambda x, p, kind, n: x.new_empty(x.shape[0], n))
         torch.library.register_fake("tinyslm::bf16_mv")(lambda x, w: x.new_empty(x.shape[0], w.shape[0]))
         torch.library.register_fake("tinyslm::ggml_dequantize")(
-            lambda w, kind: w.new_empty(w.shape[0], w.shape[1] // (18, 20, 34)[kind] * 32, dtype=torch.float32))
+            lambda p, kind, n: p.new_empty(n, p.shape[1] // (18, 20, 34)[kind] // 8 * 32, dtype=torch.float32))
         register_fake.done = True

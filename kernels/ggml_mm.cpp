@@ -87,21 +87,44 @@ float f16_to_f32(const uint8_t* p) {
 #endif
 }
 
-// One activation row (K floats) -> K / 32 blocks, as llama.cpp's quantize_row_q8_0/q8_1 do.
+// One activation row (K floats) -> K / 32 blocks, as llama.cpp's quantize_row_q8_0/q8_1 do:
+// d = max |x| / 127, codes = round-half-even(x / d) in -127..127, s = d * sum(codes).
 void quantize_row(const float* x, int64_t k, ActBlock* out) {
   for (int64_t b = 0; b < k / QK; ++b) {
     const float* xb = x + b * QK;
+#ifdef TINYSLM_AVX2
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.f);
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(xb + 8 * i);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[i]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float d = _mm_cvtss_f32(m4) / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+    __m256i q[4];
+    for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], _mm256_set1_ps(id)));  // half to even
+    const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    // int32 -> int8 by two saturating packs, which interleave 128-bit lanes; one permute puts them back in order
+    const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i*)out[b].q, _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    out[b].d = d;
+    out[b].s = d * (float)tinyslm::hsum_i32(sum);
+#else
     float amax = 0.f;
     for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(xb[i]));
     const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
     int sum = 0;
     for (int i = 0; i < QK; ++i) {
-      const int q = (int)std::nearbyint(xb[i] * id);  // round half to even, like _mm256_cvtps_epi32
+      const int q = (int)std::nearbyint(xb[i] * id);  // round half to even, as _mm256_cvtps_epi32 does
       out[b].q[i] = (int8_t)q;
       sum += q;
     }
     out[b].d = d;
     out[b].s = d * (float)sum;
+#endif
   }
 }
 

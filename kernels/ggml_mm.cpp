@@ -1,4 +1,4 @@
-// Matrix products with weights in llama.cpp's Q4_0 / Q4_1 / Q8_0 blocks, 8 rows interleaved (tinyslm::ggml_*).
+// Matrix products with weights in llama.cpp's Q4_0 / Q4_1 / Q8_0 / Q4_K blocks, 8 rows interleaved (tinyslm::ggml_*).
 //
 // Legend: M activation rows, N weight rows (out_features), K columns (in_features), B = K / 32 blocks,
 // G = ceil(N / 8) groups of 8 weight rows.
@@ -7,7 +7,10 @@
 //     Q4_0  d, 16 bytes of nibbles     w = (q - 8) * d      q in 0..15
 //     Q4_1  d, m, 16 bytes             w = q * d + m        q in 0..15
 //     Q8_0  d, 32 int8                 w = q * d
-// (byte j of a 4-bit block holds value j in its low nibble and value j + 16 in its high one).
+// (byte j of a 4-bit block holds value j in its low nibble and value j + 16 in its high one), and
+//     Q4_K  256 values: d, dmin (f16), 8 sub-blocks of 32 with 6-bit scale sc_j and min m_j,
+//           w = (d * sc_j) * q - dmin * m_j       q in 0..15      (4.5 bits a weight)
+// so a Q4_K sub-block is a Q4_1 block with scale d * sc_j and offset -dmin * m_j (both exact in float32).
 //
 // As in llama.cpp, each activation row is first quantized to 8 bits per block of 32 (one float
 // scale dx per block, codes in -127..127, plus sx = dx * sum(codes) for the offset term). The dot
@@ -15,6 +18,7 @@
 //     Q8_0:        d * dx * sum_i q_i * qx_i
 //     Q4_1:        d * dx * sum_i q_i * qx_i + m * sx
 //     Q4_0:        the same as Q4_1 with m = -8 d   (sum_i (q_i - 8) qx_i = sum_i q_i qx_i - 8 sum_i qx_i)
+//     Q4_K:        the same as Q4_1 with d = d * sc_j, m = -dmin * m_j
 //
 // The layout (ggml_pack, at load time; ggml_unpack gives the file's bytes back). Decoding is bound
 // by the bytes of weights read, but one row at a time the 4-bit product costs more instructions
@@ -23,7 +27,10 @@
 // block by block: the record for (group g, block b) holds
 //     d[8] (f16), [m[8] (f16), Q4_1 only], codes: chunk c = bytes 4c..4c+3 of each of the 8 rows
 //     (32 bytes: row 0's four, row 1's four, ...), chunks c = 0..3 (4-bit) or 0..7 (Q8_0)
-// the same bytes as the 8 blocks it replaces. One 32-byte load is then 4 codes of 8 rows; the
+// the same bytes as the 8 blocks it replaces. Q4_K keeps its super-block of 256: per group, d[8] and
+// dmin[8] (f16), then per sub-block of 32 a record of sc[8], m[8] (one byte each, unpacked from the
+// file's 6-bit fields) and the codes as above, nibbles reordered to the Q4_0 order (148 bytes per
+// row and 256 values where the file has 144). One 32-byte load is then 4 codes of 8 rows; the
 // matching 4 activation codes are broadcast to all 8 lanes, and a vpmaddubsw + vpmaddwd leave one
 // partial sum per row in its own lane: 8 rows finish together in one register, with their 8 scales
 // applied by one vector multiply, and no horizontal sums. The last group is padded with zero rows.
@@ -40,6 +47,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "simd.h"
@@ -49,12 +57,19 @@ namespace {
 constexpr int QK = 32;  // values per block
 constexpr int ROWS = 8;  // weight rows interleaved in one group
 
-// Kind 0 = Q4_0, 1 = Q4_1, 2 = Q8_0: the file's block size, where a packed record's codes start, its size.
-constexpr int block_bytes(int kind) { return kind == 0 ? 18 : kind == 1 ? 20 : 34; }
-constexpr int code_bytes(int kind) { return kind == 2 ? 32 : 16; }
-constexpr int header(int kind) { return kind == 1 ? 4 : 2; }  // d (and m) in a file block
-constexpr int record_bytes(int kind) { return ROWS * block_bytes(kind); }
-constexpr int record_codes(int kind) { return ROWS * header(kind); }  // offset of the codes in a record
+// Kind 0 = Q4_0, 1 = Q4_1, 2 = Q8_0, 3 = Q4_K.
+// A file block: its values and bytes; a packed unit (one file block of each of the 8 rows): its bytes.
+constexpr int block_values(int kind) { return kind == 3 ? 256 : QK; }
+constexpr int block_bytes(int kind) { return kind == 0 ? 18 : kind == 1 ? 20 : kind == 2 ? 34 : 144; }
+constexpr int unit_bytes(int kind) { return kind == 3 ? 32 + 8 * 144 : ROWS * block_bytes(kind); }
+constexpr int record_codes(int kind) { return kind == 1 ? 32 : 16; }  // where a record's codes start
+
+// The packed record of 32-value block b (0..K/32) of a group whose bytes start at `group`.
+template <int Kind>
+inline const uint8_t* record(const uint8_t* group, int64_t b) {
+  if constexpr (Kind == 3) return group + (b / 8) * unit_bytes(3) + 32 + (b % 8) * 144;
+  return group + b * unit_bytes(Kind);
+}
 
 struct ActBlock {  // one quantized block of an activation row
   float d;         // scale: x ~ q * d
@@ -136,26 +151,54 @@ inline int code_at(int kind, const uint8_t* codes, int r, int i) {
   return i < 16 ? byte & 0x0F : byte >> 4;
 }
 
-// The scale and offset of row r of a record: w_i = code_i * d + m.
-inline void scale_at(int kind, const uint8_t* rec, int r, float* d, float* m) {
-  *d = f16_to_f32(rec + 2 * r);
-  *m = kind == 1 ? f16_to_f32(rec + 16 + 2 * r) : kind == 0 ? -8.f * *d : 0.f;
+// The scale and offset of row r in block b of a group: w_i = code_i * d + m.
+template <int Kind>
+inline void scale_at(const uint8_t* group, int64_t b, int r, float* d, float* m) {
+  const uint8_t* rec = record<Kind>(group, b);
+  if constexpr (Kind == 3) {
+    const uint8_t* unit = group + (b / 8) * unit_bytes(3);
+    *d = f16_to_f32(unit + 2 * r) * (float)rec[r];
+    *m = -(f16_to_f32(unit + 16 + 2 * r) * (float)rec[8 + r]);
+  } else {
+    *d = f16_to_f32(rec + 2 * r);
+    *m = Kind == 1 ? f16_to_f32(rec + 16 + 2 * r) : Kind == 0 ? -8.f * *d : 0.f;
+  }
 }
+
+#ifdef TINYSLM_AVX2
+inline __m256 bytes_to_ps(const uint8_t* p) {  // 8 unsigned bytes -> 8 floats
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p)));
+}
+
+// The 8 rows' scales d and offsets m of block b (m unused for Q8_0).
+template <int Kind>
+inline void scales8(const uint8_t* group, int64_t b, const uint8_t* rec, __m256* d, __m256* m) {
+  if constexpr (Kind == 3) {
+    const uint8_t* unit = group + (b / 8) * unit_bytes(3);
+    *d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)unit)), bytes_to_ps(rec));
+    *m = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(unit + 16))), bytes_to_ps(rec + 8));
+    *m = _mm256_sub_ps(_mm256_setzero_ps(), *m);
+  } else {
+    *d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)rec));
+    if constexpr (Kind == 1) *m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(rec + 16)));
+    if constexpr (Kind == 0) *m = _mm256_mul_ps(*d, _mm256_set1_ps(-8.f));
+  }
+}
+#endif
 
 // One group of 8 weight rows against R activation rows: out[r][0..8) = the 8 dot products of activation row r.
 template <int Kind, int R>
-void dot_group(const uint8_t* rec, int64_t nb, const ActBlock* const* x, float* const* out) {
-  constexpr int bytes = record_bytes(Kind);
+void dot_group(const uint8_t* group, int64_t nb, const ActBlock* const* x, float* const* out) {
 #ifdef TINYSLM_AVX2
   const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b, rec += bytes) {
-    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)rec));  // 8 rows' scales
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* rec = record<Kind>(group, b);
     const uint8_t* codes = rec + record_codes(Kind);
+    __m256 d, m;  // the 8 rows' scales and offsets
+    scales8<Kind>(group, b, rec, &d, &m);
     if constexpr (Kind != 2) {
-      const __m256 m = Kind == 1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(rec + 16)))
-                                 : _mm256_mul_ps(d, _mm256_set1_ps(-8.f));
       __m256i w[8];  // w[c]: codes 4c..4c+3 of the 8 rows (low nibbles); w[c + 4]: codes 16 + 4c.. (high)
       for (int c = 0; c < 4; ++c) {
         const __m256i v = _mm256_loadu_si256((const __m256i*)(codes + 32 * c));
@@ -187,11 +230,11 @@ void dot_group(const uint8_t* rec, int64_t nb, const ActBlock* const* x, float* 
   for (int r = 0; r < R; ++r) _mm256_storeu_ps(out[r], acc[r]);
 #else
   for (int r = 0; r < R; ++r) std::fill(out[r], out[r] + ROWS, 0.f);
-  for (int64_t b = 0; b < nb; ++b, rec += bytes) {
-    const uint8_t* codes = rec + record_codes(Kind);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* codes = record<Kind>(group, b) + record_codes(Kind);
     for (int row = 0; row < ROWS; ++row) {
       float d, m;
-      scale_at(Kind, rec, row, &d, &m);
+      scale_at<Kind>(group, b, row, &d, &m);
       for (int r = 0; r < R; ++r) {
         int sum = 0;
         for (int i = 0; i < QK; ++i) sum += code_at(Kind, codes, row, i) * x[r][b].q[i];
@@ -206,10 +249,10 @@ void dot_group(const uint8_t* rec, int64_t nb, const ActBlock* const* x, float* 
 template <int Kind>
 void mm_groups(const uint8_t* w, int64_t g0, int64_t g1, int64_t nb, const std::vector<const ActBlock*>& x,
                float* y, int64_t n) {
-  const int64_t m = (int64_t)x.size(), row_bytes = nb * record_bytes(Kind);
+  const int64_t m = (int64_t)x.size(), row_bytes = nb * QK / block_values(Kind) * unit_bytes(Kind);
   float tail[4][ROWS];  // the last group's outputs when it holds padding rows
   for (int64_t g = g0; g < g1; ++g) {
-    const uint8_t* rec = w + g * row_bytes;
+    const uint8_t* group = w + g * row_bytes;
     const bool whole = (g + 1) * ROWS <= n;
     auto target = [&](int64_t r, int i) { return whole ? y + r * n + g * ROWS : tail[i]; };
     auto copy_tail = [&](int64_t r, int i) {
@@ -218,69 +261,154 @@ void mm_groups(const uint8_t* w, int64_t g0, int64_t g1, int64_t nb, const std::
     int64_t r = 0;
     for (; r + 4 <= m; r += 4) {
       float* out[4] = {target(r, 0), target(r + 1, 1), target(r + 2, 2), target(r + 3, 3)};
-      dot_group<Kind, 4>(rec, nb, &x[r], out);
+      dot_group<Kind, 4>(group, nb, &x[r], out);
       for (int i = 0; i < 4; ++i) copy_tail(r + i, i);
     }
     for (; r < m; ++r) {
       float* out[1] = {target(r, 0)};
-      dot_group<Kind, 1>(rec, nb, &x[r], out);
+      dot_group<Kind, 1>(group, nb, &x[r], out);
       copy_tail(r, 0);
     }
   }
 }
 
 void check_kind(int64_t kind, const char* op) {
-  TORCH_CHECK(kind >= 0 && kind <= 2, op, ": kind must be 0 (Q4_0), 1 (Q4_1) or 2 (Q8_0), found ", kind);
+  TORCH_CHECK(kind >= 0 && kind <= 3, op, ": kind must be 0 (Q4_0), 1 (Q4_1), 2 (Q8_0) or 3 (Q4_K), found ", kind);
 }
 
-// The file's blocks (N, B * block bytes) -> the packed records (G, B * 8 * block bytes), padding rows zero.
+// Calls f(std::integral_constant<int, kind>{}): the kind as a compile-time constant.
+template <typename F>
+void with_kind(int64_t kind, F&& f) {
+  if (kind == 0) f(std::integral_constant<int, 0>{});
+  else if (kind == 1) f(std::integral_constant<int, 1>{});
+  else if (kind == 2) f(std::integral_constant<int, 2>{});
+  else f(std::integral_constant<int, 3>{});
+}
+
+// Q4_K's 12 bytes of 6-bit scales and mins (llama.cpp's get_scale_min_k4) <-> sc[8], m[8].
+void q4k_scales(const uint8_t* q, uint8_t* sc, uint8_t* m) {
+  for (int j = 0; j < 4; ++j) {
+    sc[j] = q[j] & 63, m[j] = q[j + 4] & 63;
+    sc[j + 4] = (q[j + 8] & 0x0F) | ((q[j] >> 6) << 4);
+    m[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+  }
+}
+
+void q4k_pack_scales(const uint8_t* sc, const uint8_t* m, uint8_t* q) {
+  for (int j = 0; j < 4; ++j) {
+    q[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+    q[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
+    q[j + 8] = (sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4);
+  }
+}
+
+// Row r's 4-bit codes (32 values: q[i] for i < 16 low nibbles, i >= 16 high) into a record's chunk layout, and back.
+void put_codes4(const uint8_t* q, uint8_t* codes, int r) {
+  for (int t = 0; t < 16; ++t) codes[(t / 4) * 32 + r * 4 + t % 4] = (uint8_t)(q[t] | (q[t + 16] << 4));
+}
+
+// One row's file blocks (B32 = K / 32 blocks of 32 values) <-> its share of a group's packed units.
+template <int Kind>
+void pack_row(const uint8_t* blk, int64_t n_blocks, uint8_t* group, int r) {
+  constexpr int bytes = block_bytes(Kind);
+  for (int64_t fb = 0; fb < n_blocks; ++fb, blk += bytes) {
+    uint8_t* unit = group + fb * unit_bytes(Kind);
+    std::memcpy(unit + 2 * r, blk, 2);  // d
+    if constexpr (Kind == 3) {
+      std::memcpy(unit + 16 + 2 * r, blk + 2, 2);  // dmin
+      uint8_t sc[8], m[8];
+      q4k_scales(blk + 4, sc, m);
+      const uint8_t* qs = blk + 16;  // sub-block j: nibble j % 2 of bytes 32 (j / 2) .. + 31
+      for (int j = 0; j < 8; ++j) {
+        uint8_t* rec = unit + 32 + j * 144;
+        rec[r] = sc[j], rec[8 + r] = m[j];
+        uint8_t q[QK];
+        for (int i = 0; i < QK; ++i) q[i] = (qs[32 * (j / 2) + i] >> (4 * (j % 2))) & 0x0F;
+        put_codes4(q, rec + record_codes(3), r);
+      }
+    } else {
+      if constexpr (Kind == 1) std::memcpy(unit + 16 + 2 * r, blk + 2, 2);  // m
+      const int head = Kind == 1 ? 4 : 2, chunks = Kind == 2 ? 8 : 4;  // the file's codes, 4 bytes a chunk
+      for (int c = 0; c < chunks; ++c) std::memcpy(unit + record_codes(Kind) + 32 * c + 4 * r, blk + head + 4 * c, 4);
+    }
+  }
+}
+
+template <int Kind>
+void unpack_row(const uint8_t* group, int64_t n_blocks, uint8_t* blk, int r) {
+  constexpr int bytes = block_bytes(Kind);
+  for (int64_t fb = 0; fb < n_blocks; ++fb, blk += bytes) {
+    const uint8_t* unit = group + fb * unit_bytes(Kind);
+    std::memcpy(blk, unit + 2 * r, 2);
+    if constexpr (Kind == 3) {
+      std::memcpy(blk + 2, unit + 16 + 2 * r, 2);
+      uint8_t sc[8], m[8], *qs = blk + 16;
+      std::memset(qs, 0, 128);
+      for (int j = 0; j < 8; ++j) {
+        const uint8_t* rec = unit + 32 + j * 144;
+        sc[j] = rec[r], m[j] = rec[8 + r];
+        for (int i = 0; i < QK; ++i) qs[32 * (j / 2) + i] |= code_at(3, rec + record_codes(3), r, i) << (4 * (j % 2));
+      }
+      q4k_pack_scales(sc, m, blk + 4);
+    } else {
+      if constexpr (Kind == 1) std::memcpy(blk + 2, unit + 16 + 2 * r, 2);
+      const int head = Kind == 1 ? 4 : 2, chunks = Kind == 2 ? 8 : 4;
+      for (int c = 0; c < chunks; ++c) std::memcpy(blk + head + 4 * c, unit + record_codes(Kind) + 32 * c + 4 * r, 4);
+    }
+  }
+}
+
+// Bytes of one group's packed row for K values.
+int64_t group_bytes(int64_t kind, int64_t k) {
+  const int64_t values = kind == 3 ? 256 : QK, unit = kind == 3 ? unit_bytes(3) : unit_bytes((int)kind);
+  return k / values * unit;
+}
+
+// Checks that p holds n rows packed as `kind`, and returns K.
+int64_t packed_k(const at::Tensor& p, int64_t kind, int64_t n, const char* op) {
+  TORCH_CHECK(p.dim() == 2 && p.scalar_type() == at::kByte && p.is_contiguous(), op, ": the packed weight must be (G, bytes) contiguous uint8");
+  const int64_t unit = group_bytes(kind, kind == 3 ? 256 : QK);
+  TORCH_CHECK(p.size(1) % unit == 0 && (n + ROWS - 1) / ROWS == p.size(0), op, ": a (", p.size(0), ", ", p.size(1),
+              ") packed weight does not hold ", n, " rows of kind ", kind);
+  return p.size(1) / unit * (kind == 3 ? 256 : QK);
+}
+
+// The file's blocks (N, bytes per row) -> the packed groups (G, 8 x bytes per row, +1/36 for Q4_K), padding rows zero.
 at::Tensor ggml_pack(const at::Tensor& w, int64_t kind) {
   check_kind(kind, "ggml_pack");
   TORCH_CHECK(w.dim() == 2 && w.scalar_type() == at::kByte && w.is_contiguous(), "ggml_pack: w must be (N, bytes) contiguous uint8");
-  const int bytes = block_bytes(kind), head = header(kind), nc = code_bytes(kind);
+  const int64_t bytes = kind == 3 ? 144 : kind == 0 ? 18 : kind == 1 ? 20 : 34;
   TORCH_CHECK(w.size(1) % bytes == 0, "ggml_pack: rows of ", w.size(1), " bytes are not whole ", bytes, "-byte blocks");
-  const int64_t n = w.size(0), nb = w.size(1) / bytes, groups = (n + ROWS - 1) / ROWS;
-  at::Tensor out = at::zeros({groups, nb * record_bytes(kind)}, w.options());
+  const int64_t n = w.size(0), n_blocks = w.size(1) / bytes, groups = (n + ROWS - 1) / ROWS;
+  const int64_t k = n_blocks * (kind == 3 ? 256 : QK), row_bytes = group_bytes(kind, k);
+  at::Tensor out = at::zeros({groups, row_bytes}, w.options());
   const uint8_t* src = w.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
-  at::parallel_for(0, groups, 16, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g)
-      for (int r = 0; r < ROWS && g * ROWS + r < n; ++r) {
-        const uint8_t* blk = src + (g * ROWS + r) * nb * bytes;
-        for (int64_t b = 0; b < nb; ++b, blk += bytes) {
-          uint8_t* rec = dst + (g * nb + b) * record_bytes(kind);
-          std::memcpy(rec + 2 * r, blk, 2);                            // d
-          if (kind == 1) std::memcpy(rec + 16 + 2 * r, blk + 2, 2);    // m
-          for (int c = 0; c < nc / 4; ++c)                             // codes, 4 bytes a chunk
-            std::memcpy(rec + record_codes(kind) + 32 * c + 4 * r, blk + head + 4 * c, 4);
-        }
-      }
+  with_kind(kind, [&](auto kind_c) {
+    constexpr int Kind = decltype(kind_c)::value;
+    at::parallel_for(0, groups, 16, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g)
+        for (int r = 0; r < ROWS && g * ROWS + r < n; ++r)
+          pack_row<Kind>(src + (g * ROWS + r) * w.size(1), n_blocks, dst + g * row_bytes, r);
+    });
   });
   return out;
 }
 
-// The inverse of ggml_pack: records (G, ...) -> the file's blocks for the first n rows (n, B * block bytes).
+// The inverse of ggml_pack: packed groups -> the file's blocks for the first n rows.
 at::Tensor ggml_unpack(const at::Tensor& p, int64_t kind, int64_t n) {
   check_kind(kind, "ggml_unpack");
-  TORCH_CHECK(p.dim() == 2 && p.scalar_type() == at::kByte && p.is_contiguous(), "ggml_unpack: p must be (G, bytes) contiguous uint8");
-  const int bytes = block_bytes(kind), head = header(kind), nc = code_bytes(kind);
-  TORCH_CHECK(p.size(1) % record_bytes(kind) == 0 && (n + ROWS - 1) / ROWS == p.size(0), "ggml_unpack: a (", p.size(0),
-              ", ", p.size(1), ") packed weight does not hold ", n, " rows");
-  const int64_t nb = p.size(1) / record_bytes(kind);
-  at::Tensor out = at::empty({n, nb * bytes}, p.options());
+  const int64_t k = packed_k(p, kind, n, "ggml_unpack");
+  const int64_t bytes = kind == 3 ? 144 : kind == 0 ? 18 : kind == 1 ? 20 : 34, n_blocks = k / (kind == 3 ? 256 : QK);
+  at::Tensor out = at::empty({n, n_blocks * bytes}, p.options());
   const uint8_t* src = p.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
-  at::parallel_for(0, n, 64, [&](int64_t n0, int64_t n1) {
-    for (int64_t row = n0; row < n1; ++row) {
-      const int64_t g = row / ROWS, r = row % ROWS;
-      uint8_t* blk = dst + row * nb * bytes;
-      for (int64_t b = 0; b < nb; ++b, blk += bytes) {
-        const uint8_t* rec = src + (g * nb + b) * record_bytes(kind);
-        std::memcpy(blk, rec + 2 * r, 2);
-        if (kind == 1) std::memcpy(blk + 2, rec + 16 + 2 * r, 2);
-        for (int c = 0; c < nc / 4; ++c) std::memcpy(blk + head + 4 * c, rec + record_codes(kind) + 32 * c + 4 * r, 4);
-      }
-    }
+  with_kind(kind, [&](auto kind_c) {
+    constexpr int Kind = decltype(kind_c)::value;
+    at::parallel_for(0, n, 64, [&](int64_t n0, int64_t n1) {
+      for (int64_t row = n0; row < n1; ++row)
+        unpack_row<Kind>(src + row / ROWS * p.size(1), n_blocks, dst + row * n_blocks * bytes, (int)(row % ROWS));
+    });
   });
   return out;
 }
@@ -289,10 +417,9 @@ at::Tensor ggml_unpack(const at::Tensor& p, int64_t kind, int64_t n) {
 at::Tensor ggml_mm(const at::Tensor& x, const at::Tensor& p, int64_t kind, int64_t n) {
   check_kind(kind, "ggml_mm");
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "ggml_mm: x must be (M, K) contiguous float32");
-  TORCH_CHECK(p.dim() == 2 && p.scalar_type() == at::kByte && p.is_contiguous(), "ggml_mm: w must be (G, bytes) contiguous uint8");
   const int64_t m = x.size(0), k = x.size(1), nb = k / QK;
-  TORCH_CHECK(k % QK == 0 && p.size(1) == nb * record_bytes(kind) && p.size(0) == (n + ROWS - 1) / ROWS, "ggml_mm: a (",
-              p.size(0), ", ", p.size(1), ") packed weight does not hold ", n, " rows of K = ", k);
+  TORCH_CHECK(packed_k(p, kind, n, "ggml_mm") == k, "ggml_mm: the packed weight has ", packed_k(p, kind, n, "ggml_mm"),
+              " columns, x has K = ", k);
   std::vector<ActBlock> act(m * nb);
   const float* xp = x.data_ptr<float>();
   at::parallel_for(0, m, 16, [&](int64_t r0, int64_t r1) {  // a few rows: on this thread (no fork / join)
@@ -303,39 +430,38 @@ at::Tensor ggml_mm(const at::Tensor& x, const at::Tensor& p, int64_t kind, int64
   at::Tensor y = at::empty({m, n}, x.options());
   float* yp = y.data_ptr<float>();
   const uint8_t* wp = p.data_ptr<uint8_t>();
-  at::parallel_for(0, p.size(0), 2, [&](int64_t g0, int64_t g1) {
-    if (kind == 0) mm_groups<0>(wp, g0, g1, nb, rows, yp, n);
-    else if (kind == 1) mm_groups<1>(wp, g0, g1, nb, rows, yp, n);
-    else mm_groups<2>(wp, g0, g1, nb, rows, yp, n);
+  with_kind(kind, [&](auto kind_c) {
+    constexpr int Kind = decltype(kind_c)::value;
+    at::parallel_for(0, p.size(0), 2, [&](int64_t g0, int64_t g1) { mm_groups<Kind>(wp, g0, g1, nb, rows, yp, n); });
   });
   return y;
 }
 
 // The packed weight -> its first n rows (n, K) in float32, as llama.cpp dequantizes them.
-// For long prompts: a float32 GEMM over the dequantized weight beats the block dot products.
 at::Tensor ggml_dequantize(const at::Tensor& p, int64_t kind, int64_t n) {
   check_kind(kind, "ggml_dequantize");
-  TORCH_CHECK(p.dim() == 2 && p.scalar_type() == at::kByte && p.is_contiguous(), "ggml_dequantize: p must be (G, bytes) contiguous uint8");
-  TORCH_CHECK(p.size(1) % record_bytes(kind) == 0 && (n + ROWS - 1) / ROWS == p.size(0), "ggml_dequantize: a (",
-              p.size(0), ", ", p.size(1), ") packed weight does not hold ", n, " rows");
-  const int64_t nb = p.size(1) / record_bytes(kind), k = nb * QK;
+  const int64_t k = packed_k(p, kind, n, "ggml_dequantize"), nb = k / QK;
   at::Tensor out = at::empty({n, k}, p.options().dtype(at::kFloat));
   const uint8_t* src = p.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, n, 16, [&](int64_t n0, int64_t n1) {
-    for (int64_t row = n0; row < n1; ++row) {
-      const int64_t g = row / ROWS;
-      const int r = (int)(row % ROWS);
-      float* o = op + row * k;
-      for (int64_t b = 0; b < nb; ++b, o += QK) {
-        const uint8_t* rec = src + (g * nb + b) * record_bytes(kind);
-        float d, m;
-        scale_at(kind, rec, r, &d, &m);
-        if (kind == 0) m = 0.f;  // as ggml: (q - 8) * d, not q * d - 8 d (they round differently)
-        const int shift = kind == 0 ? 8 : 0;
-        for (int i = 0; i < QK; ++i) o[i] = (float)(code_at(kind, rec + record_codes(kind), r, i) - shift) * d + m;
+  with_kind(kind, [&](auto kind_c) {
+    constexpr int Kind = decltype(kind_c)::value;
+    at::parallel_for(0, n, 16, [&](int64_t n0, int64_t n1) {
+      for (int64_t row = n0; row < n1; ++row) {
+        const uint8_t* group = src + row / ROWS * p.size(1);
+        const int r = (int)(row % ROWS);
+        float* o = op + row * k;
+        for (int64_t b = 0; b < nb; ++b, o += QK) {
+          float d, m;
+          scale_at<Kind>(group, b, r, &d, &m);
+          const uint8_t* codes = record<Kind>(group, b) + record_codes(Kind);
+          for (int i = 0; i < QK; ++i) {  // as ggml: (q - 8) * d for Q4_0 (not q * d - 8 d: they round differently)
+            const int q = code_at(Kind, codes, r, i);
+            o[i] = Kind == 0 ? (float)(q - 8) * d : Kind == 2 ? (float)q * d : (float)q * d + m;
+          }
+        }
       }
-    }
+    });
   });
   return out;
 }

@@ -23,16 +23,22 @@ gguf = pytest.importorskip("gguf")
 from gguf import quants
 
 SMOLLM = Path(__file__).resolve().parents[2] / "shared" / "data" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-KINDS = ["Q4_0", "Q4_1", "Q8_0"]
+KINDS = ["Q4_0", "Q4_1", "Q8_0"]  # quantized by the gguf package
+ALL_KINDS = [*KINDS, "Q4_K"]  # Q4_K: the gguf package dequantizes it but has no quantizer: random blocks
 
 needs_kernel = pytest.mark.skipif(not native.available(), reason=f"native kernel unavailable: {native.why_unavailable}")
 
 
 def gguf_weight(kind: str, n: int, k: int, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
     """(raw blocks as the gguf package quantizes them, its float32 dequantization)."""
-    w = np.random.default_rng(seed).normal(0, 0.05, (n, k)).astype(np.float32)
+    rng = np.random.default_rng(seed)
     kind_id = getattr(gguf.GGMLQuantizationType, kind)
-    raw = quants.quantize(w, kind_id)
+    if kind == "Q4_K":  # random super-blocks: d, dmin > 0 (f16), 12 bytes of 6-bit scales and mins, 128 of nibbles
+        raw = rng.integers(0, 256, (n, k // 256, 144), dtype=np.uint8)
+        raw[..., 0:4] = rng.uniform(0.0005, 0.002, (n, k // 256, 2)).astype(np.float16).view(np.uint8)
+        raw = raw.reshape(n, -1)
+    else:
+        raw = quants.quantize(rng.normal(0, 0.05, (n, k)).astype(np.float32), kind_id)
     return raw, torch.from_numpy(quants.dequantize(raw, kind_id))
 
 
@@ -51,7 +57,7 @@ def q8_activations(x: torch.Tensor) -> torch.Tensor:
 
 
 @needs_kernel
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 @pytest.mark.parametrize("m", [1, 3, 4, 9])  # the kernel takes rows 4 at a time, then one by one
 @pytest.mark.parametrize("n", [80, 77, 3])  # groups of 8 weight rows; the last one padded
 def test_kernel_equals_its_stated_arithmetic_over_gguf_dequantized_weights(kind, m, n):
@@ -84,7 +90,7 @@ def test_packing_interleaves_8_rows_block_by_block_as_stated_and_unpacks_to_the_
 
 
 @needs_kernel
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_kernel_differs_from_the_float_product_by_at_most_the_activation_rounding(kind):
     """|x - q8(x)| <= step / 2 per value, with step = max |x| / 127 of its block: so
     |y - x w| <= sum_k |w_k| * step_k / 2 for every output."""
@@ -110,30 +116,32 @@ def test_kernel_edge_values_zero_blocks_and_the_int8_minimum():
 
 
 @needs_kernel
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_layer_holds_the_files_bytes_and_dequantizes_like_gguf(kind):
-    raw, w = gguf_weight(kind, 48, 128)
+    """The packed weight gives the file's bytes back and dequantizes to the gguf package's floats exactly; it holds
+    the file's bytes reordered (Q4_K: its 6-bit scales and mins a byte each, 148 bytes per 144)."""
+    raw, w = gguf_weight(kind, 48, 256)
     bias = torch.randn(48)
-    layer = GGMLLinear.from_gguf(kind, raw, (48, 128), bias=bias)
+    layer = GGMLLinear.from_gguf(kind, raw, (48, 256), bias=bias)
     assert layer.gguf_blocks().numpy().tobytes() == raw.tobytes()
     assert torch.equal(layer.dequantize(), w)
-    assert layer.nbytes == raw.nbytes + 48 * 4
-    x = torch.randn(2, 3, 128, dtype=torch.bfloat16)  # any leading dims, any float dtype in and out
+    assert layer.nbytes == (raw.nbytes // 144 * 148 if kind == "Q4_K" else raw.nbytes) + 48 * 4
+    x = torch.randn(2, 3, 256, dtype=torch.bfloat16)  # any leading dims, any float dtype in and out
     y = layer(x)
     assert y.shape == (2, 3, 48) and y.dtype == torch.bfloat16
-    ref = q8_activations(x.float().view(6, 128)) @ w.t() + bias
+    ref = q8_activations(x.float().view(6, 256)) @ w.t() + bias
     assert torch.allclose(y.float().view(6, 48), ref, rtol=2**-7, atol=1e-3)
 
 
 @needs_kernel
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_native_dequantize_equals_gguf_and_long_prompts_take_the_same_kernel(kind):
     """Dequantizing a packed weight (77 rows: the last group padded) gives the gguf package's floats exactly; a
     600-row prompt is the stated arithmetic too (activations rounded), as llama.cpp computes prompts."""
-    raw, w = gguf_weight(kind, 77, 64)
-    layer = GGMLLinear.from_gguf(kind, raw, (77, 64))
+    raw, w = gguf_weight(kind, 77, 256)
+    layer = GGMLLinear.from_gguf(kind, raw, (77, 256))
     assert torch.equal(layer.dequantize(), w)
-    x = torch.randn(600, 64)
+    x = torch.randn(600, 256)
     assert torch.allclose(layer(x), q8_activations(x) @ w.t(), rtol=1e-5, atol=1e-5)
 
 

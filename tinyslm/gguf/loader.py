@@ -7,8 +7,9 @@ Every tensor is checked as a safetensors one is: an unexpected name, a missing o
 shape is an error naming the file and the tensor. Float tensors (F32/F16/BF16) are converted to
 the requested dtype; quantized ones are dequantized with llama.cpp's formulas (`gguf.quants`).
 The linear layers of quantized files stay quantized (`keep_quantized`, the default): Q8_0 / Q4_0 /
-Q4_1 as the file's own blocks (`tinyslm.quant.GGMLLinear`, native kernel), other types (the
-K-quants) dequantized and re-quantized to Q8_0 blocks (8.5 bits a weight instead of float32's 32);
+Q4_1 / Q4_K as the file's own blocks (`tinyslm.quant.GGMLLinear`, native kernel), the other
+K-quants (Q6_K, Q5_K, ...) dequantized and re-quantized to Q8_0 blocks (8.5 bits a weight instead
+of float32's 32);
 without the native kernel, Q8_0 / Q4_0 / Q4_1 go to torch's int8/int4 kernels
 (`QuantizedLinear.from_gguf`) and K-quants stay dequantized.
 """
@@ -34,8 +35,10 @@ from .names import gguf_name, qk_heads, unpermute
 from .reader import FLOAT_TYPES, GGUFFile
 from .rope import ROPE_FREQS
 
-# ggml types whose blocks map exactly onto the packed kernels (int8 / int4 groups of 32)
+# ggml types whose blocks map exactly onto torch's int8 / int4 kernels (groups of 32), and those the native
+# kernel takes as they are (GGMLLinear)
 KEPT_PACKED = ("Q8_0", "Q4_0", "Q4_1")
+KEPT_BLOCKS = (*KEPT_PACKED, "Q4_K")
 
 
 def gguf_path(path: str | Path) -> Path:
@@ -102,6 +105,7 @@ def load_gguf(
     dtype = _default_dtype(file) if dtype is None else dtype_from_name(dtype) if isinstance(dtype, str) else dtype
     factory = quantized_linear_factory() if keep_quantized in (None, True) else None
     blocks_kernel = factory == GGMLLinear.from_gguf  # (a test may hand in another factory)
+    kept = KEPT_BLOCKS if blocks_kernel else KEPT_PACKED
     stored = sum(int(np.prod(t.shape)) for t in file.tensors.values())
     if check_buildable(config, hf.source) > 2 * stored + 10**6:
         raise CheckpointError(f"{file.path}: its metadata describes a model far larger than its {stored:,} stored values")
@@ -141,7 +145,7 @@ def load_gguf(
         module_name, _, leaf = entry.ours[0].rpartition(".")
         module = model.get_submodule(module_name)
         linear_weight = factory is not None and entry.rule is None and leaf == "weight" and type(module) is nn.Linear
-        if linear_weight and tensor.kind in KEPT_PACKED:
+        if linear_weight and tensor.kind in kept:
             raw = np.asarray(tensor.data)  # (out, bytes per row): whole rows of blocks
             keep_quantized_layer(module_name, tensor.kind, raw if heads is None else unpermute(raw, heads), tensor.shape, name)
             continue
@@ -178,8 +182,8 @@ def load_gguf(
         if blocks_kernel and embedding.kind not in FLOAT_TYPES:
             # llama.cpp's tied head reads the embedding's blocks (Q8_0: 8.5 bits a weight, not float32's 32):
             # the same values as the float embedding the lookups use, as a second, quantized copy
-            raw = np.asarray(embedding.data) if embedding.kind in KEPT_PACKED else quantize_blocks(model.tok_emb.weight, "Q8_0")
-            kind = embedding.kind if embedding.kind in KEPT_PACKED else "Q8_0"
+            raw = np.asarray(embedding.data) if embedding.kind in kept else quantize_blocks(model.tok_emb.weight, "Q8_0")
+            kind = embedding.kind if embedding.kind in kept else "Q8_0"
             keep_quantized_layer("head", kind, raw, embedding.shape, embedding.name)
     model.reset_buffers(device)
     return model.eval()

@@ -20,25 +20,29 @@ import torch
 
 from ..errors import CheckpointError
 
-BLOCK = 32  # values per block, for all three types
+BLOCK = 32  # values per block, for the three types read here
 BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+# (values, bytes) per block of every type the native kernel takes: these three and Q4_K (a super-block of 256
+# values: d and dmin (f16), 12 bytes of 6-bit scales and mins for its 8 sub-blocks, 128 bytes of nibbles)
+BLOCK_LAYOUT = {**{kind: (BLOCK, size) for kind, size in BLOCK_BYTES.items()}, "Q4_K": (256, 144)}
 
 
 def blocks_of(kind: str, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """raw bytes of a whole (N, K) tensor -> (N, B, block bytes) uint8, checking the size."""
-    if kind not in BLOCK_BYTES:
-        raise CheckpointError(f"GGUF block type must be one of {', '.join(BLOCK_BYTES)}, found {kind!r}")
+    """raw bytes of a whole (N, K) tensor -> (N, K / values per block, block bytes) uint8, checking the size."""
+    if kind not in BLOCK_LAYOUT:
+        raise CheckpointError(f"GGUF block type must be one of {', '.join(BLOCK_LAYOUT)}, found {kind!r}")
+    values, size = BLOCK_LAYOUT[kind]
     n, k = shape
-    if k % BLOCK:
-        raise CheckpointError(f"{kind} tensor of shape {tuple(shape)}: the row length {k} is not a multiple of {BLOCK}")
+    if k % values:
+        raise CheckpointError(f"{kind} tensor of shape {tuple(shape)}: the row length {k} is not a multiple of {values}")
     raw = np.ascontiguousarray(np.asarray(raw)).view(np.uint8).reshape(-1)
-    expected = n * (k // BLOCK) * BLOCK_BYTES[kind]
+    expected = n * (k // values) * size
     if raw.size != expected:
         raise CheckpointError(
-            f"{kind} tensor of shape {tuple(shape)} needs {expected:,} bytes ({n * k // BLOCK:,} blocks of "
-            f"{BLOCK_BYTES[kind]}), found {raw.size:,}"
+            f"{kind} tensor of shape {tuple(shape)} needs {expected:,} bytes ({n * k // values:,} blocks of "
+            f"{size}), found {raw.size:,}"
         )
-    return raw.reshape(n, k // BLOCK, BLOCK_BYTES[kind])
+    return raw.reshape(n, k // values, size)
 
 
 def _f16(blocks: np.ndarray, at: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 
 KERNELS = Path(__file__).resolve().parents[2] / "kernels"
 SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "bf16_mv.cpp"]
-KIND_CODES = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2}  # ggml_mm's `kind` argument
+KIND_CODES = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2, "Q4_K": 3}  # ggml_mm's `kind` argument
 why_unavailable: str | None = None  # set when available() is False
 
 
@@ -96,5 +96,6 @@ def register_fake() -> None:
         torch.library.register_fake("tinyslm::ggml_mm")(lambda x, p, kind, n: x.new_empty(x.shape[0], n))
         torch.library.register_fake("tinyslm::bf16_mv")(lambda x, w: x.new_empty(x.shape[0], w.shape[0]))
         torch.library.register_fake("tinyslm::ggml_dequantize")(
-            lambda p, kind, n: p.new_empty(n, p.shape[1] // (18, 20, 34)[kind] // 8 * 32, dtype=torch.float32))
+            lambda p, kind, n: p.new_empty(n, p.shape[1] // (144, 160, 272, 1184)[kind] * (32, 32, 32, 256)[kind],
+                                           dtype=torch.float32))  # fmt: skip
         register_fake.done = True

@@ -170,14 +170,13 @@ inline __m256 bytes_to_ps(const uint8_t* p) {  // 8 unsigned bytes -> 8 floats
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p)));
 }
 
-// The 8 rows' scales d and offsets m of block b (m unused for Q8_0).
+// The 8 rows' scales d and offsets m of a record (m unused for Q8_0); for Q4_K from its super-block's d and
+// -dmin (unit_d, unit_m: read once per 8 records).
 template <int Kind>
-inline void scales8(const uint8_t* group, int64_t b, const uint8_t* rec, __m256* d, __m256* m) {
+inline void scales8(const uint8_t* rec, __m256 unit_d, __m256 unit_m, __m256* d, __m256* m) {
   if constexpr (Kind == 3) {
-    const uint8_t* unit = group + (b / 8) * unit_bytes(3);
-    *d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)unit)), bytes_to_ps(rec));
-    *m = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(unit + 16))), bytes_to_ps(rec + 8));
-    *m = _mm256_sub_ps(_mm256_setzero_ps(), *m);
+    *d = _mm256_mul_ps(unit_d, bytes_to_ps(rec));
+    *m = _mm256_mul_ps(unit_m, bytes_to_ps(rec + 8));
   } else {
     *d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)rec));
     if constexpr (Kind == 1) *m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(rec + 16)));
@@ -191,13 +190,18 @@ template <int Kind, int R>
 void dot_group(const uint8_t* group, int64_t nb, const ActBlock* const* x, float* const* out) {
 #ifdef TINYSLM_AVX2
   const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  __m256 acc[R];
+  __m256 acc[R], unit_d = _mm256_setzero_ps(), unit_m = _mm256_setzero_ps();
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* rec = record<Kind>(group, b);
     const uint8_t* codes = rec + record_codes(Kind);
+    if (Kind == 3 && b % 8 == 0) {  // a new super-block
+      const uint8_t* unit = group + (b / 8) * unit_bytes(3);
+      unit_d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)unit));
+      unit_m = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(unit + 16))));
+    }
     __m256 d, m;  // the 8 rows' scales and offsets
-    scales8<Kind>(group, b, rec, &d, &m);
+    scales8<Kind>(rec, unit_d, unit_m, &d, &m);
     if constexpr (Kind != 2) {
       __m256i w[8];  // w[c]: codes 4c..4c+3 of the 8 rows (low nibbles); w[c + 4]: codes 16 + 4c.. (high)
       for (int c = 0; c < 4; ++c) {

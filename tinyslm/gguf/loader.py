@@ -152,7 +152,7 @@ def load_gguf(
         value = file.float_tensor(name)
         if heads is not None:
             value = unpermute(value, heads)
-        if linear_weight and tensor.kind not in FLOAT_TYPES and blocks_kernel:  # a K-quant (Q4_K, Q6_K, ...):
+        if linear_weight and tensor.kind not in FLOAT_TYPES and blocks_kernel:  # another K-quant (Q6_K, Q5_K, ...):
             # dequantized as transformers does, then kept 8-bit: each weight moves by at most half a step of its
             # block (max |w| / 254), on top of the K-quant's own rounding
             keep_quantized_layer(module_name, "Q8_0", quantize_blocks(value, "Q8_0"), tensor.shape, name)

@@ -2,8 +2,9 @@
 
 torch has no CPU kernel for weights in GGUF's own blocks (a float16 scale per 32 values), and its
 int4 kernel reaches a quarter of the memory-bandwidth bound when decoding (measured: 7.7 GB/s on
-a 5632 x 2048 weight, 2 cores of an AMD EPYC with AVX2, where `ggml_mm` reads Q4_0 at 16-18 GB/s
-and Q8_0 at 20 GB/s). So `ggml_mm`, `ggml_dequantize` (blocks.py) and `bf16_mv` (bf16.py) are
+a 5632 x 2048 weight, 2 cores of an AMD EPYC with AVX2, where `ggml_mm` reads Q4_0 at 13-18 GB/s
+and Q8_0 at 17-21 GB/s, depending on the hour). So `ggml_pack`, `ggml_mm`, `ggml_dequantize`
+(blocks.py) and `bf16_mv` (bf16.py) are
 compiled from kernels/ the first time a process needs them, with torch's own extension builder
 (the C++ compiler torch.compile uses too; ~12 s on 2 cores), for the CPU it runs on
 (-march=native: AVX2 where there is one, plain loops elsewhere), and cached by torch under

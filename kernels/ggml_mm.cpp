@@ -363,28 +363,25 @@ void unpack_row(const uint8_t* group, int64_t n_blocks, uint8_t* blk, int r) {
 }
 
 // Bytes of one group's packed row for K values.
-int64_t group_bytes(int64_t kind, int64_t k) {
-  const int64_t values = kind == 3 ? 256 : QK, unit = kind == 3 ? unit_bytes(3) : unit_bytes((int)kind);
-  return k / values * unit;
-}
+int64_t group_bytes(int kind, int64_t k) { return k / block_values(kind) * unit_bytes(kind); }
 
 // Checks that p holds n rows packed as `kind`, and returns K.
 int64_t packed_k(const at::Tensor& p, int64_t kind, int64_t n, const char* op) {
   TORCH_CHECK(p.dim() == 2 && p.scalar_type() == at::kByte && p.is_contiguous(), op, ": the packed weight must be (G, bytes) contiguous uint8");
-  const int64_t unit = group_bytes(kind, kind == 3 ? 256 : QK);
+  const int64_t unit = unit_bytes((int)kind);
   TORCH_CHECK(p.size(1) % unit == 0 && (n + ROWS - 1) / ROWS == p.size(0), op, ": a (", p.size(0), ", ", p.size(1),
               ") packed weight does not hold ", n, " rows of kind ", kind);
-  return p.size(1) / unit * (kind == 3 ? 256 : QK);
+  return p.size(1) / unit * block_values((int)kind);
 }
 
 // The file's blocks (N, bytes per row) -> the packed groups (G, 8 x bytes per row, +1/36 for Q4_K), padding rows zero.
 at::Tensor ggml_pack(const at::Tensor& w, int64_t kind) {
   check_kind(kind, "ggml_pack");
   TORCH_CHECK(w.dim() == 2 && w.scalar_type() == at::kByte && w.is_contiguous(), "ggml_pack: w must be (N, bytes) contiguous uint8");
-  const int64_t bytes = kind == 3 ? 144 : kind == 0 ? 18 : kind == 1 ? 20 : 34;
+  const int64_t bytes = block_bytes((int)kind);
   TORCH_CHECK(w.size(1) % bytes == 0, "ggml_pack: rows of ", w.size(1), " bytes are not whole ", bytes, "-byte blocks");
   const int64_t n = w.size(0), n_blocks = w.size(1) / bytes, groups = (n + ROWS - 1) / ROWS;
-  const int64_t k = n_blocks * (kind == 3 ? 256 : QK), row_bytes = group_bytes(kind, k);
+  const int64_t k = n_blocks * block_values((int)kind), row_bytes = group_bytes((int)kind, k);
   at::Tensor out = at::zeros({groups, row_bytes}, w.options());
   const uint8_t* src = w.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
@@ -403,7 +400,7 @@ at::Tensor ggml_pack(const at::Tensor& w, int64_t kind) {
 at::Tensor ggml_unpack(const at::Tensor& p, int64_t kind, int64_t n) {
   check_kind(kind, "ggml_unpack");
   const int64_t k = packed_k(p, kind, n, "ggml_unpack");
-  const int64_t bytes = kind == 3 ? 144 : kind == 0 ? 18 : kind == 1 ? 20 : 34, n_blocks = k / (kind == 3 ? 256 : QK);
+  const int64_t bytes = block_bytes((int)kind), n_blocks = k / block_values((int)kind);
   at::Tensor out = at::empty({n, n_blocks * bytes}, p.options());
   const uint8_t* src = p.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();

@@ -10,7 +10,9 @@
 // (byte j of a 4-bit block holds value j in its low nibble and value j + 16 in its high one), and
 //     Q4_K  256 values: d, dmin (f16), 8 sub-blocks of 32 with 6-bit scale sc_j and min m_j,
 //           w = (d * sc_j) * q - dmin * m_j       q in 0..15      (4.5 bits a weight)
-// so a Q4_K sub-block is a Q4_1 block with scale d * sc_j and offset -dmin * m_j (both exact in float32).
+// so a Q4_K sub-block is a Q4_1 block with scale d * sc_j and offset -dmin * m_j (both exact in float32), and
+//     Q6_K  256 values: d (f16), 16 groups of 16 with an int8 scale sc_g, 6-bit codes (4 low bits + 2 high),
+//           w = (d * sc_g) * (q - 32)     q in 0..63      (6.5625 bits a weight)
 //
 // As in llama.cpp, each activation row is first quantized to 8 bits per block of 32 (one float
 // scale dx per block, codes in -127..127, plus sx = dx * sum(codes) for the offset term). The dot
@@ -19,6 +21,7 @@
 //     Q4_1:        d * dx * sum_i q_i * qx_i + m * sx
 //     Q4_0:        the same as Q4_1 with m = -8 d   (sum_i (q_i - 8) qx_i = sum_i q_i qx_i - 8 sum_i qx_i)
 //     Q4_K:        the same as Q4_1 with d = d * sc_j, m = -dmin * m_j
+//     Q6_K:        per half of 16: d * sc_g * dx * (sum_i q_i * qx_i - 32 sum_i qx_i)
 //
 // The layout (ggml_pack, at load time; ggml_unpack gives the file's bytes back). Decoding is bound
 // by the bytes of weights read, but one row at a time the 4-bit product costs more instructions
@@ -30,7 +33,11 @@
 // the same bytes as the 8 blocks it replaces. Q4_K keeps its super-block of 256: per group, d[8] and
 // dmin[8] (f16), then per sub-block of 32 a record of sc[8], m[8] (one byte each, unpacked from the
 // file's 6-bit fields) and the codes as above, nibbles reordered to the Q4_0 order (148 bytes per
-// row and 256 values where the file has 144). One 32-byte load is then 4 codes of 8 rows; the
+// row and 256 values where the file has 144). Q6_K likewise: per group d[8] (f16), then per 32 values
+// sc[16] (int8: the rows' first-half scales, then their second-half ones), the low 4 bits as a 4-bit
+// record's codes, and the high 2 bits as two 32-byte chunks (lane 4r + t of the first holds, at bits
+// 2c..2c+1, the high bits of value 4c + t of row r; the second the same for values 16..31): 210 bytes
+// per row and 256 values, as in the file. One 32-byte load is then 4 codes of 8 rows; the
 // matching 4 activation codes are broadcast to all 8 lanes, and a vpmaddubsw + vpmaddwd leave one
 // partial sum per row in its own lane: 8 rows finish together in one register, with their 8 scales
 // applied by one vector multiply, and no horizontal sums. The last group is padded with zero rows.
@@ -57,17 +64,20 @@ namespace {
 constexpr int QK = 32;  // values per block
 constexpr int ROWS = 8;  // weight rows interleaved in one group
 
-// Kind 0 = Q4_0, 1 = Q4_1, 2 = Q8_0, 3 = Q4_K.
-// A file block: its values and bytes; a packed unit (one file block of each of the 8 rows): its bytes.
-constexpr int block_values(int kind) { return kind == 3 ? 256 : QK; }
-constexpr int block_bytes(int kind) { return kind == 0 ? 18 : kind == 1 ? 20 : kind == 2 ? 34 : 144; }
-constexpr int unit_bytes(int kind) { return kind == 3 ? 32 + 8 * 144 : ROWS * block_bytes(kind); }
+// Kind 0 = Q4_0, 1 = Q4_1, 2 = Q8_0, 3 = Q4_K, 4 = Q6_K.
+// A file block: its values and bytes; a packed unit (one file block of each of the 8 rows): its bytes;
+// for the K-quants, where a unit's records of 32 values start and their size.
+constexpr int block_values(int kind) { return kind >= 3 ? 256 : QK; }
+constexpr int block_bytes(int kind) { return kind == 0 ? 18 : kind == 1 ? 20 : kind == 2 ? 34 : kind == 3 ? 144 : 210; }
+constexpr int unit_head(int kind) { return kind == 3 ? 32 : 16; }
+constexpr int k_record_bytes(int kind) { return kind == 3 ? 144 : 208; }
+constexpr int unit_bytes(int kind) { return kind >= 3 ? unit_head(kind) + 8 * k_record_bytes(kind) : ROWS * block_bytes(kind); }
 constexpr int record_codes(int kind) { return kind == 1 ? 32 : 16; }  // where a record's codes start
 
 // The packed record of 32-value block b (0..K/32) of a group whose bytes start at `group`.
 template <int Kind>
 inline const uint8_t* record(const uint8_t* group, int64_t b) {
-  if constexpr (Kind == 3) return group + (b / 8) * unit_bytes(3) + 32 + (b % 8) * 144;
+  if constexpr (Kind >= 3) return group + (b / 8) * unit_bytes(Kind) + unit_head(Kind) + (b % 8) * k_record_bytes(Kind);
   return group + b * unit_bytes(Kind);
 }
 
@@ -75,6 +85,7 @@ struct ActBlock {  // one quantized block of an activation row
   float d;         // scale: x ~ q * d
   float s;         // d * sum(q), for the offset term
   int8_t q[QK];
+  int32_t half_sum[2];  // sum(q) of values 0..15 and 16..31, for Q6_K's offset of 32 per half
 };
 
 float f16_to_f32(const uint8_t* p) {
@@ -121,24 +132,25 @@ void quantize_row(const float* x, int64_t k, ActBlock* out) {
     const float d = _mm_cvtss_f32(m4) / 127.f, id = d != 0.f ? 1.f / d : 0.f;
     __m256i q[4];
     for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], _mm256_set1_ps(id)));  // half to even
-    const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
     // int32 -> int8 by two saturating packs, which interleave 128-bit lanes; one permute puts them back in order
     const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     _mm256_storeu_si256((__m256i*)out[b].q, _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
     out[b].d = d;
-    out[b].s = d * (float)tinyslm::hsum_i32(sum);
+    out[b].half_sum[0] = tinyslm::hsum_i32(_mm256_add_epi32(q[0], q[1]));
+    out[b].half_sum[1] = tinyslm::hsum_i32(_mm256_add_epi32(q[2], q[3]));
+    out[b].s = d * (float)(out[b].half_sum[0] + out[b].half_sum[1]);
 #else
     float amax = 0.f;
     for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(xb[i]));
     const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
-    int sum = 0;
+    out[b].half_sum[0] = out[b].half_sum[1] = 0;
     for (int i = 0; i < QK; ++i) {
       const int q = (int)std::nearbyint(xb[i] * id);  // round half to even, as _mm256_cvtps_epi32 does
       out[b].q[i] = (int8_t)q;
-      sum += q;
+      out[b].half_sum[i / 16] += q;
     }
     out[b].d = d;
-    out[b].s = d * (float)sum;
+    out[b].s = d * (float)(out[b].half_sum[0] + out[b].half_sum[1]);
 #endif
   }
 }
@@ -148,14 +160,20 @@ inline int code_at(int kind, const uint8_t* codes, int r, int i) {
   if (kind == 2) return (int8_t)codes[(i / 4) * 32 + r * 4 + i % 4];
   const int j = i % 16;  // value j in the low nibble of byte j, value j + 16 in its high nibble
   const uint8_t byte = codes[(j / 4) * 32 + r * 4 + j % 4];
-  return i < 16 ? byte & 0x0F : byte >> 4;
+  const int low = i < 16 ? byte & 0x0F : byte >> 4;
+  if (kind != 4) return low;
+  const uint8_t high = codes[128 + (i / 16) * 32 + r * 4 + j % 4];  // Q6_K: bits 2c..2c+1, c = j / 4
+  return low | (((high >> (2 * (j / 4))) & 3) << 4);
 }
 
-// The scale and offset of row r in block b of a group: w_i = code_i * d + m.
+// The scale and offset of row r in block b of a group, for values 16 h .. 16 h + 15: w_i = code_i * d + m.
 template <int Kind>
-inline void scale_at(const uint8_t* group, int64_t b, int r, float* d, float* m) {
+inline void scale_at(const uint8_t* group, int64_t b, int r, int h, float* d, float* m) {
   const uint8_t* rec = record<Kind>(group, b);
-  if constexpr (Kind == 3) {
+  if constexpr (Kind == 4) {
+    *d = f16_to_f32(group + (b / 8) * unit_bytes(4) + 2 * r) * (float)(int8_t)rec[8 * h + r];
+    *m = -32.f * *d;
+  } else if constexpr (Kind == 3) {
     const uint8_t* unit = group + (b / 8) * unit_bytes(3);
     *d = f16_to_f32(unit + 2 * r) * (float)rec[r];
     *m = -(f16_to_f32(unit + 16 + 2 * r) * (float)rec[8 + r]);
@@ -195,10 +213,47 @@ void dot_group(const uint8_t* group, int64_t nb, const ActBlock* const* x, float
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* rec = record<Kind>(group, b);
     const uint8_t* codes = rec + record_codes(Kind);
-    if (Kind == 3 && b % 8 == 0) {  // a new super-block
-      const uint8_t* unit = group + (b / 8) * unit_bytes(3);
+    if (Kind >= 3 && b % 8 == 0) {  // a new super-block
+      const uint8_t* unit = group + (b / 8) * unit_bytes(Kind);
       unit_d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)unit));
-      unit_m = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(unit + 16))));
+      if (Kind == 3) unit_m = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(unit + 16))));
+    }
+    if constexpr (Kind == 4) {
+      __m256i w[8];  // as for 4 bits, with the high 2 bits put back at bits 4..5: codes 0..63
+      const __m256i h0 = _mm256_loadu_si256((const __m256i*)(codes + 128)), h1 = _mm256_loadu_si256((const __m256i*)(codes + 160));
+      const __m256i high = _mm256_set1_epi8(0x30);
+      for (int c = 0; c < 4; ++c) {
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(codes + 32 * c));
+        w[c] = _mm256_and_si256(v, low);
+        w[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+      }
+      // the high bits of chunk c sit at bits 2c..2c+1 of h0 / h1: move them to bits 4..5
+      w[0] = _mm256_or_si256(w[0], _mm256_and_si256(_mm256_slli_epi16(h0, 4), high));
+      w[1] = _mm256_or_si256(w[1], _mm256_and_si256(_mm256_slli_epi16(h0, 2), high));
+      w[2] = _mm256_or_si256(w[2], _mm256_and_si256(h0, high));
+      w[3] = _mm256_or_si256(w[3], _mm256_and_si256(_mm256_srli_epi16(h0, 2), high));
+      w[4] = _mm256_or_si256(w[4], _mm256_and_si256(_mm256_slli_epi16(h1, 4), high));
+      w[5] = _mm256_or_si256(w[5], _mm256_and_si256(_mm256_slli_epi16(h1, 2), high));
+      w[6] = _mm256_or_si256(w[6], _mm256_and_si256(h1, high));
+      w[7] = _mm256_or_si256(w[7], _mm256_and_si256(_mm256_srli_epi16(h1, 2), high));
+      const __m256 d0 = _mm256_mul_ps(unit_d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)rec))));
+      const __m256 d1 = _mm256_mul_ps(unit_d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(rec + 8)))));
+      for (int r = 0; r < R; ++r) {
+        const int32_t* a = (const int32_t*)x[r][b].q;
+        __m256i half[2];
+        for (int h = 0; h < 2; ++h) {  // pairs of products <= 2 * 63 * 127: two fit in int16, four do not
+          const __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(w[4 * h], _mm256_set1_epi32(a[4 * h])),
+                                              _mm256_maddubs_epi16(w[4 * h + 1], _mm256_set1_epi32(a[4 * h + 1])));
+          const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(w[4 * h + 2], _mm256_set1_epi32(a[4 * h + 2])),
+                                              _mm256_maddubs_epi16(w[4 * h + 3], _mm256_set1_epi32(a[4 * h + 3])));
+          half[h] = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+          half[h] = _mm256_sub_epi32(half[h], _mm256_set1_epi32(32 * x[r][b].half_sum[h]));  // codes q - 32
+        }
+        const __m256 dx = _mm256_set1_ps(x[r][b].d);
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d0, dx), _mm256_cvtepi32_ps(half[0]), acc[r]);
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d1, dx), _mm256_cvtepi32_ps(half[1]), acc[r]);
+      }
+      continue;
     }
     __m256 d, m;  // the 8 rows' scales and offsets
     scales8<Kind>(rec, unit_d, unit_m, &d, &m);
@@ -236,15 +291,16 @@ void dot_group(const uint8_t* group, int64_t nb, const ActBlock* const* x, float
   for (int r = 0; r < R; ++r) std::fill(out[r], out[r] + ROWS, 0.f);
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* codes = record<Kind>(group, b) + record_codes(Kind);
-    for (int row = 0; row < ROWS; ++row) {
-      float d, m;
-      scale_at<Kind>(group, b, row, &d, &m);
-      for (int r = 0; r < R; ++r) {
-        int sum = 0;
-        for (int i = 0; i < QK; ++i) sum += code_at(Kind, codes, row, i) * x[r][b].q[i];
-        out[r][row] += d * x[r][b].d * (float)sum + m * x[r][b].s;
+    for (int row = 0; row < ROWS; ++row)
+      for (int h = 0; h < 2; ++h) {  // halves of 16 values (Q6_K's scales; the others have one per 32)
+        float d, m;
+        scale_at<Kind>(group, b, row, h, &d, &m);
+        for (int r = 0; r < R; ++r) {
+          int sum = 0;
+          for (int i = 16 * h; i < 16 * h + 16; ++i) sum += code_at(Kind, codes, row, i) * x[r][b].q[i];
+          out[r][row] += d * x[r][b].d * (float)sum + m * x[r][b].d * (float)x[r][b].half_sum[h];
+        }
       }
-    }
   }
 #endif
 }
@@ -277,7 +333,7 @@ void mm_groups(const uint8_t* w, int64_t g0, int64_t g1, int64_t nb, const std::
 }
 
 void check_kind(int64_t kind, const char* op) {
-  TORCH_CHECK(kind >= 0 && kind <= 3, op, ": kind must be 0 (Q4_0), 1 (Q4_1), 2 (Q8_0) or 3 (Q4_K), found ", kind);
+  TORCH_CHECK(kind >= 0 && kind <= 4, op, ": kind must be 0 (Q4_0), 1 (Q4_1), 2 (Q8_0), 3 (Q4_K) or 4 (Q6_K), found ", kind);
 }
 
 // Calls f(std::integral_constant<int, kind>{}): the kind as a compile-time constant.
@@ -286,7 +342,8 @@ void with_kind(int64_t kind, F&& f) {
   if (kind == 0) f(std::integral_constant<int, 0>{});
   else if (kind == 1) f(std::integral_constant<int, 1>{});
   else if (kind == 2) f(std::integral_constant<int, 2>{});
-  else f(std::integral_constant<int, 3>{});
+  else if (kind == 3) f(std::integral_constant<int, 3>{});
+  else f(std::integral_constant<int, 4>{});
 }
 
 // Q4_K's 12 bytes of 6-bit scales and mins (llama.cpp's get_scale_min_k4) <-> sc[8], m[8].
@@ -330,6 +387,28 @@ void pack_row(const uint8_t* blk, int64_t n_blocks, uint8_t* group, int r) {
         for (int i = 0; i < QK; ++i) q[i] = (qs[32 * (j / 2) + i] >> (4 * (j % 2))) & 0x0F;
         put_codes4(q, rec + record_codes(3), r);
       }
+    } else if constexpr (Kind == 4) {
+      std::memcpy(unit + 2 * r, blk + 208, 2);  // d sits at the end of a Q6_K block
+      const uint8_t *ql = blk, *qh = blk + 128;
+      const int8_t* scales = (const int8_t*)(blk + 192);
+      for (int j = 0; j < 8; ++j) {  // values 32 j .. 32 j + 31: half h = j / 4 of 128, quarter j % 4 of it
+        uint8_t* rec = unit + 16 + j * 208;
+        rec[r] = (uint8_t)scales[2 * j], rec[8 + r] = (uint8_t)scales[2 * j + 1];
+        const int h = j / 4, quarter = j % 4;
+        uint8_t q[QK];
+        for (int l = 0; l < QK; ++l)  // as ggml's dequantize_row_q6_K
+          q[l] = (uint8_t)(((ql[64 * h + 32 * (quarter % 2) + l] >> (4 * (quarter / 2))) & 0x0F) |
+                           (((qh[32 * h + l] >> (2 * quarter)) & 3) << 4));
+        uint8_t low[QK];
+        for (int l = 0; l < QK; ++l) low[l] = q[l] & 0x0F;
+        put_codes4(low, rec + 16, r);
+        for (int half = 0; half < 2; ++half)
+          for (int t = 0; t < 4; ++t) {
+            uint8_t bits = 0;
+            for (int c = 0; c < 4; ++c) bits |= (uint8_t)((q[16 * half + 4 * c + t] >> 4) << (2 * c));
+            rec[16 + 128 + 32 * half + 4 * r + t] = bits;
+          }
+      }
     } else {
       if constexpr (Kind == 1) std::memcpy(unit + 16 + 2 * r, blk + 2, 2);  // m
       const int head = Kind == 1 ? 4 : 2, chunks = Kind == 2 ? 8 : 4;  // the file's codes, 4 bytes a chunk
@@ -343,6 +422,22 @@ void unpack_row(const uint8_t* group, int64_t n_blocks, uint8_t* blk, int r) {
   constexpr int bytes = block_bytes(Kind);
   for (int64_t fb = 0; fb < n_blocks; ++fb, blk += bytes) {
     const uint8_t* unit = group + fb * unit_bytes(Kind);
+    if constexpr (Kind == 4) {
+      std::memcpy(blk + 208, unit + 2 * r, 2);
+      uint8_t *ql = blk, *qh = blk + 128;
+      std::memset(blk, 0, 192);
+      for (int j = 0; j < 8; ++j) {
+        const uint8_t* rec = unit + 16 + j * 208;
+        blk[192 + 2 * j] = rec[r], blk[192 + 2 * j + 1] = rec[8 + r];
+        const int h = j / 4, quarter = j % 4;
+        for (int l = 0; l < QK; ++l) {
+          const int q = code_at(4, rec + 16, r, l);
+          ql[64 * h + 32 * (quarter % 2) + l] |= (uint8_t)((q & 0x0F) << (4 * (quarter / 2)));
+          qh[32 * h + l] |= (uint8_t)((q >> 4) << (2 * quarter));
+        }
+      }
+      continue;
+    }
     std::memcpy(blk, unit + 2 * r, 2);
     if constexpr (Kind == 3) {
       std::memcpy(blk + 2, unit + 16 + 2 * r, 2);
@@ -453,12 +548,14 @@ at::Tensor ggml_dequantize(const at::Tensor& p, int64_t kind, int64_t n) {
         const int r = (int)(row % ROWS);
         float* o = op + row * k;
         for (int64_t b = 0; b < nb; ++b, o += QK) {
-          float d, m;
-          scale_at<Kind>(group, b, r, &d, &m);
           const uint8_t* codes = record<Kind>(group, b) + record_codes(Kind);
-          for (int i = 0; i < QK; ++i) {  // as ggml: (q - 8) * d for Q4_0 (not q * d - 8 d: they round differently)
-            const int q = code_at(Kind, codes, r, i);
-            o[i] = Kind == 0 ? (float)(q - 8) * d : Kind == 2 ? (float)q * d : (float)q * d + m;
+          for (int h = 0; h < 2; ++h) {
+            float d, m;
+            scale_at<Kind>(group, b, r, h, &d, &m);
+            for (int i = 16 * h; i < 16 * h + 16; ++i) {  // as ggml: (q - 8) * d for Q4_0, (d * sc) * (q - 32) for
+              const int q = code_at(Kind, codes, r, i);      // Q6_K (not q * d - 8 d: they round differently)
+              o[i] = Kind == 0 ? (float)(q - 8) * d : Kind == 4 ? (float)(q - 32) * d : Kind == 2 ? (float)q * d : (float)q * d + m;
+            }
           }
         }
       }

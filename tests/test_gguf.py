@@ -387,25 +387,26 @@ def test_k_quants_dequantize_as_transformers_does(kind, tmp_path, monkeypatch):
         assert rel(ours(IDS), hf_gguf_model(path)(IDS).logits) <= 1e-5
 
 
-def test_q4_k_matrices_stay_the_files_4_bit_blocks(tmp_path, monkeypatch):
-    """With the native kernel, Q4_K matrices (the untied head too) are kept as the file's blocks: they dequantize to
-    exactly the values transformers' GGUF loading computes (the float model here, checked against it above), and
-    the logits differ from that model's by the activation rounding only (within 5% of their scale)."""
+@pytest.mark.parametrize("kind", ["Q4_K", "Q6_K"])
+def test_q4_k_and_q6_k_matrices_stay_the_files_blocks(kind, tmp_path, monkeypatch):
+    """With the native kernel, Q4_K and Q6_K matrices (the untied head too) are kept as the file's blocks: they
+    dequantize to exactly the values transformers' GGUF loading computes (the float model here, checked against it
+    above), and the logits differ from that model's by the activation rounding only (within 5% of their scale)."""
     from tinyslm.quant import GGMLLinear, native
 
     if not native.available():
         pytest.skip(f"native kernel unavailable: {native.why_unavailable}")
-    path = k_quant_file("Q4_K", tmp_path, monkeypatch)
+    path = k_quant_file(kind, tmp_path, monkeypatch)
     kept, plain = load_gguf(path), load_gguf(path, keep_quantized=False)
     layers = {n: m for n, m in kept.named_modules() if isinstance(m, GGMLLinear)}
-    assert len(layers) == 8 and {m.kind for m in layers.values()} == {"Q4_K"}  # q k v o gate up down, head
+    assert len(layers) == 8 and {m.kind for m in layers.values()} == {kind}  # q k v o gate up down, head
     for name, layer in layers.items():
         assert torch.equal(layer.dequantize(), plain.get_submodule(name).weight), name
     with torch.no_grad():
         assert rel(kept(IDS), plain(IDS)) <= 5e-2
 
 
-@pytest.mark.parametrize("kind", ["Q5_K", "Q6_K"])
+@pytest.mark.parametrize("kind", ["Q5_K"])
 def test_k_quant_matrices_stay_8_bit_as_q8_0_blocks(kind, tmp_path, monkeypatch):
     """With the native kernel, other K-quant matrices (the untied head too) are re-quantized to Q8_0 by gguf's own
     quantizer: each weight within half a step (block max / 254, plus the float16 rounding of the scale) of its

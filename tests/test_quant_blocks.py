@@ -24,7 +24,7 @@ from gguf import quants
 
 SMOLLM = Path(__file__).resolve().parents[2] / "shared" / "data" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 KINDS = ["Q4_0", "Q4_1", "Q8_0"]  # quantized by the gguf package
-ALL_KINDS = [*KINDS, "Q4_K"]  # Q4_K: the gguf package dequantizes it but has no quantizer: random blocks
+ALL_KINDS = [*KINDS, "Q4_K", "Q6_K"]  # K-quants: the gguf package dequantizes them but has no quantizer: random blocks
 
 needs_kernel = pytest.mark.skipif(not native.available(), reason=f"native kernel unavailable: {native.why_unavailable}")
 
@@ -33,9 +33,11 @@ def gguf_weight(kind: str, n: int, k: int, seed: int = 0) -> tuple[np.ndarray, t
     """(raw blocks as the gguf package quantizes them, its float32 dequantization)."""
     rng = np.random.default_rng(seed)
     kind_id = getattr(gguf.GGMLQuantizationType, kind)
-    if kind == "Q4_K":  # random super-blocks: d, dmin > 0 (f16), 12 bytes of 6-bit scales and mins, 128 of nibbles
-        raw = rng.integers(0, 256, (n, k // 256, 144), dtype=np.uint8)
-        raw[..., 0:4] = rng.uniform(0.0005, 0.002, (n, k // 256, 2)).astype(np.float16).view(np.uint8)
+    if kind in ("Q4_K", "Q6_K"):  # random super-blocks with small positive f16 scales: Q4_K's d and dmin (bytes
+        # 0..3; then 6-bit scales and mins, nibbles), Q6_K's d (bytes 208..209; before it codes and int8 scales)
+        size, at = {"Q4_K": (144, slice(0, 4)), "Q6_K": (210, slice(208, 210))}[kind]
+        raw = rng.integers(0, 256, (n, k // 256, size), dtype=np.uint8)
+        raw[..., at] = rng.uniform(0.0005, 0.002, (n, k // 256, (at.stop - at.start) // 2)).astype(np.float16).view(np.uint8)
         raw = raw.reshape(n, -1)
     else:
         raw = quants.quantize(rng.normal(0, 0.05, (n, k)).astype(np.float32), kind_id)
@@ -119,7 +121,7 @@ def test_kernel_edge_values_zero_blocks_and_the_int8_minimum():
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_layer_holds_the_files_bytes_and_dequantizes_like_gguf(kind):
     """The packed weight gives the file's bytes back and dequantizes to the gguf package's floats exactly; it holds
-    the file's bytes reordered (Q4_K: its 6-bit scales and mins a byte each, 148 bytes per 144)."""
+    the file's bytes reordered (Q4_K: its 6-bit scales and mins a byte each, 148 bytes per 144; Q6_K: 210 as 210)."""
     raw, w = gguf_weight(kind, 48, 256)
     bias = torch.randn(48)
     layer = GGMLLinear.from_gguf(kind, raw, (48, 256), bias=bias)
@@ -142,7 +144,8 @@ def test_native_dequantize_equals_gguf_and_long_prompts_take_the_same_kernel(kin
     layer = GGMLLinear.from_gguf(kind, raw, (77, 256))
     assert torch.equal(layer.dequantize(), w)
     x = torch.randn(600, 256)
-    assert torch.allclose(layer(x), q8_activations(x) @ w.t(), rtol=1e-5, atol=1e-5)
+    ref = q8_activations(x).double() @ w.double().t()
+    assert (layer(x).double() - ref).abs().max() <= 1e-5 * ref.abs().max()
 
 
 @needs_kernel

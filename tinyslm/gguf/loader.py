@@ -38,7 +38,7 @@ from .rope import ROPE_FREQS
 # ggml types whose blocks map exactly onto torch's int8 / int4 kernels (groups of 32), and those the native
 # kernel takes as they are (GGMLLinear)
 KEPT_PACKED = ("Q8_0", "Q4_0", "Q4_1")
-KEPT_BLOCKS = (*KEPT_PACKED, "Q4_K")
+KEPT_BLOCKS = (*KEPT_PACKED, "Q4_K", "Q6_K")
 
 
 def gguf_path(path: str | Path) -> Path:

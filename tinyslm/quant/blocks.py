@@ -33,7 +33,7 @@ class GGMLLinear(nn.Module):
         super().__init__()
         native.register_fake()  # torch.compile's shape rule for the kernel, registered outside any compiled region
         self.kind, self.in_features, self.out_features = kind, in_features, out_features
-        self.bits = 8 if kind == "Q8_0" else 4
+        self.bits = {"Q8_0": 8, "Q6_K": 6}.get(kind, 4)
         self.register_buffer("packed", packed)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 

@@ -22,9 +22,10 @@ from ..errors import CheckpointError
 
 BLOCK = 32  # values per block, for the three types read here
 BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
-# (values, bytes) per block of every type the native kernel takes: these three and Q4_K (a super-block of 256
-# values: d and dmin (f16), 12 bytes of 6-bit scales and mins for its 8 sub-blocks, 128 bytes of nibbles)
-BLOCK_LAYOUT = {**{kind: (BLOCK, size) for kind, size in BLOCK_BYTES.items()}, "Q4_K": (256, 144)}
+# (values, bytes) per block of every type the native kernel takes: these three, Q4_K (a super-block of 256
+# values: d and dmin (f16), 12 bytes of 6-bit scales and mins for its 8 sub-blocks, 128 bytes of nibbles) and
+# Q6_K (256 values: 128 bytes of low 4 bits, 64 of high 2 bits, 16 int8 scales, d (f16))
+BLOCK_LAYOUT = {**{kind: (BLOCK, size) for kind, size in BLOCK_BYTES.items()}, "Q4_K": (256, 144), "Q6_K": (256, 210)}
 
 
 def blocks_of(kind: str, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -25,7 +25,7 @@ import torch
 
 KERNELS = Path(__file__).resolve().parents[2] / "kernels"
 SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "bf16_mv.cpp"]
-KIND_CODES = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2, "Q4_K": 3}  # ggml_mm's `kind` argument
+KIND_CODES = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2, "Q4_K": 3, "Q6_K": 4}  # ggml_mm's `kind` argument
 why_unavailable: str | None = None  # set when available() is False
 
 
@@ -97,6 +97,6 @@ def register_fake() -> None:
         torch.library.register_fake("tinyslm::ggml_mm")(lambda x, p, kind, n: x.new_empty(x.shape[0], n))
         torch.library.register_fake("tinyslm::bf16_mv")(lambda x, w: x.new_empty(x.shape[0], w.shape[0]))
         torch.library.register_fake("tinyslm::ggml_dequantize")(
-            lambda p, kind, n: p.new_empty(n, p.shape[1] // (144, 160, 272, 1184)[kind] * (32, 32, 32, 256)[kind],
+            lambda p, kind, n: p.new_empty(n, p.shape[1] // (144, 160, 272, 1184, 1680)[kind] * (32, 32, 32, 256, 256)[kind],
                                            dtype=torch.float32))  # fmt: skip
         register_fake.done = True

@@ -7,8 +7,8 @@ Every tensor is checked as a safetensors one is: an unexpected name, a missing o
 shape is an error naming the file and the tensor. Float tensors (F32/F16/BF16) are converted to
 the requested dtype; quantized ones are dequantized with llama.cpp's formulas (`gguf.quants`).
 The linear layers of quantized files stay quantized (`keep_quantized`, the default): Q8_0 / Q4_0 /
-Q4_1 / Q4_K as the file's own blocks (`tinyslm.quant.GGMLLinear`, native kernel), the other
-K-quants (Q6_K, Q5_K, ...) dequantized and re-quantized to Q8_0 blocks (8.5 bits a weight instead
+Q4_1 / Q4_K / Q6_K as the file's own blocks (`tinyslm.quant.GGMLLinear`, native kernel), the other
+types (Q5_K, Q3_K, ...) dequantized and re-quantized to Q8_0 blocks (8.5 bits a weight instead
 of float32's 32);
 without the native kernel, Q8_0 / Q4_0 / Q4_1 go to torch's int8/int4 kernels
 (`QuantizedLinear.from_gguf`) and K-quants stay dequantized.
@@ -152,9 +152,9 @@ def load_gguf(
         value = file.float_tensor(name)
         if heads is not None:
             value = unpermute(value, heads)
-        if linear_weight and tensor.kind not in FLOAT_TYPES and blocks_kernel:  # another K-quant (Q6_K, Q5_K, ...):
+        if linear_weight and tensor.kind not in FLOAT_TYPES and blocks_kernel:  # another quantized type (Q5_K, ...):
             # dequantized as transformers does, then kept 8-bit: each weight moves by at most half a step of its
-            # block (max |w| / 254), on top of the K-quant's own rounding
+            # block (max |w| / 254), on top of the file's own rounding
             keep_quantized_layer(module_name, "Q8_0", quantize_blocks(value, "Q8_0"), tensor.shape, name)
             continue
         if transposed:

@@ -3,7 +3,7 @@
     linear.py     QuantizedLinear: int8 (a scale per row) or int4 (scale + zero per group), the
                   kernel choice (packed kernel for decoding, unpacked dense GEMM for prompts)
     quantize.py   quantize(model, "int8" | "int4"): swap a model's linear layers, in place
-    blocks.py     GGMLLinear: a GGUF's Q4_0 / Q4_1 / Q8_0 / Q4_K blocks, 8 rows interleaved (native kernel)
+    blocks.py     GGMLLinear: a GGUF's Q4_0/Q4_1/Q8_0/Q4_K/Q6_K blocks, 8 rows interleaved (native kernel)
     bf16.py       BF16Linear, bf16_kernels(model): bfloat16 layers through a native kernel while generating
     native.py     building and loading those kernels (kernels/*.cpp) on first use
     ggml.py       GGUF's Q4_0 / Q4_1 / Q8_0 blocks read into codes and scales

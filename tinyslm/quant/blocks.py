@@ -1,4 +1,4 @@
-"""GGMLLinear: a linear layer whose weight is a GGUF tensor's own Q4_0 / Q4_1 / Q8_0 / Q4_K blocks.
+"""GGMLLinear: a linear layer whose weight is a GGUF tensor's own Q4_0 / Q4_1 / Q8_0 / Q4_K / Q6_K blocks.
 
 Legend: M rows of activations (batch x new tokens), N out_features, K in_features.
 

@@ -47,7 +47,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -477,9 +476,10 @@ at::Tensor ggml_pack(const at::Tensor& w, int64_t kind) {
   TORCH_CHECK(w.size(1) % bytes == 0, "ggml_pack: rows of ", w.size(1), " bytes are not whole ", bytes, "-byte blocks");
   const int64_t n = w.size(0), n_blocks = w.size(1) / bytes, groups = (n + ROWS - 1) / ROWS;
   const int64_t k = n_blocks * block_values((int)kind), row_bytes = group_bytes((int)kind, k);
-  at::Tensor out = at::zeros({groups, row_bytes}, w.options());
+  at::Tensor out = at::empty({groups, row_bytes}, w.options());
   const uint8_t* src = w.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
+  if (n % ROWS) std::memset(dst + (groups - 1) * row_bytes, 0, row_bytes);  // the padding rows: zero blocks
   with_kind(kind, [&](auto kind_c) {
     constexpr int Kind = decltype(kind_c)::value;
     at::parallel_for(0, groups, 16, [&](int64_t g0, int64_t g1) {

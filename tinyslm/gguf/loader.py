@@ -182,8 +182,8 @@ def load_gguf(
         if blocks_kernel and embedding.kind not in FLOAT_TYPES:
             # llama.cpp's tied head reads the embedding's blocks (Q8_0: 8.5 bits a weight, not float32's 32):
             # the same values as the float embedding the lookups use, as a second, quantized copy
-            raw = np.asarray(embedding.data) if embedding.kind in kept else quantize_blocks(model.tok_emb.weight, "Q8_0")
             kind = embedding.kind if embedding.kind in kept else "Q8_0"
+            raw = np.asarray(embedding.data) if kind == embedding.kind else quantize_blocks(model.tok_emb.weight, kind)
             keep_quantized_layer("head", kind, raw, embedding.shape, embedding.name)
     model.reset_buffers(device)
     return model.eval()

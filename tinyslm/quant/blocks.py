@@ -4,8 +4,8 @@ Legend: M rows of activations (batch x new tokens), N out_features, K in_feature
 
 This is how llama.cpp keeps a quantized model, and what tinyslm does with a GGUF when the native
 kernel (native.py) is available: the weights are exactly the file's blocks (Q8_0 too, which
-torch's per-row int8 kernel would have to re-quantize), and the product reads 4.5 / 5 / 8.5 bits
-per weight. On loading, the blocks of every 8 rows are interleaved (`packed`, see
+torch's per-row int8 kernel would have to re-quantize), and the product reads 4.5 / 5 / 8.5 / 4.6
+/ 6.6 bits per weight. On loading, the blocks of every 8 rows are interleaved (`packed`, see
 kernels/ggml_mm.cpp: the same bytes in another order, so that 8 rows are multiplied at once), as
 llama.cpp repacks them for its CPU kernels; `gguf_blocks()` gives the file's bytes back. The
 kernel quantizes the activations to 8 bits per block of 32, as llama.cpp does; that is the only

@@ -187,6 +187,16 @@ inline __m256 bytes_to_ps(const uint8_t* p) {  // 8 unsigned bytes -> 8 floats
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p)));
 }
 
+// A 4-bit record's 128 bytes of codes -> w[c]: codes 4c..4c+3 of the 8 rows (low nibbles), w[c + 4]: 16 + 4c.. (high).
+inline void nibbles8(const uint8_t* codes, __m256i* w) {
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  for (int c = 0; c < 4; ++c) {
+    const __m256i v = _mm256_loadu_si256((const __m256i*)(codes + 32 * c));
+    w[c] = _mm256_and_si256(v, low);
+    w[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+  }
+}
+
 // The 8 rows' scales d and offsets m of a record (m unused for Q8_0); for Q4_K from its super-block's d and
 // -dmin (unit_d, unit_m: read once per 8 records).
 template <int Kind>
@@ -206,7 +216,7 @@ inline void scales8(const uint8_t* rec, __m256 unit_d, __m256 unit_m, __m256* d,
 template <int Kind, int R>
 void dot_group(const uint8_t* group, int64_t nb, const ActBlock* const* x, float* const* out) {
 #ifdef TINYSLM_AVX2
-  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[R], unit_d = _mm256_setzero_ps(), unit_m = _mm256_setzero_ps();
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
@@ -217,15 +227,13 @@ void dot_group(const uint8_t* group, int64_t nb, const ActBlock* const* x, float
       unit_d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)unit));
       if (Kind == 3) unit_m = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(unit + 16))));
     }
+    __m256 d = unit_d, m = unit_m;  // the 8 rows' scales and offsets (Q6_K: two scales per row, below)
+    if constexpr (Kind != 4) scales8<Kind>(rec, unit_d, unit_m, &d, &m);
     if constexpr (Kind == 4) {
       __m256i w[8];  // as for 4 bits, with the high 2 bits put back at bits 4..5: codes 0..63
+      nibbles8(codes, w);
       const __m256i h0 = _mm256_loadu_si256((const __m256i*)(codes + 128)), h1 = _mm256_loadu_si256((const __m256i*)(codes + 160));
       const __m256i high = _mm256_set1_epi8(0x30);
-      for (int c = 0; c < 4; ++c) {
-        const __m256i v = _mm256_loadu_si256((const __m256i*)(codes + 32 * c));
-        w[c] = _mm256_and_si256(v, low);
-        w[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-      }
       // the high bits of chunk c sit at bits 2c..2c+1 of h0 / h1: move them to bits 4..5
       w[0] = _mm256_or_si256(w[0], _mm256_and_si256(_mm256_slli_epi16(h0, 4), high));
       w[1] = _mm256_or_si256(w[1], _mm256_and_si256(_mm256_slli_epi16(h0, 2), high));
@@ -252,17 +260,9 @@ void dot_group(const uint8_t* group, int64_t nb, const ActBlock* const* x, float
         acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d0, dx), _mm256_cvtepi32_ps(half[0]), acc[r]);
         acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d1, dx), _mm256_cvtepi32_ps(half[1]), acc[r]);
       }
-      continue;
-    }
-    __m256 d, m;  // the 8 rows' scales and offsets
-    scales8<Kind>(rec, unit_d, unit_m, &d, &m);
-    if constexpr (Kind != 2) {
-      __m256i w[8];  // w[c]: codes 4c..4c+3 of the 8 rows (low nibbles); w[c + 4]: codes 16 + 4c.. (high)
-      for (int c = 0; c < 4; ++c) {
-        const __m256i v = _mm256_loadu_si256((const __m256i*)(codes + 32 * c));
-        w[c] = _mm256_and_si256(v, low);
-        w[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-      }
+    } else if constexpr (Kind != 2) {
+      __m256i w[8];
+      nibbles8(codes, w);
       for (int r = 0; r < R; ++r) {
         const int32_t* a = (const int32_t*)x[r][b].q;  // a[c]: activation codes 4c..4c+3
         __m256i s = _mm256_maddubs_epi16(w[0], _mm256_set1_epi32(a[0]));

@@ -73,11 +73,19 @@ constexpr int k_record_bytes(int kind) { return kind == 3 ? 144 : 208; }
 constexpr int unit_bytes(int kind) { return kind >= 3 ? unit_head(kind) + 8 * k_record_bytes(kind) : ROWS * block_bytes(kind); }
 constexpr int record_codes(int kind) { return kind == 1 ? 32 : 16; }  // where a record's codes start
 
-// The packed record of 32-value block b (0..K/32) of a group whose bytes start at `group`.
+// Bytes of one group's packed row for K values.
+constexpr int64_t group_bytes(int kind, int64_t k) { return k / block_values(kind) * unit_bytes(kind); }
+
+// The packed unit holding 32-value block b (0..K/32) of a group whose bytes start at `group`, and b's record in it.
+template <int Kind>
+inline const uint8_t* unit_of(const uint8_t* group, int64_t b) {
+  return group + b * QK / block_values(Kind) * unit_bytes(Kind);
+}
+
 template <int Kind>
 inline const uint8_t* record(const uint8_t* group, int64_t b) {
-  if constexpr (Kind >= 3) return group + (b / 8) * unit_bytes(Kind) + unit_head(Kind) + (b % 8) * k_record_bytes(Kind);
-  return group + b * unit_bytes(Kind);
+  if constexpr (Kind >= 3) return unit_of<Kind>(group, b) + unit_head(Kind) + (b % 8) * k_record_bytes(Kind);
+  return unit_of<Kind>(group, b);
 }
 
 struct ActBlock {  // one quantized block of an activation row
@@ -170,12 +178,12 @@ template <int Kind>
 inline void scale_at(const uint8_t* group, int64_t b, int r, int h, float* d, float* m) {
   const uint8_t* rec = record<Kind>(group, b);
   if constexpr (Kind == 4) {
-    *d = f16_to_f32(group + (b / 8) * unit_bytes(4) + 2 * r) * (float)(int8_t)rec[8 * h + r];
+    *d = f16_to_f32(unit_of<4>(group, b) + 2 * r) * (float)(int8_t)rec[8 * h + r];
     *m = -32.f * *d;
   } else if constexpr (Kind == 3) {
-    const uint8_t* unit = group + (b / 8) * unit_bytes(3);
-    *d = f16_to_f32(unit + 2 * r) * (float)rec[r];
-    *m = -(f16_to_f32(unit + 16 + 2 * r) * (float)rec[8 + r]);
+    const uint8_t* head = unit_of<3>(group, b);
+    *d = f16_to_f32(head + 2 * r) * (float)rec[r];
+    *m = -(f16_to_f32(head + 16 + 2 * r) * (float)rec[8 + r]);
   } else {
     *d = f16_to_f32(rec + 2 * r);
     *m = Kind == 1 ? f16_to_f32(rec + 16 + 2 * r) : Kind == 0 ? -8.f * *d : 0.f;
@@ -223,9 +231,9 @@ void dot_group(const uint8_t* group, int64_t nb, const ActBlock* const* x, float
     const uint8_t* rec = record<Kind>(group, b);
     const uint8_t* codes = rec + record_codes(Kind);
     if (Kind >= 3 && b % 8 == 0) {  // a new super-block
-      const uint8_t* unit = group + (b / 8) * unit_bytes(Kind);
-      unit_d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)unit));
-      if (Kind == 3) unit_m = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(unit + 16))));
+      const uint8_t* head = unit_of<Kind>(group, b);
+      unit_d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)head));
+      if (Kind == 3) unit_m = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(head + 16))));
     }
     __m256 d = unit_d, m = unit_m;  // the 8 rows' scales and offsets (Q6_K: two scales per row, below)
     if constexpr (Kind != 4) scales8<Kind>(rec, unit_d, unit_m, &d, &m);
@@ -308,7 +316,7 @@ void dot_group(const uint8_t* group, int64_t nb, const ActBlock* const* x, float
 template <int Kind>
 void mm_groups(const uint8_t* w, int64_t g0, int64_t g1, int64_t nb, const std::vector<const ActBlock*>& x,
                float* y, int64_t n) {
-  const int64_t m = (int64_t)x.size(), row_bytes = nb * QK / block_values(Kind) * unit_bytes(Kind);
+  const int64_t m = (int64_t)x.size(), row_bytes = group_bytes(Kind, nb * QK);
   float tail[4][ROWS];  // the last group's outputs when it holds padding rows
   for (int64_t g = g0; g < g1; ++g) {
     const uint8_t* group = w + g * row_bytes;
@@ -456,9 +464,6 @@ void unpack_row(const uint8_t* group, int64_t n_blocks, uint8_t* blk, int r) {
   }
 }
 
-// Bytes of one group's packed row for K values.
-int64_t group_bytes(int kind, int64_t k) { return k / block_values(kind) * unit_bytes(kind); }
-
 // Checks that p holds n rows packed as `kind`, and returns K.
 int64_t packed_k(const at::Tensor& p, int64_t kind, int64_t n, const char* op) {
   TORCH_CHECK(p.dim() == 2 && p.scalar_type() == at::kByte && p.is_contiguous(), op, ": the packed weight must be (G, bytes) contiguous uint8");
@@ -514,8 +519,8 @@ at::Tensor ggml_mm(const at::Tensor& x, const at::Tensor& p, int64_t kind, int64
   check_kind(kind, "ggml_mm");
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "ggml_mm: x must be (M, K) contiguous float32");
   const int64_t m = x.size(0), k = x.size(1), nb = k / QK;
-  TORCH_CHECK(packed_k(p, kind, n, "ggml_mm") == k, "ggml_mm: the packed weight has ", packed_k(p, kind, n, "ggml_mm"),
-              " columns, x has K = ", k);
+  const int64_t columns = packed_k(p, kind, n, "ggml_mm");
+  TORCH_CHECK(columns == k, "ggml_mm: the packed weight has ", columns, " columns, x has K = ", k);
   std::vector<ActBlock> act(m * nb);
   const float* xp = x.data_ptr<float>();
   at::parallel_for(0, m, 16, [&](int64_t r0, int64_t r1) {  // a few rows: on this thread (no fork / join)

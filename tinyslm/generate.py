@@ -100,9 +100,11 @@ def generate(
         with decode_path(model, mla_decode):
             return generate(model, input_ids, max_new_tokens, eos_token_id, on_token, fast=fast)
     from .quant.bf16 import bf16_kernels  # noqa: PLC0415
+    from .quant.decode_block import native_decode  # noqa: PLC0415
 
-    with bf16_kernels(model, enabled=fast is not False):  # bfloat16 layers: the native kernel, for this call only
-        return _greedy(model, input_ids, max_new_tokens, eos_token_id, on_token, fast)
+    # for this call only: bfloat16 layers use the native kernel, GGUF-quantized blocks the native decoding step
+    with bf16_kernels(model, enabled=fast is not False), native_decode(model, enabled=fast is not False) as native:
+        return _greedy(model, input_ids, max_new_tokens, eos_token_id, on_token, False if native else fast)
 
 
 def _greedy(model, input_ids, max_new_tokens, eos_token_id, on_token, fast) -> torch.Tensor:

@@ -17,6 +17,7 @@ set, `available()` is False, says why once, and callers fall back to torch's own
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 KERNELS = Path(__file__).resolve().parents[2] / "kernels"
-SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "bf16_mv.cpp"]
+SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "bf16_mv.cpp", KERNELS / "decode_block.cpp"]
 KIND_CODES = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2, "Q4_K": 3, "Q6_K": 4}  # ggml_mm's `kind` argument
 why_unavailable: str | None = None  # set when available() is False
 
@@ -45,7 +46,10 @@ def available() -> bool:
     try:
         from torch.utils import cpp_extension  # noqa: PLC0415
 
-        flags = ["-O3", "-march=native", "-fopenmp"]  # -fopenmp: at::parallel_for uses torch's OpenMP threads
+        # -fopenmp: at::parallel_for and decode_block's parallel region use torch's OpenMP threads; the headers'
+        # digest is a flag so that editing a header rebuilds too (torch's builder hashes only the sources)
+        headers = hashlib.sha1(b"".join(h.read_bytes() for h in sorted(KERNELS.glob("*.h")))).hexdigest()[:12]
+        flags = ["-O3", "-march=native", "-fopenmp", f"-DTINYSLM_HEADERS={headers}"]
         cpp_extension.load(name=f"tinyslm_ggml_{_cpu_tag()}", sources=[str(s) for s in SOURCES], extra_cflags=flags,
                            is_python_module=False, verbose=False)  # fmt: skip
     except Exception as exc:  # noqa: BLE001  (no compiler, a failed build: fall back, say why)

@@ -1,0 +1,245 @@
+// One decoding step of a Llama-style block in one call (tinyslm::decode_block).
+//
+// Legend: B sequences (one new token each), D model width, H query heads, K KV heads (G = H / K query
+// heads per KV head), hd head_dim, d rotated dims (<= hd), F FFN width, S cache slots, p the new
+// token's position.
+//
+// It computes what layers/block.py's SequentialBlock computes with attention.py's Attention and
+// ffn.py's GatedFFN (SiLU) for one new token, every matrix a GGMLLinear (quant/blocks.py):
+//     h       = rmsnorm(x) * w_attn                                   (B, D)
+//     q, k, v = h Wq^T [+ bq], h Wk^T [+ bk], h Wv^T [+ bv]           (B, H*hd), (B, K*hd) x 2
+//     q, k    = per-head rmsnorm (QK-norm, when given), then RoPE (split-half) at position p
+//     cache[b, :, p] = k, v
+//     a_h     = softmax_j(q_h . k_j * scale) . v_j over j = 0..p, k_j of KV head h / G    (B, H*hd)
+//     x       = x + a Wo^T
+//     h       = rmsnorm(x) * w_ffn
+//     x       = x + (silu(h Wg^T) * (h Wu^T)) Wd^T                    (B, F) -> (B, D)
+//
+// Why a whole block in C++: decoding a small model is bound by the module path's ~40 operator calls
+// per layer (each a dispatch, an allocation, a fork and join of the thread pool, for microseconds of
+// work), not by its weights (quant/decode.py has the figures). Here a layer is one call and one
+// parallel region: the threads split each product's groups of 8 weight rows (as ggml_mm does) and
+// the attention's heads, and meet at a barrier between the steps above. The products are ggml_mm's
+// (the same 8-bit activations, the same integer sums); the norms, RoPE, softmax and sums of
+// attention are float32 like torch's, summed in another order, so the results agree to float32
+// rounding, not bit for bit (tests/test_decode_block.py bounds the difference).
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
+#include <omp.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "ggml_blocks.h"
+
+namespace {
+
+struct Matrix {  // one GGMLLinear's packed weight: N rows of K values
+  const uint8_t* data;
+  int64_t kind, n, k;
+};
+
+// Thread t's share [lo, hi) of n items split among nt threads.
+inline void share(int64_t n, int t, int nt, int64_t* lo, int64_t* hi) {
+  *lo = n * t / nt;
+  *hi = n * (t + 1) / nt;
+}
+
+// y_j = x W_j^T for matrices with the same input x: this thread's share of all their groups of 8 rows.
+void products(const Matrix* w, int count, const std::vector<const ActBlock*>& x, float* const* y, int t, int nt) {
+  int64_t total = 0;
+  for (int j = 0; j < count; ++j) total += (w[j].n + ROWS - 1) / ROWS;
+  int64_t lo, hi, first = 0;  // first: index of matrix j's group 0 in the list of all groups
+  share(total, t, nt, &lo, &hi);
+  for (int j = 0; j < count; ++j) {
+    const int64_t groups = (w[j].n + ROWS - 1) / ROWS, g0 = std::max(lo - first, (int64_t)0),
+                  g1 = std::min(hi - first, groups);
+    if (g0 < g1)
+      with_kind(w[j].kind, [&](auto kind_c) {
+        mm_groups<decltype(kind_c)::value>(w[j].data, g0, g1, w[j].k / QK, x, y[j], w[j].n);
+      });
+    first += groups;
+  }
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  float sum = 0.f;
+#ifdef TINYSLM_AVX2
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  sum = tinyslm::hsum(acc);
+#endif
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+// out = w * (x / sqrt(mean(x^2) + eps)), as norms.py's RMSNorm (float32).
+void rmsnorm(const float* x, const float* w, int64_t n, double eps, float* out) {
+  double squares = 0.0;
+  for (int64_t i = 0; i < n; ++i) squares += (double)x[i] * x[i];
+  const float r = 1.f / std::sqrt((float)(squares / (double)n) + (float)eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * r);
+}
+
+// RoPE, split-half layout (rope.py's apply_rope): pairs (i, i + d/2) of the first d dims rotate by cos/sin (d,).
+void rope(float* x, const float* cos, const float* sin, int64_t d) {
+  for (int64_t i = 0; i < d / 2; ++i) {
+    const float a = x[i], b = x[i + d / 2];
+    x[i] = a * cos[i] - b * sin[i];
+    x[i + d / 2] = b * cos[i + d / 2] + a * sin[i + d / 2];
+  }
+}
+
+// weights: Wq, Wk, Wv, Wo, Wg, Wu, Wd (packed, as GGMLLinear.packed); kinds, rows: their kind codes and N.
+// qkv_bias: empty or (bq, bk, bv); qk_norm: empty or (q_norm weight, k_norm weight) over hd.
+at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm, const at::Tensor& ffn_norm,
+                        at::TensorList weights, at::IntArrayRef kinds, at::IntArrayRef rows, at::TensorList qkv_bias,
+                        at::TensorList qk_norm, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& k_cache,
+                        const at::Tensor& v_cache, int64_t pos, double eps, double qk_eps, double scale) {
+  const char* op = "decode_block";
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), op, ": x must be (B, D) contiguous float32");
+  TORCH_CHECK(weights.size() == 7 && kinds.size() == 7 && rows.size() == 7, op, ": 7 matrices (q, k, v, o, gate, up, down)");
+  TORCH_CHECK(k_cache.dim() == 4 && k_cache.scalar_type() == at::kFloat && k_cache.is_contiguous() &&
+                  v_cache.sizes() == k_cache.sizes() && v_cache.scalar_type() == at::kFloat && v_cache.is_contiguous(),
+              op, ": the caches must be (B, K, S, hd) contiguous float32, both the same shape");
+  const int64_t bsz = x.size(0), dim = x.size(1), n_kv = k_cache.size(1), slots = k_cache.size(2), hd = k_cache.size(3);
+  const int64_t n_heads = rows[0] / hd, ffn = rows[4], d_rot = cos.numel();
+  TORCH_CHECK(k_cache.size(0) == bsz && pos >= 0 && pos < slots, op, ": position ", pos, " outside a cache of ", slots, " slots");
+  TORCH_CHECK(rows[0] == n_heads * hd && n_heads % n_kv == 0 && rows[1] == n_kv * hd && rows[2] == n_kv * hd &&
+                  rows[3] == dim && rows[5] == ffn && rows[6] == dim,
+              op, ": the matrices' shapes do not make a block of width ", dim);
+  TORCH_CHECK(d_rot <= hd && d_rot % 2 == 0 && sin.numel() == d_rot && cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat,
+              op, ": cos and sin must be (d,) contiguous float32 with d <= head_dim, even");
+  TORCH_CHECK(qkv_bias.empty() || qkv_bias.size() == 3, op, ": qkv_bias is empty or (bq, bk, bv)");
+  TORCH_CHECK(qk_norm.empty() || qk_norm.size() == 2, op, ": qk_norm is empty or (q weight, k weight)");
+  const int64_t input[7] = {dim, dim, dim, n_heads * hd, dim, dim, ffn};
+  Matrix w[7];
+  for (int j = 0; j < 7; ++j) {
+    check_kind(kinds[j], op);
+    TORCH_CHECK(packed_k(weights[j], kinds[j], rows[j], op) == input[j], op, ": matrix ", j, " has the wrong width");
+    w[j] = {weights[j].data_ptr<uint8_t>(), kinds[j], rows[j], input[j]};
+  }
+  for (const auto& t : {attn_norm, ffn_norm})
+    TORCH_CHECK(t.numel() == dim && t.scalar_type() == at::kFloat && t.is_contiguous(), op, ": norm weights must be (D,) float32");
+  for (size_t j = 0; j < qkv_bias.size(); ++j)
+    TORCH_CHECK(qkv_bias[j].numel() == rows[j] && qkv_bias[j].scalar_type() == at::kFloat && qkv_bias[j].is_contiguous(),
+                op, ": bias ", j, " must be (", rows[j], ",) float32");
+  for (const auto& t : qk_norm)
+    TORCH_CHECK(t.numel() == hd && t.scalar_type() == at::kFloat && t.is_contiguous(), op, ": q/k norm weights must be (hd,) float32");
+
+  // Scratch: float rows and their 8-bit blocks.
+  const int64_t q_width = n_heads * hd, kv_width = n_kv * hd, group = n_heads / n_kv;
+  std::vector<float> h(bsz * std::max(dim, ffn)), q(bsz * q_width), k(bsz * kv_width), v(bsz * kv_width), att(bsz * q_width);
+  std::vector<float> mid(bsz * dim), gate(bsz * ffn), up(bsz * ffn);
+  std::vector<ActBlock> act(bsz * std::max({dim, ffn, q_width}) / QK);
+  std::vector<const ActBlock*> act_rows(bsz);
+  auto quantize = [&](const float* rows_in, int64_t width) {  // (B, width) -> act, B rows of width / 32 blocks
+    for (int64_t b = 0; b < bsz; ++b) {
+      quantize_row(rows_in + b * width, width, &act[b * width / QK]);
+      act_rows[b] = &act[b * width / QK];
+    }
+  };
+  at::Tensor out = at::empty_like(x);
+  const float *xp = x.data_ptr<float>(), *cp = cos.data_ptr<float>(), *sp = sin.data_ptr<float>();
+  float *op_ = out.data_ptr<float>(), *kc = k_cache.data_ptr<float>(), *vc = v_cache.data_ptr<float>();
+  const int nt = at::get_num_threads();
+  std::vector<float> scores(nt * (pos + 1));
+
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), team = omp_get_num_threads();
+    int64_t lo, hi;
+#pragma omp single
+    {
+      for (int64_t b = 0; b < bsz; ++b) rmsnorm(xp + b * dim, attn_norm.data_ptr<float>(), dim, eps, &h[b * dim]);
+      quantize(h.data(), dim);
+    }
+    float* qkv_out[3] = {q.data(), k.data(), v.data()};
+    products(w, 3, act_rows, qkv_out, t, team);
+#pragma omp barrier
+    // Per (sequence, head) of q then of k: bias, QK-norm, RoPE; k and v go into the cache at p.
+    share(bsz * (n_heads + n_kv), t, team, &lo, &hi);
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b = i / (n_heads + n_kv), head = i % (n_heads + n_kv);
+      const bool is_q = head < n_heads;
+      const int64_t kv_head = head - n_heads;
+      float* vec = is_q ? &q[b * q_width + head * hd] : &k[b * kv_width + kv_head * hd];
+      if (!qkv_bias.empty()) {
+        const float* bias = qkv_bias[is_q ? 0 : 1].data_ptr<float>() + (is_q ? head : kv_head) * hd;
+        for (int64_t e = 0; e < hd; ++e) vec[e] += bias[e];
+      }
+      if (!qk_norm.empty()) rmsnorm(vec, qk_norm[is_q ? 0 : 1].data_ptr<float>(), hd, qk_eps, vec);
+      rope(vec, cp, sp, d_rot);
+      if (!is_q) {
+        float* vv = &v[b * kv_width + kv_head * hd];
+        if (!qkv_bias.empty()) {
+          const float* bias = qkv_bias[2].data_ptr<float>() + kv_head * hd;
+          for (int64_t e = 0; e < hd; ++e) vv[e] += bias[e];
+        }
+        const int64_t slot = ((b * n_kv + kv_head) * slots + pos) * hd;
+        std::copy(vec, vec + hd, kc + slot);
+        std::copy(vv, vv + hd, vc + slot);
+      }
+    }
+#pragma omp barrier
+    // Attention, per (sequence, query head), over positions 0..p of its KV head.
+    share(bsz * n_heads, t, team, &lo, &hi);
+    float* s = &scores[t * (pos + 1)];
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b = i / n_heads, head = i % n_heads;
+      const float* qh = &q[b * q_width + head * hd];
+      const float* keys = kc + (b * n_kv + head / group) * slots * hd;  // (S, hd)
+      const float* values = vc + (b * n_kv + head / group) * slots * hd;
+      float top = -INFINITY, total = 0.f;
+      for (int64_t j = 0; j <= pos; ++j) top = std::max(top, s[j] = dot(qh, keys + j * hd, hd) * (float)scale);
+      for (int64_t j = 0; j <= pos; ++j) total += s[j] = std::exp(s[j] - top);
+      float* a = &att[b * q_width + head * hd];
+      std::fill(a, a + hd, 0.f);
+      for (int64_t j = 0; j <= pos; ++j) {
+        const float p = s[j] / total;
+        for (int64_t e = 0; e < hd; ++e) a[e] += p * values[j * hd + e];
+      }
+    }
+#pragma omp barrier
+#pragma omp single
+    quantize(att.data(), q_width);
+    float* o_out[1] = {mid.data()};
+    products(w + 3, 1, act_rows, o_out, t, team);
+#pragma omp barrier
+#pragma omp single
+    {
+      for (int64_t i = 0; i < bsz * dim; ++i) mid[i] += xp[i];  // x + attention
+      for (int64_t b = 0; b < bsz; ++b) rmsnorm(&mid[b * dim], ffn_norm.data_ptr<float>(), dim, eps, &h[b * dim]);
+      quantize(h.data(), dim);
+    }
+    float* gu_out[2] = {gate.data(), up.data()};
+    products(w + 4, 2, act_rows, gu_out, t, team);
+#pragma omp barrier
+#pragma omp single
+    {
+      for (int64_t i = 0; i < bsz * ffn; ++i) h[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];  // silu(g) * u
+      quantize(h.data(), ffn);
+    }
+    float* down_out[1] = {op_};
+    products(w + 6, 1, act_rows, down_out, t, team);
+#pragma omp barrier
+    share(bsz * dim, t, team, &lo, &hi);
+    for (int64_t i = lo; i < hi; ++i) op_[i] += mid[i];  // + the residual
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(tinyslm, m) {
+  m.def("decode_block(Tensor x, Tensor attn_norm, Tensor ffn_norm, Tensor[] weights, int[] kinds, int[] rows, "
+        "Tensor[] qkv_bias, Tensor[] qk_norm, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, int pos, "
+        "float eps, float qk_eps, float scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(tinyslm, CPU, m) { m.impl("decode_block", &decode_block); }

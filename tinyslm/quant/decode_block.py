@@ -1,0 +1,117 @@
+"""The native decoding step: a Llama-style block with GGUF-quantized weights, one C++ call per layer.
+
+Legend: B batch, D model width, T new positions.
+
+Decoding one token, a block's module path is ~40 operator calls (norms, 7 products, RoPE, cache
+writes, attention, residual adds), each a few microseconds of dispatch, allocation and thread
+fork/join for little work. For a quantized model the weights are small, so those calls are most
+of the step: measured on SmolLM2-135M Q4_1 (2 cores of an AMD EPYC, AVX2), ~15 ms of a ~30 ms token
+is spent outside the matrix products. kernels/decode_block.cpp computes the same block for one new
+token in one call and one parallel region (the formulas are at the top of that file), with the
+products of ggml_mm (the same 8-bit activations and integer sums).
+
+`native_decode(model)` switches every block that `why_not_native` accepts to that step for its
+decoding calls (T = 1 with a cache) and back afterwards; prompts, uncached calls and every other
+block keep the module path, which stays the reference. `tinyslm.generate` decodes inside it
+unless fast=False. The block's module path and the native step agree to float32 rounding (the
+norms and attention sum in another order; tests/test_decode_block.py bounds it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.attention import Attention
+from ..layers.block import SequentialBlock
+from ..layers.cache import KVBuffer, StaticKVBuffer
+from ..layers.ffn import GatedFFN
+from ..layers.norms import RMSNorm
+from . import native
+from .blocks import GGMLLinear
+
+
+def why_not_native(block: nn.Module) -> str | None:
+    """None if the native step computes this block exactly as its modules do, else the first reason it cannot."""
+    if type(block) is not SequentialBlock:
+        return f"a {type(block).__name__}, not a sequential block"
+    extras = (block.attn_out_norm, block.ffn_out_norm, block.branch_scale)
+    if not all(isinstance(m, nn.Identity) for m in extras):
+        return "sandwich norms or a residual scale"
+    if type(block.attn_norm) is not RMSNorm or type(block.ffn_norm) is not RMSNorm:
+        return f"{type(block.attn_norm).__name__} / {type(block.ffn_norm).__name__} norms, not RMSNorm"
+    if block.attn_norm.eps != block.ffn_norm.eps:
+        return "two norms with different eps"
+    attn, ffn = block.attn, block.ffn
+    if type(attn) is not Attention:
+        return f"{type(attn).__name__} attention"
+    if attn.softcap is not None or attn.window is not None or attn.pos_bias is not None or attn.qkv_clip is not None:
+        return "a soft-cap, sliding window, position bias or qkv clip in attention"
+    if attn.rope_layout != "half":
+        return f"{attn.rope_layout} RoPE"
+    if attn.q_norm is not None and not (type(attn.q_norm) is RMSNorm and type(attn.k_norm) is RMSNorm):
+        return f"{type(attn.q_norm).__name__} q/k norms"
+    if type(ffn) is not GatedFFN or ffn.act is not F.silu:
+        return "an FFN other than SwiGLU"
+    linears = (attn.wq, attn.wk, attn.wv, attn.wo, ffn.gate, ffn.up, ffn.down)
+    if not all(isinstance(m, GGMLLinear) for m in linears):
+        return "weights not held as GGUF blocks"
+    if any(m.bias is not None for m in (attn.wo, ffn.gate, ffn.up, ffn.down)) or len({m.bias is None for m in linears[:3]}) > 1:
+        return "biases other than on all of q, k, v"
+    tensors = [block.attn_norm.weight, block.ffn_norm.weight] + [m.bias for m in linears[:3] if m.bias is not None]
+    if attn.q_norm is not None:
+        tensors += [attn.q_norm.weight, attn.k_norm.weight]
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
+        return "parameters not float32 on the CPU"
+    return None
+
+
+def _arguments(block: SequentialBlock) -> tuple[tuple, tuple]:
+    """decode_block's arguments that do not change between steps: (before the rope tables and caches, after)."""
+    attn, ffn = block.attn, block.ffn
+    linears = (attn.wq, attn.wk, attn.wv, attn.wo, ffn.gate, ffn.up, ffn.down)
+    biases = [m.bias.detach() for m in linears[:3]] if attn.wq.bias is not None else []
+    qk_norm = [attn.q_norm.weight.detach(), attn.k_norm.weight.detach()] if attn.q_norm is not None else []
+    head = (block.attn_norm.weight.detach(), block.ffn_norm.weight.detach(), [m.packed for m in linears],
+            [native.KIND_CODES[m.kind] for m in linears], [m.out_features for m in linears], biases, qk_norm)  # fmt: skip
+    qk_eps = attn.q_norm.eps if attn.q_norm is not None else 0.0
+    return head, (block.attn_norm.eps, qk_eps, attn.scale)
+
+
+def _native_forward(block: SequentialBlock, head: tuple, tail: tuple, x: torch.Tensor, step, cache=None) -> torch.Tensor:
+    """block.forward for one new token over a float32 cache (x (B, 1, D) -> (B, 1, D)); else the module path."""
+    rope = step.rope(block.attn.rope_key)
+    if (x.shape[1] != 1 or type(cache) not in (KVBuffer, StaticKVBuffer) or cache.k.dtype != torch.float32
+            or x.dtype != torch.float32 or rope is None):  # fmt: skip
+        return type(block).forward(block, x, step, cache)
+    cache.check_room(step.start, 1)
+    if type(cache) is StaticKVBuffer:
+        cache.pos[step.start] = step.start  # the slot's position (shared by the layers; the same value each time)
+    cos, sin = rope  # (1, d) each: this position's angles
+    out = torch.ops.tinyslm.decode_block(x.reshape(x.shape[0], x.shape[2]).contiguous(), *head, cos[0], sin[0],
+                                         cache.k, cache.v, step.start, *tail)  # fmt: skip
+    return out.view(x.shape)  # (B, 1, D)
+
+
+def native_blocks(model: nn.Module) -> list[nn.Module]:
+    """The stored blocks of `model` the native step can run; empty unless it can run every one of them."""
+    blocks = list(dict.fromkeys(model.blocks[b] for b in model.schedule))
+    return blocks if all(why_not_native(b) is None for b in blocks) and native.available() else []
+
+
+@contextlib.contextmanager
+def native_decode(model: nn.Module, enabled: bool = True):
+    """Within this block, every block of `model` decodes one token per call with the native step (when all can,
+    see `why_not_native`; else none does); afterwards the module path again. Yields how many blocks it switched."""
+    blocks = native_blocks(model) if enabled else []
+    for block in blocks:  # an instance attribute shadows the class's forward until it is removed
+        block.forward = functools.partial(_native_forward, block, *_arguments(block))
+    try:
+        yield len(blocks)
+    finally:
+        for block in blocks:
+            block.__dict__.pop("forward", None)

@@ -31,14 +31,18 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
+#include "bf16_dot.h"
 #include "ggml_blocks.h"
 
 namespace {
 
-struct Matrix {  // one GGMLLinear's packed weight: N rows of K values
-  const uint8_t* data;
+constexpr int64_t BF16 = 5;  // a matrix kind beside ggml_mm's 0..4: a plain (N, K) bfloat16 weight
+
+struct Matrix {  // one layer's weight: ggml_mm's packed blocks (kinds 0..4) or bfloat16 rows (BF16); N rows of K values
+  const void* data;
   int64_t kind, n, k;
 };
 
@@ -48,8 +52,24 @@ inline void share(int64_t n, int t, int nt, int64_t* lo, int64_t* hi) {
   *hi = n * (t + 1) / nt;
 }
 
-// y_j = x W_j^T for matrices with the same input x: this thread's share of all their groups of 8 rows.
-void products(const Matrix* w, int count, const std::vector<const ActBlock*>& x, float* const* y, int t, int nt) {
+// Rows 8 g0 .. 8 g1 of a bfloat16 weight against every activation row (B float rows of K): y (B, N).
+void bf16_groups(const uint16_t* w, int64_t g0, int64_t g1, int64_t n, int64_t k, const float* x, int64_t bsz, float* y) {
+  const int64_t end = std::min(g1 * ROWS, n);
+  int64_t row = g0 * ROWS;
+  for (; row + 4 <= end; row += 4)
+    for (int64_t b = 0; b < bsz; ++b) {
+      float out[4];
+      dot4(w + row * k, k, x + b * k, out);
+      std::copy(out, out + 4, y + b * n + row);
+    }
+  for (; row < end; ++row)
+    for (int64_t b = 0; b < bsz; ++b) y[b * n + row] = dot(w + row * k, x + b * k, k);
+}
+
+// y_j = x W_j^T for matrices with the same input (x: B float rows, xq: the same rows as 8-bit blocks): this
+// thread's share of all their groups of 8 rows.
+void products(const Matrix* w, int count, const float* x, const std::vector<const ActBlock*>& xq, float* const* y,
+              int t, int nt) {
   int64_t total = 0;
   for (int j = 0; j < count; ++j) total += (w[j].n + ROWS - 1) / ROWS;
   int64_t lo, hi, first = 0;  // first: index of matrix j's group 0 in the list of all groups
@@ -57,9 +77,11 @@ void products(const Matrix* w, int count, const std::vector<const ActBlock*>& x,
   for (int j = 0; j < count; ++j) {
     const int64_t groups = (w[j].n + ROWS - 1) / ROWS, g0 = std::max(lo - first, (int64_t)0),
                   g1 = std::min(hi - first, groups);
-    if (g0 < g1)
+    if (g0 < g1 && w[j].kind == BF16)
+      bf16_groups((const uint16_t*)w[j].data, g0, g1, w[j].n, w[j].k, x, (int64_t)xq.size(), y[j]);
+    else if (g0 < g1)
       with_kind(w[j].kind, [&](auto kind_c) {
-        mm_groups<decltype(kind_c)::value>(w[j].data, g0, g1, w[j].k / QK, x, y[j], w[j].n);
+        mm_groups<decltype(kind_c)::value>((const uint8_t*)w[j].data, g0, g1, w[j].k / QK, xq, y[j], w[j].n);
       });
     first += groups;
   }
@@ -94,18 +116,139 @@ void rope(float* x, const float* cos, const float* sin, int64_t d) {
   }
 }
 
-// weights: Wq, Wk, Wv, Wo, Wg, Wu, Wd (packed, as GGMLLinear.packed); kinds, rows: their kind codes and N.
+// The activations' and cache's element type: float32, or bfloat16 held as its 16 bits (a bfloat16 model).
+inline float to_float(float v) { return v; }
+inline float to_float(uint16_t v) { return bf16_to_f32(v); }
+template <typename T>
+inline T from_float(float v) {
+  if constexpr (std::is_same_v<T, float>) return v;
+  else return f32_to_bf16(v);
+}
+
+// The block for x (B, D) and caches (B, K, S, hd) of element type T; everything between in float32 (see the top).
+template <typename T>
+void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float* attn_norm, const float* ffn_norm,
+                const float* const* bias, const float* const* qk_norm, const float* cp, const float* sp, int64_t bsz,
+                int64_t dim, int64_t n_heads, int64_t n_kv, int64_t hd, int64_t d_rot, int64_t slots, int64_t pos,
+                double eps, double qk_eps, float scale) {
+  const int64_t q_width = n_heads * hd, kv_width = n_kv * hd, group = n_heads / n_kv, ffn = w[4].n;
+  std::vector<float> x(bsz * dim), h(bsz * std::max(dim, ffn)), q(bsz * q_width), k(bsz * kv_width), v(bsz * kv_width);
+  std::vector<float> att(bsz * q_width), mid(bsz * dim), gate(bsz * ffn), up(bsz * ffn), down(bsz * dim);
+  std::vector<ActBlock> act(bsz * std::max({dim, ffn, q_width}) / QK);
+  std::vector<const ActBlock*> act_rows(bsz);
+  auto quantize = [&](const float* rows_in, int64_t width) {  // (B, width) -> act, B rows of width / 32 blocks
+    for (int64_t b = 0; b < bsz; ++b) {
+      quantize_row(rows_in + b * width, width, &act[b * width / QK]);
+      act_rows[b] = &act[b * width / QK];
+    }
+  };
+  const int nt = at::get_num_threads();
+  std::vector<float> scores(nt * (pos + 1));
+
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), team = omp_get_num_threads();
+    int64_t lo, hi;
+#pragma omp single
+    {
+      for (int64_t i = 0; i < bsz * dim; ++i) x[i] = to_float(xp[i]);
+      for (int64_t b = 0; b < bsz; ++b) rmsnorm(&x[b * dim], attn_norm, dim, eps, &h[b * dim]);
+      quantize(h.data(), dim);
+    }
+    float* qkv_out[3] = {q.data(), k.data(), v.data()};
+    products(w, 3, h.data(), act_rows, qkv_out, t, team);
+#pragma omp barrier
+    // Per (sequence, head) of q then of k: bias, QK-norm, RoPE; k and v go into the cache at p.
+    share(bsz * (n_heads + n_kv), t, team, &lo, &hi);
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b = i / (n_heads + n_kv), head = i % (n_heads + n_kv);
+      const bool is_q = head < n_heads;
+      const int64_t kv_head = head - n_heads;
+      float* vec = is_q ? &q[b * q_width + head * hd] : &k[b * kv_width + kv_head * hd];
+      if (bias[0]) {
+        const float* add = bias[is_q ? 0 : 1] + (is_q ? head : kv_head) * hd;
+        for (int64_t e = 0; e < hd; ++e) vec[e] += add[e];
+      }
+      if (qk_norm[0]) rmsnorm(vec, qk_norm[is_q ? 0 : 1], hd, qk_eps, vec);
+      rope(vec, cp, sp, d_rot);
+      if (!is_q) {
+        float* vv = &v[b * kv_width + kv_head * hd];
+        if (bias[0])
+          for (int64_t e = 0; e < hd; ++e) vv[e] += bias[2][kv_head * hd + e];
+        const int64_t slot = ((b * n_kv + kv_head) * slots + pos) * hd;
+        for (int64_t e = 0; e < hd; ++e) kc[slot + e] = from_float<T>(vec[e]), vc[slot + e] = from_float<T>(vv[e]);
+      }
+    }
+#pragma omp barrier
+    // Attention, per (sequence, query head), over positions 0..p of its KV head.
+    share(bsz * n_heads, t, team, &lo, &hi);
+    float* s = &scores[t * (pos + 1)];
+    std::vector<float> key(hd);
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b = i / n_heads, head = i % n_heads;
+      const float* qh = &q[b * q_width + head * hd];
+      const T* keys = kc + (b * n_kv + head / group) * slots * hd;  // (S, hd)
+      const T* values = vc + (b * n_kv + head / group) * slots * hd;
+      float top = -INFINITY, total = 0.f;
+      for (int64_t j = 0; j <= pos; ++j) {
+        const float* kj = (const float*)(keys + j * hd);
+        if constexpr (!std::is_same_v<T, float>) {
+          for (int64_t e = 0; e < hd; ++e) key[e] = to_float(keys[j * hd + e]);
+          kj = key.data();
+        }
+        top = std::max(top, s[j] = dot(qh, kj, hd) * scale);
+      }
+      for (int64_t j = 0; j <= pos; ++j) total += s[j] = std::exp(s[j] - top);
+      float* a = &att[b * q_width + head * hd];
+      std::fill(a, a + hd, 0.f);
+      for (int64_t j = 0; j <= pos; ++j) {
+        const float p = s[j] / total;
+        for (int64_t e = 0; e < hd; ++e) a[e] += p * to_float(values[j * hd + e]);
+      }
+    }
+#pragma omp barrier
+#pragma omp single
+    quantize(att.data(), q_width);
+    float* o_out[1] = {mid.data()};
+    products(w + 3, 1, att.data(), act_rows, o_out, t, team);
+#pragma omp barrier
+#pragma omp single
+    {
+      for (int64_t i = 0; i < bsz * dim; ++i) mid[i] += x[i];  // x + attention
+      for (int64_t b = 0; b < bsz; ++b) rmsnorm(&mid[b * dim], ffn_norm, dim, eps, &h[b * dim]);
+      quantize(h.data(), dim);
+    }
+    float* gu_out[2] = {gate.data(), up.data()};
+    products(w + 4, 2, h.data(), act_rows, gu_out, t, team);
+#pragma omp barrier
+#pragma omp single
+    {
+      for (int64_t i = 0; i < bsz * ffn; ++i) h[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];  // silu(g) * u
+      quantize(h.data(), ffn);
+    }
+    float* down_out[1] = {down.data()};
+    products(w + 6, 1, h.data(), act_rows, down_out, t, team);
+#pragma omp barrier
+    share(bsz * dim, t, team, &lo, &hi);
+    for (int64_t i = lo; i < hi; ++i) outp[i] = from_float<T>(mid[i] + down[i]);  // + the residual
+  }
+}
+
+// weights: Wq, Wk, Wv, Wo, Wg, Wu, Wd: GGMLLinear.packed (kinds 0..4) or a (N, K) bfloat16 weight (kind 5);
+// rows: their N. x and the caches: float32, or bfloat16 (a bfloat16 model); norm weights, biases: float32.
 // qkv_bias: empty or (bq, bk, bv); qk_norm: empty or (q_norm weight, k_norm weight) over hd.
 at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm, const at::Tensor& ffn_norm,
                         at::TensorList weights, at::IntArrayRef kinds, at::IntArrayRef rows, at::TensorList qkv_bias,
                         at::TensorList qk_norm, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& k_cache,
                         const at::Tensor& v_cache, int64_t pos, double eps, double qk_eps, double scale) {
   const char* op = "decode_block";
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), op, ": x must be (B, D) contiguous float32");
+  const auto dtype = x.scalar_type();
+  TORCH_CHECK(x.dim() == 2 && (dtype == at::kFloat || dtype == at::kBFloat16) && x.is_contiguous(), op,
+              ": x must be (B, D) contiguous float32 or bfloat16");
   TORCH_CHECK(weights.size() == 7 && kinds.size() == 7 && rows.size() == 7, op, ": 7 matrices (q, k, v, o, gate, up, down)");
-  TORCH_CHECK(k_cache.dim() == 4 && k_cache.scalar_type() == at::kFloat && k_cache.is_contiguous() &&
-                  v_cache.sizes() == k_cache.sizes() && v_cache.scalar_type() == at::kFloat && v_cache.is_contiguous(),
-              op, ": the caches must be (B, K, S, hd) contiguous float32, both the same shape");
+  TORCH_CHECK(k_cache.dim() == 4 && k_cache.scalar_type() == dtype && k_cache.is_contiguous() &&
+                  v_cache.sizes() == k_cache.sizes() && v_cache.scalar_type() == dtype && v_cache.is_contiguous(),
+              op, ": the caches must be (B, K, S, hd) contiguous, both the same shape, of x's dtype");
   const int64_t bsz = x.size(0), dim = x.size(1), n_kv = k_cache.size(1), slots = k_cache.size(2), hd = k_cache.size(3);
   const int64_t n_heads = rows[0] / hd, ffn = rows[4], d_rot = cos.numel();
   TORCH_CHECK(k_cache.size(0) == bsz && pos >= 0 && pos < slots, op, ": position ", pos, " outside a cache of ", slots, " slots");
@@ -120,117 +263,40 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm, const 
   const int64_t input[7] = {dim, dim, dim, n_heads * hd, dim, dim, ffn};
   Matrix w[7];
   for (int j = 0; j < 7; ++j) {
-    check_kind(kinds[j], op);
-    TORCH_CHECK(packed_k(weights[j], kinds[j], rows[j], op) == input[j], op, ": matrix ", j, " has the wrong width");
-    w[j] = {weights[j].data_ptr<uint8_t>(), kinds[j], rows[j], input[j]};
+    if (kinds[j] == BF16) {
+      TORCH_CHECK(weights[j].dim() == 2 && weights[j].scalar_type() == at::kBFloat16 && weights[j].is_contiguous() &&
+                      weights[j].size(0) == rows[j] && weights[j].size(1) == input[j],
+                  op, ": matrix ", j, " must be (", rows[j], ", ", input[j], ") contiguous bfloat16");
+    } else {
+      check_kind(kinds[j], op);
+      TORCH_CHECK(packed_k(weights[j], kinds[j], rows[j], op) == input[j], op, ": matrix ", j, " has the wrong width");
+    }
+    w[j] = {weights[j].data_ptr(), kinds[j], rows[j], input[j]};
   }
   for (const auto& t : {attn_norm, ffn_norm})
     TORCH_CHECK(t.numel() == dim && t.scalar_type() == at::kFloat && t.is_contiguous(), op, ": norm weights must be (D,) float32");
-  for (size_t j = 0; j < qkv_bias.size(); ++j)
+  const float* bias[3] = {nullptr, nullptr, nullptr};
+  for (size_t j = 0; j < qkv_bias.size(); ++j) {
     TORCH_CHECK(qkv_bias[j].numel() == rows[j] && qkv_bias[j].scalar_type() == at::kFloat && qkv_bias[j].is_contiguous(),
                 op, ": bias ", j, " must be (", rows[j], ",) float32");
-  for (const auto& t : qk_norm)
-    TORCH_CHECK(t.numel() == hd && t.scalar_type() == at::kFloat && t.is_contiguous(), op, ": q/k norm weights must be (hd,) float32");
-
-  // Scratch: float rows and their 8-bit blocks.
-  const int64_t q_width = n_heads * hd, kv_width = n_kv * hd, group = n_heads / n_kv;
-  std::vector<float> h(bsz * std::max(dim, ffn)), q(bsz * q_width), k(bsz * kv_width), v(bsz * kv_width), att(bsz * q_width);
-  std::vector<float> mid(bsz * dim), gate(bsz * ffn), up(bsz * ffn);
-  std::vector<ActBlock> act(bsz * std::max({dim, ffn, q_width}) / QK);
-  std::vector<const ActBlock*> act_rows(bsz);
-  auto quantize = [&](const float* rows_in, int64_t width) {  // (B, width) -> act, B rows of width / 32 blocks
-    for (int64_t b = 0; b < bsz; ++b) {
-      quantize_row(rows_in + b * width, width, &act[b * width / QK]);
-      act_rows[b] = &act[b * width / QK];
-    }
-  };
-  at::Tensor out = at::empty_like(x);
-  const float *xp = x.data_ptr<float>(), *cp = cos.data_ptr<float>(), *sp = sin.data_ptr<float>();
-  float *op_ = out.data_ptr<float>(), *kc = k_cache.data_ptr<float>(), *vc = v_cache.data_ptr<float>();
-  const int nt = at::get_num_threads();
-  std::vector<float> scores(nt * (pos + 1));
-
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), team = omp_get_num_threads();
-    int64_t lo, hi;
-#pragma omp single
-    {
-      for (int64_t b = 0; b < bsz; ++b) rmsnorm(xp + b * dim, attn_norm.data_ptr<float>(), dim, eps, &h[b * dim]);
-      quantize(h.data(), dim);
-    }
-    float* qkv_out[3] = {q.data(), k.data(), v.data()};
-    products(w, 3, act_rows, qkv_out, t, team);
-#pragma omp barrier
-    // Per (sequence, head) of q then of k: bias, QK-norm, RoPE; k and v go into the cache at p.
-    share(bsz * (n_heads + n_kv), t, team, &lo, &hi);
-    for (int64_t i = lo; i < hi; ++i) {
-      const int64_t b = i / (n_heads + n_kv), head = i % (n_heads + n_kv);
-      const bool is_q = head < n_heads;
-      const int64_t kv_head = head - n_heads;
-      float* vec = is_q ? &q[b * q_width + head * hd] : &k[b * kv_width + kv_head * hd];
-      if (!qkv_bias.empty()) {
-        const float* bias = qkv_bias[is_q ? 0 : 1].data_ptr<float>() + (is_q ? head : kv_head) * hd;
-        for (int64_t e = 0; e < hd; ++e) vec[e] += bias[e];
-      }
-      if (!qk_norm.empty()) rmsnorm(vec, qk_norm[is_q ? 0 : 1].data_ptr<float>(), hd, qk_eps, vec);
-      rope(vec, cp, sp, d_rot);
-      if (!is_q) {
-        float* vv = &v[b * kv_width + kv_head * hd];
-        if (!qkv_bias.empty()) {
-          const float* bias = qkv_bias[2].data_ptr<float>() + kv_head * hd;
-          for (int64_t e = 0; e < hd; ++e) vv[e] += bias[e];
-        }
-        const int64_t slot = ((b * n_kv + kv_head) * slots + pos) * hd;
-        std::copy(vec, vec + hd, kc + slot);
-        std::copy(vv, vv + hd, vc + slot);
-      }
-    }
-#pragma omp barrier
-    // Attention, per (sequence, query head), over positions 0..p of its KV head.
-    share(bsz * n_heads, t, team, &lo, &hi);
-    float* s = &scores[t * (pos + 1)];
-    for (int64_t i = lo; i < hi; ++i) {
-      const int64_t b = i / n_heads, head = i % n_heads;
-      const float* qh = &q[b * q_width + head * hd];
-      const float* keys = kc + (b * n_kv + head / group) * slots * hd;  // (S, hd)
-      const float* values = vc + (b * n_kv + head / group) * slots * hd;
-      float top = -INFINITY, total = 0.f;
-      for (int64_t j = 0; j <= pos; ++j) top = std::max(top, s[j] = dot(qh, keys + j * hd, hd) * (float)scale);
-      for (int64_t j = 0; j <= pos; ++j) total += s[j] = std::exp(s[j] - top);
-      float* a = &att[b * q_width + head * hd];
-      std::fill(a, a + hd, 0.f);
-      for (int64_t j = 0; j <= pos; ++j) {
-        const float p = s[j] / total;
-        for (int64_t e = 0; e < hd; ++e) a[e] += p * values[j * hd + e];
-      }
-    }
-#pragma omp barrier
-#pragma omp single
-    quantize(att.data(), q_width);
-    float* o_out[1] = {mid.data()};
-    products(w + 3, 1, act_rows, o_out, t, team);
-#pragma omp barrier
-#pragma omp single
-    {
-      for (int64_t i = 0; i < bsz * dim; ++i) mid[i] += xp[i];  // x + attention
-      for (int64_t b = 0; b < bsz; ++b) rmsnorm(&mid[b * dim], ffn_norm.data_ptr<float>(), dim, eps, &h[b * dim]);
-      quantize(h.data(), dim);
-    }
-    float* gu_out[2] = {gate.data(), up.data()};
-    products(w + 4, 2, act_rows, gu_out, t, team);
-#pragma omp barrier
-#pragma omp single
-    {
-      for (int64_t i = 0; i < bsz * ffn; ++i) h[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];  // silu(g) * u
-      quantize(h.data(), ffn);
-    }
-    float* down_out[1] = {op_};
-    products(w + 6, 1, act_rows, down_out, t, team);
-#pragma omp barrier
-    share(bsz * dim, t, team, &lo, &hi);
-    for (int64_t i = lo; i < hi; ++i) op_[i] += mid[i];  // + the residual
+    bias[j] = qkv_bias[j].data_ptr<float>();
   }
+  const float* norms[2] = {nullptr, nullptr};
+  for (size_t j = 0; j < qk_norm.size(); ++j) {
+    TORCH_CHECK(qk_norm[j].numel() == hd && qk_norm[j].scalar_type() == at::kFloat && qk_norm[j].is_contiguous(), op,
+                ": q/k norm weights must be (hd,) float32");
+    norms[j] = qk_norm[j].data_ptr<float>();
+  }
+  at::Tensor out = at::empty_like(x);
+  auto run = [&](auto* x_data, auto* out_data, auto* k_data, auto* v_data) {
+    block_step(x_data, out_data, k_data, v_data, w, attn_norm.data_ptr<float>(), ffn_norm.data_ptr<float>(), bias, norms,
+               cos.data_ptr<float>(), sin.data_ptr<float>(), bsz, dim, n_heads, n_kv, hd, d_rot, slots, pos, eps, qk_eps,
+               (float)scale);
+  };
+  if (dtype == at::kFloat)
+    run(x.data_ptr<float>(), out.data_ptr<float>(), k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
+  else
+    run((const uint16_t*)x.data_ptr(), (uint16_t*)out.data_ptr(), (uint16_t*)k_cache.data_ptr(), (uint16_t*)v_cache.data_ptr());
   return out;
 }
 

@@ -102,6 +102,38 @@ def test_native_step_equals_the_module_path_block_by_block(shape, kinds, cache_t
             assert caches[1].pos.tolist() == caches[0].pos.tolist()
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bfloat16_blocks_compute_in_float32_between_bfloat16_inputs_weights_and_cache(shape):
+    """A bfloat16 model's block (plain bfloat16 weights): the native step reads the bfloat16 input, weights and
+    cache, computes in float32 and rounds the output and the new key and value to bfloat16, so it is held
+    to the float32 module path over the same bfloat16 values (not to the bfloat16 module path, which
+    rounds after every operation, as transformers does): within 1e-2, bfloat16's rounding of the output."""
+    config = ModelConfig(vocab_size=64, dim=256, n_layers=2, ffn_dim=512, max_seq_len=64, **SHAPES[shape])
+    model = CausalLM(config).init_weights(seed=0)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
+    model = model.to(torch.bfloat16)
+    reference = CausalLM(config)
+    reference.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    attn = model.blocks[1].attn
+    for batch, past in [(1, 0), (2, 7)]:
+        cache = KVBuffer(batch, attn.n_kv_heads, 16, attn.head_dim, attn.head_dim, torch.bfloat16, "cpu")
+        cache32 = KVBuffer(batch, attn.n_kv_heads, 16, attn.head_dim, attn.head_dim, torch.float32, "cpu")
+        with torch.inference_mode():
+            if past:  # the same bfloat16 keys and values in both caches
+                run_block(reference, reference.blocks[1], torch.randn(batch, past, 256, generator=gen), 0, cache32, False)
+                cache.k.copy_(cache32.k), cache.v.copy_(cache32.v)
+                cache32.k.copy_(cache.k), cache32.v.copy_(cache.v)
+            x = (torch.randn(batch, 1, 256, generator=gen) * 3).to(torch.bfloat16)
+            ref = run_block(reference, reference.blocks[1], x.float(), past, cache32, native_step=False)
+            out = run_block(model, model.blocks[1], x, past, cache, native_step=True)
+        assert out.dtype == torch.bfloat16 and rel(out.float(), ref) <= 1e-2, (batch, past)
+        assert rel(cache.k.float(), cache32.k) <= 1e-2 and rel(cache.v.float(), cache32.v) <= 1e-2
+
+
 def test_generate_runs_the_native_step_by_default_and_gives_the_module_paths_tokens(monkeypatch):
     """tinyslm.generate decodes through the native step unless fast=False; both give the same greedy tokens
     (batch of 2), and its logits at every step agree with the module path's to float32 rounding
@@ -132,7 +164,7 @@ def test_blocks_the_step_does_not_compute_keep_the_module_path():
     """why_not_native names the first difference; a model with any such block is not switched at all."""
     base = dict(vocab_size=64, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=64)
     float_model = CausalLM(ModelConfig(**base)).init_weights(seed=0)
-    assert decode_block.why_not_native(float_model.blocks[0]) == "weights not held as GGUF blocks"
+    assert decode_block.why_not_native(float_model.blocks[0]) == "weights neither GGUF blocks nor bfloat16"
     cases = {
         "a soft-cap, sliding window, position bias or qkv clip in attention": dict(sliding_window=16),
         "LayerNorm / LayerNorm norms, not RMSNorm": dict(norm="layernorm"),
@@ -154,7 +186,7 @@ def test_wrong_arguments_to_the_kernel_are_clear_errors():
     head, tail = decode_block._arguments(block)
     cos = sin = torch.zeros(32)
     k = torch.zeros(1, 2, 8, 32)
-    with pytest.raises(RuntimeError, match="contiguous float32"):
+    with pytest.raises(RuntimeError, match="of x's dtype"):
         torch.ops.tinyslm.decode_block(torch.zeros(1, 256), *head, cos, sin, k.double(), k.double(), 0, *tail)
     with pytest.raises(RuntimeError, match="position 8 outside a cache of 8 slots"):
         torch.ops.tinyslm.decode_block(torch.zeros(1, 256), *head, cos, sin, k, k.clone(), 8, *tail)

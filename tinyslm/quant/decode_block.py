@@ -32,7 +32,10 @@ from ..layers.cache import KVBuffer, StaticKVBuffer
 from ..layers.ffn import GatedFFN
 from ..layers.norms import RMSNorm
 from . import native
+from .bf16 import BF16Linear
 from .blocks import GGMLLinear
+
+BF16_KIND = 5  # decode_block's kind code for a plain bfloat16 weight (0..4: native.KIND_CODES)
 
 
 def why_not_native(block: nn.Module) -> str | None:
@@ -58,35 +61,45 @@ def why_not_native(block: nn.Module) -> str | None:
     if type(ffn) is not GatedFFN or ffn.act is not F.silu:
         return "an FFN other than SwiGLU"
     linears = (attn.wq, attn.wk, attn.wv, attn.wo, ffn.gate, ffn.up, ffn.down)
-    if not all(isinstance(m, GGMLLinear) for m in linears):
-        return "weights not held as GGUF blocks"
+    if not all(isinstance(m, GGMLLinear) or _is_bf16(m) for m in linears):
+        return "weights neither GGUF blocks nor bfloat16"
     if any(m.bias is not None for m in (attn.wo, ffn.gate, ffn.up, ffn.down)) or len({m.bias is None for m in linears[:3]}) > 1:
         return "biases other than on all of q, k, v"
     tensors = [block.attn_norm.weight, block.ffn_norm.weight] + [m.bias for m in linears[:3] if m.bias is not None]
     if attn.q_norm is not None:
         tensors += [attn.q_norm.weight, attn.k_norm.weight]
-    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
-        return "parameters not float32 on the CPU"
+    if any(t.dtype not in (torch.float32, torch.bfloat16) or t.device.type != "cpu" for t in tensors):
+        return "parameters not float32 or bfloat16 on the CPU"
     return None
 
 
+def _is_bf16(linear: nn.Module) -> bool:
+    """A plain linear layer (or its BF16Linear form) with a contiguous bfloat16 weight on the CPU."""
+    w = getattr(linear, "weight", None)
+    return type(linear) in (nn.Linear, BF16Linear) and w.dtype == torch.bfloat16 and w.device.type == "cpu" and w.is_contiguous()
+
+
 def _arguments(block: SequentialBlock) -> tuple[tuple, tuple]:
-    """decode_block's arguments that do not change between steps: (before the rope tables and caches, after)."""
+    """decode_block's arguments that do not change between steps: (before the rope tables and caches, after).
+    Norm weights and biases go in float32 (copies, for a bfloat16 model); weights as they are held."""
     attn, ffn = block.attn, block.ffn
     linears = (attn.wq, attn.wk, attn.wv, attn.wo, ffn.gate, ffn.up, ffn.down)
-    biases = [m.bias.detach() for m in linears[:3]] if attn.wq.bias is not None else []
-    qk_norm = [attn.q_norm.weight.detach(), attn.k_norm.weight.detach()] if attn.q_norm is not None else []
-    head = (block.attn_norm.weight.detach(), block.ffn_norm.weight.detach(), [m.packed for m in linears],
-            [native.KIND_CODES[m.kind] for m in linears], [m.out_features for m in linears], biases, qk_norm)  # fmt: skip
+    f32 = lambda t: t.detach().float().contiguous()  # noqa: E731
+    biases = [f32(m.bias) for m in linears[:3]] if attn.wq.bias is not None else []
+    qk_norm = [f32(attn.q_norm.weight), f32(attn.k_norm.weight)] if attn.q_norm is not None else []
+    weights = [m.packed if isinstance(m, GGMLLinear) else m.weight.detach() for m in linears]
+    kinds = [native.KIND_CODES[m.kind] if isinstance(m, GGMLLinear) else BF16_KIND for m in linears]
+    head = (f32(block.attn_norm.weight), f32(block.ffn_norm.weight), weights, kinds, [m.out_features for m in linears],
+            biases, qk_norm)  # fmt: skip
     qk_eps = attn.q_norm.eps if attn.q_norm is not None else 0.0
     return head, (block.attn_norm.eps, qk_eps, attn.scale)
 
 
 def _native_forward(block: SequentialBlock, head: tuple, tail: tuple, x: torch.Tensor, step, cache=None) -> torch.Tensor:
-    """block.forward for one new token over a float32 cache (x (B, 1, D) -> (B, 1, D)); else the module path."""
+    """block.forward for one new token over a cache of x's dtype (x (B, 1, D) -> (B, 1, D)); else the module path."""
     rope = step.rope(block.attn.rope_key)
-    if (x.shape[1] != 1 or type(cache) not in (KVBuffer, StaticKVBuffer) or cache.k.dtype != torch.float32
-            or x.dtype != torch.float32 or rope is None):  # fmt: skip
+    if (x.shape[1] != 1 or type(cache) not in (KVBuffer, StaticKVBuffer) or cache.k.dtype != x.dtype
+            or x.dtype not in (torch.float32, torch.bfloat16) or rope is None):  # fmt: skip
         return type(block).forward(block, x, step, cache)
     cache.check_room(step.start, 1)
     if type(cache) is StaticKVBuffer:

@@ -5,7 +5,8 @@
 // token's position.
 //
 // It computes what layers/block.py's SequentialBlock computes with attention.py's Attention and
-// ffn.py's GatedFFN (SiLU) for one new token, every matrix a GGMLLinear (quant/blocks.py):
+// ffn.py's GatedFFN (SiLU) for one new token, every matrix a GGMLLinear (quant/blocks.py) or a plain
+// bfloat16 weight:
 //     h       = rmsnorm(x) * w_attn                                   (B, D)
 //     q, k, v = h Wq^T [+ bq], h Wk^T [+ bk], h Wv^T [+ bv]           (B, H*hd), (B, K*hd) x 2
 //     q, k    = per-head rmsnorm (QK-norm, when given), then RoPE (split-half) at position p
@@ -20,9 +21,11 @@
 // work), not by its weights (quant/decode.py has the figures). Here a layer is one call and one
 // parallel region: the threads split each product's groups of 8 weight rows (as ggml_mm does) and
 // the attention's heads, and meet at a barrier between the steps above. The products are ggml_mm's
-// (the same 8-bit activations, the same integer sums); the norms, RoPE, softmax and sums of
-// attention are float32 like torch's, summed in another order, so the results agree to float32
-// rounding, not bit for bit (tests/test_decode_block.py bounds the difference).
+// (the same 8-bit activations, the same integer sums) or bf16_mv's; the norms, RoPE, softmax and
+// sums of attention are float32 like torch's, summed in another order, so the results agree to
+// float32 rounding, not bit for bit (tests/test_decode_block.py bounds the difference). A bfloat16
+// model's input and cache are read as bfloat16, everything between computed in float32, and the
+// output and the new key and value rounded to bfloat16 (to nearest even, as torch rounds).
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>

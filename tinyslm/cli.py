@@ -85,10 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights")
     p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32 (default), 64, 128 or 256")
     p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
-                   help="compiled decoding step over a static cache (torch.compile; same tokens; the compile is paid "
-                   "once per process, ~15 s on a 2-core CPU (~3-5 s with inductor's disk cache warm), shown in the "
-                   "summary; worth it for long generations): on, off (the plain eager path), or auto (default: "
-                   "compiled for --max-new-tokens of 512 or more, plain below)")
+                   help="the fast decoding path. A Llama-style model whose weights are GGUF blocks or bfloat16 decodes "
+                   "each block in one native call (kernels/decode_block.cpp; nothing to compile) with on and auto alike. "
+                   "Other models: a compiled decoding step over a static cache (torch.compile; same tokens; the compile "
+                   "is paid once per process, ~15 s on a 2-core CPU, ~3-5 s with inductor's disk cache warm, shown in the "
+                   "summary): on, or auto (default: compiled for --max-new-tokens of 512 or more, plain below). "
+                   "off: the plain module path, the reference, for debugging")
 
     p = sub.add_parser(
         "parity",
@@ -125,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "layers still in float after loading (all of an HF folder's; a GGUF's float head): q8_0, q4_0, "
                    "q4_1 (native kernel), int8, int4 (torch's kernels)")
     p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
-                   help="tinyslm's compiled decoding step (torch.compile, compiled in the warm-up, its time reported "
-                   "apart): on, off, or auto (default; off in a fresh process)")
+                   help="tinyslm's fast decoding path, as `tinyslm generate --fast`: the native block step where the "
+                   "model qualifies, else the compiled step (torch.compile, compiled in the warm-up, its time reported "
+                   "apart): on, off (the module path), or auto (default: the native step where it applies, else off in "
+                   "a fresh process)")
     p.add_argument("--attention", choices=["eager", "sdpa"], default="sdpa", help="attention of tinyslm and "
                    "transformers alike: sdpa (default, transformers' own default; torch's fused kernel) or eager "
                    "(the written-out reference path)")

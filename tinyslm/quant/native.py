@@ -1,17 +1,17 @@
-"""The hand-written CPU kernels (kernels/: ggml_mm.cpp, bf16_mv.cpp), built on first use.
+"""The hand-written CPU kernels (kernels/: ggml_mm.cpp, bf16_mv.cpp, decode_block.cpp), built on first use.
 
 torch has no CPU kernel for weights in GGUF's own blocks (a float16 scale per 32 values), and its
 int4 kernel reaches a quarter of the memory-bandwidth bound when decoding (measured: 7.7 GB/s on
 a 5632 x 2048 weight, 2 cores of an AMD EPYC with AVX2, where `ggml_mm` reads Q4_0 at 13-18 GB/s
 and Q8_0 at 17-21 GB/s, depending on the hour). So `ggml_pack`, `ggml_mm`, `ggml_dequantize`
-(blocks.py) and `bf16_mv` (bf16.py) are
-compiled from kernels/ the first time a process needs them, with torch's own extension builder
+(blocks.py), `bf16_mv` (bf16.py) and `decode_block` (decode_block.py) are compiled from kernels/ the first time a process needs them, with torch's own extension builder
 (the C++ compiler torch.compile uses too; ~12 s on 2 cores), for the CPU it runs on
 (-march=native: AVX2 where there is one, plain loops elsewhere), and cached by torch under
 ~/.cache/torch_extensions, so later processes load them in a fraction of a second.
 
 If they cannot be built (no compiler, no source in a non-editable install) or TINYSLM_NATIVE=0 is
-set, `available()` is False, says why once, and callers fall back to torch's own kernels.
+set, `available()` is False, says why once, and callers fall back to torch's own kernels (and the
+module path, or the compiled step, for decoding).
 """
 
 from __future__ import annotations

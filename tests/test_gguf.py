@@ -231,10 +231,12 @@ LONG_IDS = torch.arange(3, 99, 3)[None]  # 32 positions: far enough for RoPE sca
     {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
      "original_max_position_embeddings": 64},
     {"rope_type": "linear", "factor": 4.0},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},  # Qwen2.5's long-context form
+    {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 32},
 ])  # fmt: skip
 def test_rope_scaling_round_trips_as_llama_cpp_stores_it(scaling, tmp_path):
     """llama3: the rope_freqs tensor of per-frequency divisors, read back into the same llama3 parameters;
-    linear: rope.scaling.type/factor metadata. Logits equal the original transformers model's, which differ
+    linear: rope.scaling.type/factor metadata; yarn: type, factor, original context (and betas) metadata. Logits equal the original transformers model's, which differ
     from the unscaled model's (so the scaling is really carried), through GGUF and back to a folder."""
     transformers = pytest.importorskip("transformers")
     options = dict(SHAPE, head_dim=32, rope_theta=10000.0, tie_word_embeddings=False, max_position_embeddings=512)
@@ -276,6 +278,27 @@ def test_rope_freqs_that_no_llama3_scaling_reproduces_are_refused(tmp_path, monk
     assert convert(tmp_path / "hf", tmp_path / "odd.gguf", "--type", "f32") == 0
     with pytest.raises(UnsupportedModelError, match="does not follow Llama 3's RoPE scaling"):
         load_gguf(tmp_path / "odd.gguf")
+
+
+@pytest.mark.parametrize("own", [{"attention_factor": 0.8}, {"beta_fast": 16.0}])
+def test_yarn_with_its_own_attention_factor_or_betas_is_refused(own, tmp_path, monkeypatch):
+    """What llama.cpp states differently (an attention factor) or does not read back (betas: measured with
+    llama-cpp-python 0.3.36, its logits then differ from transformers' by 1.5%) is refused, not guessed."""
+    from tinyslm.gguf import rope
+
+    scaling = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, **own}
+    build_hf_model("LlamaConfig", vocab_size=VOCAB, rope_scaling=dict(scaling), **dict(SHAPE, head_dim=32)).save_pretrained(
+        tmp_path / "hf")
+    with pytest.raises(UnsupportedModelError, match=f"YaRN with {next(iter(own))} has no GGUF form"):
+        convert(tmp_path / "hf", tmp_path / "y.gguf", "--type", "f32")
+    assert not (tmp_path / "y.gguf").exists()
+    yarn = [("llama.rope.scaling.type", "yarn", "string"), ("llama.rope.scaling.factor", 4.0, "float32"),
+            ("llama.rope.scaling.attn_factor", 0.8, "float32")]  # fmt: skip
+    monkeypatch.setattr(writer, "rope_items", lambda config, arch: (yarn, {}))
+    assert convert(tmp_path / "hf", tmp_path / "y.gguf", "--type", "f32") == 0
+    with pytest.raises(UnsupportedModelError, match="attn_factor = 0.8"):
+        load_gguf(tmp_path / "y.gguf")
+    assert rope.YARN_UNSUPPORTED["attn_factor"] == 1.0  # (1.0, llama.cpp's neutral value, would be read)
 
 
 def test_llama_attention_biases_survive_the_round_trip(tmp_path):

@@ -3,6 +3,13 @@
 Legend: d rotary dimensions, i = 0 .. d/2 - 1 one frequency, inv_i = theta^(-2i/d), wavelength 2 pi / inv_i.
 
     linear   metadata {arch}.rope.scaling.type = "linear" and {arch}.rope.scaling.factor
+    yarn     metadata type = "yarn", factor, original_context_length (config.json's
+             original_max_position_embeddings). YaRN's attention factor is then 0.1 ln(factor) + 1 and
+             its betas 32 and 1 in both programs (measured: llama-cpp-python 0.3.36 on such a file gives
+             transformers' logits as closely as without scaling). Betas of its own are read from
+             yarn_beta_fast / yarn_beta_slow but not written (that llama.cpp ignored them: its logits
+             then differed by 1.5%); an attention factor of its own (attn_factor, yarn_attn_factor,
+             yarn_log_multiplier; config.json's attention_factor, mscale) or an ext_factor is refused.
     llama3   no metadata: a float32 tensor `rope_freqs.weight` of d/2 divisors f_i, inv_i / f_i being
              the scaled frequency (Llama 3.1+, Llama 3.2: factor 32, low 1, high 4, original 8192)
 
@@ -25,7 +32,7 @@ from typing import Any
 import torch
 
 from ..errors import UnsupportedModelError
-from ..layers.rope import _base_inv_freq, compute_inv_freq
+from ..layers.rope import _base_inv_freq, compute_inv_freq, yarn_factor
 
 ROPE_FREQS = "rope_freqs.weight"
 LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
@@ -41,14 +48,36 @@ def scaling_from_gguf(source: str, arch: str, get, rope_freqs: torch.Tensor | No
                       d: int | None) -> dict | None:  # fmt: skip
     """The config.json rope_scaling a GGUF's metadata (`get(key)`) and rope_freqs tensor describe, or None."""
     kind = get(f"{arch}.rope.scaling.type", "none")
-    if kind not in ("none", "linear") or (kind == "linear" and rope_freqs is not None):
-        raise UnsupportedModelError(f"{source}: RoPE scaling {kind!r} in a GGUF is not supported yet (linear and "
+    if kind not in ("none", "linear", "yarn") or (kind != "none" and rope_freqs is not None):
+        raise UnsupportedModelError(f"{source}: RoPE scaling {kind!r} in a GGUF is not supported yet (linear, yarn and "
                                     "llama3's rope_freqs are)")  # fmt: skip
     if kind == "linear":
         return {"rope_type": "linear", "factor": float(get(f"{arch}.rope.scaling.factor", 1.0))}
+    if kind == "yarn":
+        return _yarn_from_gguf(source, arch, get)
     if rope_freqs is None:
         return None
     return _llama3_from_divisors(source, rope_freqs.float().reshape(-1), theta, d)
+
+
+YARN_DEFAULTS = {"yarn_beta_fast": ("beta_fast", 32.0), "yarn_beta_slow": ("beta_slow", 1.0)}
+YARN_UNSUPPORTED = {"attn_factor": 1.0, "yarn_attn_factor": 1.0, "yarn_log_multiplier": 0.0, "yarn_ext_factor": None}
+
+
+def _yarn_from_gguf(source: str, arch: str, get) -> dict:
+    for key, neutral in YARN_UNSUPPORTED.items():
+        value = get(f"{arch}.rope.scaling.{key}")
+        if value is not None and (neutral is None or value != neutral):
+            raise UnsupportedModelError(f"{source}: YaRN with {arch}.rope.scaling.{key} = {value} is not supported "
+                                        "(tinyslm reads YaRN's factor, original context and betas)")  # fmt: skip
+    scaling = {"rope_type": "yarn", "factor": float(get(f"{arch}.rope.scaling.factor", 1.0))}
+    original = get(f"{arch}.rope.scaling.original_context_length")
+    if original is not None:
+        scaling["original_max_position_embeddings"] = int(original)
+    for key, (hf_key, _) in YARN_DEFAULTS.items():
+        if get(f"{arch}.rope.scaling.{key}") is not None:
+            scaling[hf_key] = float(get(f"{arch}.rope.scaling.{key}"))
+    return scaling
 
 
 def _llama3_from_divisors(source: str, f: torch.Tensor, theta: float, d: int) -> dict:
@@ -86,5 +115,17 @@ def rope_items(config, arch: str) -> tuple[list[tuple[str, Any, str]], dict[str,
     if kind == "llama3":
         d = int(config.head_dim * config.partial_rotary_factor)
         return [], {ROPE_FREQS: llama3_divisors(config.rope_theta, d, scaling)}
+    if kind == "yarn":
+        own = [k for k in ("attention_factor", "mscale", "mscale_all_dim") if scaling.get(k)]
+        own += [hf_key for hf_key, default in YARN_DEFAULTS.values() if scaling.get(hf_key) not in (None, default)]
+        if own or scaling.get("truncate", True) is False:
+            raise UnsupportedModelError(f"config {config.name!r}: YaRN with {', '.join(own) or 'truncate=false'} has "
+                                        "no GGUF form llama.cpp reads (factor and original context have)")  # fmt: skip
+        items = [(f"{arch}.rope.scaling.type", "yarn", "string"),
+                 (f"{arch}.rope.scaling.factor", float(yarn_factor(scaling, config.max_seq_len)), "float32")]  # fmt: skip
+        if scaling.get("original_max_position_embeddings"):
+            items.append((f"{arch}.rope.scaling.original_context_length", int(scaling["original_max_position_embeddings"]),
+                          "uint32"))  # fmt: skip
+        return items, {}
     raise UnsupportedModelError(f"config {config.name!r}: RoPE scaling {kind!r} has no GGUF form in tinyslm's writer "
-                                "yet (linear and llama3 have)")  # fmt: skip
+                                "yet (linear, yarn and llama3 have)")  # fmt: skip

@@ -10,11 +10,14 @@
 //     h       = rmsnorm(x) * w_attn                                   (B, D)
 //     q, k, v = h Wq^T [+ bq], h Wk^T [+ bk], h Wv^T [+ bv]           (B, H*hd), (B, K*hd) x 2
 //     q, k    = per-head rmsnorm (QK-norm, when given), then RoPE (split-half) at position p
-//     cache[b, :, p] = k, v
-//     a_h     = softmax_j(q_h . k_j * scale) . v_j over j = 0..p, k_j of KV head h / G    (B, H*hd)
-//     x       = x + a Wo^T
+//     cache[b, :, slot] = k, v             (slot p; p mod W in a sliding window's ring of W slots)
+//     s_j     = q_h . k_j * scale  [-> cap * tanh(s_j / cap)]  over the n_keys slots filled
+//     a_h     = softmax_j(s_j) . v_j, k_j and v_j of KV head h / G               (B, H*hd)
+//     x       = x + [post-norm](a Wo^T)
 //     h       = rmsnorm(x) * w_ffn
-//     x       = x + (silu(h Wg^T) * (h Wu^T)) Wd^T                    (B, F) -> (B, D)
+//     x       = x + [post-norm]((act(h Wg^T) * (h Wu^T)) Wd^T)         (B, F) -> (B, D), act SiLU or GELU-tanh
+// A Gemma "(1 + w)" norm is the same rmsnorm with weight 1 + w (the caller passes it so); the bracketed
+// parts are Gemma-2/3's (sandwich norms, soft-capped scores).
 //
 // Why a whole block in C++: decoding a small model is bound by the module path's ~40 operator calls
 // per layer (each a dispatch, an allocation, a fork and join of the thread pool, for microseconds of
@@ -128,12 +131,18 @@ inline T from_float(float v) {
   else return f32_to_bf16(v);
 }
 
+inline float activation(int64_t act, float g) {  // ffn.py's ACTIVATIONS: 0 silu, 1 gelu_tanh (torch's formulas)
+  if (act == 0) return g / (1.f + std::exp(-g));
+  return 0.5f * g * (1.f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+}
+
 // The block for x (B, D) and caches (B, K, S, hd) of element type T; everything between in float32 (see the top).
 template <typename T>
 void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float* attn_norm, const float* ffn_norm,
-                const float* const* bias, const float* const* qk_norm, const float* cp, const float* sp, int64_t bsz,
-                int64_t dim, int64_t n_heads, int64_t n_kv, int64_t hd, int64_t d_rot, int64_t slots, int64_t pos,
-                double eps, double qk_eps, float scale) {
+                const float* const* post_norm, const float* const* bias, const float* const* qk_norm, const float* cp,
+                const float* sp, int64_t bsz, int64_t dim, int64_t n_heads, int64_t n_kv, int64_t hd, int64_t d_rot,
+                int64_t slots, int64_t slot, int64_t n_keys, double eps, double qk_eps, float scale, float softcap,
+                int64_t act_kind) {
   const int64_t q_width = n_heads * hd, kv_width = n_kv * hd, group = n_heads / n_kv, ffn = w[4].n;
   std::vector<float> x(bsz * dim), h(bsz * std::max(dim, ffn)), q(bsz * q_width), k(bsz * kv_width), v(bsz * kv_width);
   std::vector<float> att(bsz * q_width), mid(bsz * dim), gate(bsz * ffn), up(bsz * ffn), down(bsz * dim);
@@ -146,7 +155,7 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
     }
   };
   const int nt = at::get_num_threads();
-  std::vector<float> scores(nt * (pos + 1));
+  std::vector<float> scores(nt * n_keys);
 
 #pragma omp parallel num_threads(nt)
   {
@@ -178,14 +187,14 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
         float* vv = &v[b * kv_width + kv_head * hd];
         if (bias[0])
           for (int64_t e = 0; e < hd; ++e) vv[e] += bias[2][kv_head * hd + e];
-        const int64_t slot = ((b * n_kv + kv_head) * slots + pos) * hd;
-        for (int64_t e = 0; e < hd; ++e) kc[slot + e] = from_float<T>(vec[e]), vc[slot + e] = from_float<T>(vv[e]);
+        const int64_t at = ((b * n_kv + kv_head) * slots + slot) * hd;
+        for (int64_t e = 0; e < hd; ++e) kc[at + e] = from_float<T>(vec[e]), vc[at + e] = from_float<T>(vv[e]);
       }
     }
 #pragma omp barrier
-    // Attention, per (sequence, query head), over positions 0..p of its KV head.
+    // Attention, per (sequence, query head), over the n_keys filled slots of its KV head.
     share(bsz * n_heads, t, team, &lo, &hi);
-    float* s = &scores[t * (pos + 1)];
+    float* s = &scores[t * n_keys];
     std::vector<float> key(hd);
     for (int64_t i = lo; i < hi; ++i) {
       const int64_t b = i / n_heads, head = i % n_heads;
@@ -193,18 +202,20 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
       const T* keys = kc + (b * n_kv + head / group) * slots * hd;  // (S, hd)
       const T* values = vc + (b * n_kv + head / group) * slots * hd;
       float top = -INFINITY, total = 0.f;
-      for (int64_t j = 0; j <= pos; ++j) {
+      for (int64_t j = 0; j < n_keys; ++j) {
         const float* kj = (const float*)(keys + j * hd);
         if constexpr (!std::is_same_v<T, float>) {
           for (int64_t e = 0; e < hd; ++e) key[e] = to_float(keys[j * hd + e]);
           kj = key.data();
         }
-        top = std::max(top, s[j] = dot(qh, kj, hd) * scale);
+        s[j] = dot(qh, kj, hd) * scale;
+        if (softcap > 0.f) s[j] = std::tanh(s[j] / softcap) * softcap;
+        top = std::max(top, s[j]);
       }
-      for (int64_t j = 0; j <= pos; ++j) total += s[j] = std::exp(s[j] - top);
+      for (int64_t j = 0; j < n_keys; ++j) total += s[j] = std::exp(s[j] - top);
       float* a = &att[b * q_width + head * hd];
       std::fill(a, a + hd, 0.f);
-      for (int64_t j = 0; j <= pos; ++j) {
+      for (int64_t j = 0; j < n_keys; ++j) {
         const float p = s[j] / total;
         for (int64_t e = 0; e < hd; ++e) a[e] += p * to_float(values[j * hd + e]);
       }
@@ -217,6 +228,7 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
 #pragma omp barrier
 #pragma omp single
     {
+      for (int64_t b = 0; b < bsz && post_norm[0]; ++b) rmsnorm(&mid[b * dim], post_norm[0], dim, eps, &mid[b * dim]);
       for (int64_t i = 0; i < bsz * dim; ++i) mid[i] += x[i];  // x + attention
       for (int64_t b = 0; b < bsz; ++b) rmsnorm(&mid[b * dim], ffn_norm, dim, eps, &h[b * dim]);
       quantize(h.data(), dim);
@@ -226,12 +238,16 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
 #pragma omp barrier
 #pragma omp single
     {
-      for (int64_t i = 0; i < bsz * ffn; ++i) h[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];  // silu(g) * u
+      for (int64_t i = 0; i < bsz * ffn; ++i) h[i] = activation(act_kind, gate[i]) * up[i];  // act(g) * u
       quantize(h.data(), ffn);
     }
     float* down_out[1] = {down.data()};
     products(w + 6, 1, h.data(), act_rows, down_out, t, team);
 #pragma omp barrier
+    if (post_norm[1]) {
+#pragma omp single
+      for (int64_t b = 0; b < bsz; ++b) rmsnorm(&down[b * dim], post_norm[1], dim, eps, &down[b * dim]);
+    }
     share(bsz * dim, t, team, &lo, &hi);
     for (int64_t i = lo; i < hi; ++i) outp[i] = from_float<T>(mid[i] + down[i]);  // + the residual
   }
@@ -241,9 +257,10 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
 // rows: their N. x and the caches: float32, or bfloat16 (a bfloat16 model); norm weights, biases: float32.
 // qkv_bias: empty or (bq, bk, bv); qk_norm: empty or (q_norm weight, k_norm weight) over hd.
 at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm, const at::Tensor& ffn_norm,
-                        at::TensorList weights, at::IntArrayRef kinds, at::IntArrayRef rows, at::TensorList qkv_bias,
-                        at::TensorList qk_norm, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& k_cache,
-                        const at::Tensor& v_cache, int64_t pos, double eps, double qk_eps, double scale) {
+                        at::TensorList post_norms, at::TensorList weights, at::IntArrayRef kinds, at::IntArrayRef rows,
+                        at::TensorList qkv_bias, at::TensorList qk_norm, const at::Tensor& cos, const at::Tensor& sin,
+                        const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t slot, int64_t n_keys, double eps,
+                        double qk_eps, double scale, double softcap, int64_t act) {
   const char* op = "decode_block";
   const auto dtype = x.scalar_type();
   TORCH_CHECK(x.dim() == 2 && (dtype == at::kFloat || dtype == at::kBFloat16) && x.is_contiguous(), op,
@@ -254,7 +271,9 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm, const 
               op, ": the caches must be (B, K, S, hd) contiguous, both the same shape, of x's dtype");
   const int64_t bsz = x.size(0), dim = x.size(1), n_kv = k_cache.size(1), slots = k_cache.size(2), hd = k_cache.size(3);
   const int64_t n_heads = rows[0] / hd, ffn = rows[4], d_rot = cos.numel();
-  TORCH_CHECK(k_cache.size(0) == bsz && pos >= 0 && pos < slots, op, ": position ", pos, " outside a cache of ", slots, " slots");
+  TORCH_CHECK(k_cache.size(0) == bsz && slot >= 0 && slot < n_keys && n_keys <= slots, op, ": slot ", slot, " of ", n_keys,
+              " keys outside a cache of ", slots, " slots");
+  TORCH_CHECK(act == 0 || act == 1, op, ": act must be 0 (silu) or 1 (gelu_tanh), found ", act);
   TORCH_CHECK(rows[0] == n_heads * hd && n_heads % n_kv == 0 && rows[1] == n_kv * hd && rows[2] == n_kv * hd &&
                   rows[3] == dim && rows[5] == ffn && rows[6] == dim,
               op, ": the matrices' shapes do not make a block of width ", dim);
@@ -276,8 +295,15 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm, const 
     }
     w[j] = {weights[j].data_ptr(), kinds[j], rows[j], input[j]};
   }
+  TORCH_CHECK(post_norms.empty() || post_norms.size() == 2, op, ": post_norms is empty or (attention's, FFN's)");
   for (const auto& t : {attn_norm, ffn_norm})
     TORCH_CHECK(t.numel() == dim && t.scalar_type() == at::kFloat && t.is_contiguous(), op, ": norm weights must be (D,) float32");
+  const float* post[2] = {nullptr, nullptr};
+  for (size_t j = 0; j < post_norms.size(); ++j) {
+    TORCH_CHECK(post_norms[j].numel() == dim && post_norms[j].scalar_type() == at::kFloat && post_norms[j].is_contiguous(),
+                op, ": norm weights must be (D,) float32");
+    post[j] = post_norms[j].data_ptr<float>();
+  }
   const float* bias[3] = {nullptr, nullptr, nullptr};
   for (size_t j = 0; j < qkv_bias.size(); ++j) {
     TORCH_CHECK(qkv_bias[j].numel() == rows[j] && qkv_bias[j].scalar_type() == at::kFloat && qkv_bias[j].is_contiguous(),
@@ -292,9 +318,9 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm, const 
   }
   at::Tensor out = at::empty_like(x);
   auto run = [&](auto* x_data, auto* out_data, auto* k_data, auto* v_data) {
-    block_step(x_data, out_data, k_data, v_data, w, attn_norm.data_ptr<float>(), ffn_norm.data_ptr<float>(), bias, norms,
-               cos.data_ptr<float>(), sin.data_ptr<float>(), bsz, dim, n_heads, n_kv, hd, d_rot, slots, pos, eps, qk_eps,
-               (float)scale);
+    block_step(x_data, out_data, k_data, v_data, w, attn_norm.data_ptr<float>(), ffn_norm.data_ptr<float>(), post, bias,
+               norms, cos.data_ptr<float>(), sin.data_ptr<float>(), bsz, dim, n_heads, n_kv, hd, d_rot, slots, slot, n_keys,
+               eps, qk_eps, (float)scale, (float)softcap, act);
   };
   if (dtype == at::kFloat)
     run(x.data_ptr<float>(), out.data_ptr<float>(), k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
@@ -306,9 +332,9 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm, const 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(tinyslm, m) {
-  m.def("decode_block(Tensor x, Tensor attn_norm, Tensor ffn_norm, Tensor[] weights, int[] kinds, int[] rows, "
-        "Tensor[] qkv_bias, Tensor[] qk_norm, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, int pos, "
-        "float eps, float qk_eps, float scale) -> Tensor");
+  m.def("decode_block(Tensor x, Tensor attn_norm, Tensor ffn_norm, Tensor[] post_norms, Tensor[] weights, int[] kinds, "
+        "int[] rows, Tensor[] qkv_bias, Tensor[] qk_norm, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+        "int slot, int n_keys, float eps, float qk_eps, float scale, float softcap, int act) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tinyslm, CPU, m) { m.impl("decode_block", &decode_block); }

@@ -11,6 +11,7 @@ greedy tokens.
 """
 
 import functools
+import itertools
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ import torch
 import tinyslm
 from tinyslm import CausalLM, ModelConfig
 from tinyslm.gguf import loader
-from tinyslm.layers.cache import KVBuffer, StaticKVBuffer
+from tinyslm.layers.cache import KVBuffer, RingKVBuffer, StaticKVBuffer
 from tinyslm.layers.positions import Step
 from tinyslm.quant import GGMLLinear, decode_block, native
 
@@ -34,6 +35,13 @@ SHAPES = {  # widths of 256 so that the K-quants' super-blocks fit
     "qkv-bias": dict(n_heads=8, n_kv_heads=2, qkv_bias=True),  # Qwen2
     "qk-norm": dict(n_heads=4, n_kv_heads=2, head_dim=64, qk_norm=True),  # Qwen3
     "mha-partial-rotary": dict(n_heads=8, n_kv_heads=8, partial_rotary_factor=0.5),  # rotate 16 of 32 dims
+    # Gemma-2: (1 + w) norms, sandwich norms, GELU-tanh, soft-capped scores, its own scale; every other layer
+    # slides over a window of 4 (a ring buffer of 4 slots)
+    "gemma2": dict(n_heads=8, n_kv_heads=4, norm="rmsnorm_1p", sandwich_norms=True, activation="gelu_tanh",
+                   attn_softcap=5.0, attn_scale=0.1, sliding_window=4, sliding_pattern=2),
+    # Gemma-3: as Gemma-2 without the soft-cap, with (1 + w) QK-norms and the sliding layers' own RoPE base
+    "gemma3": dict(n_heads=4, n_kv_heads=2, head_dim=64, norm="rmsnorm_1p", sandwich_norms=True, activation="gelu_tanh",
+                   qk_norm=True, sliding_window=4, sliding_pattern=2, rope_theta=1e6, rope_local_theta=1e4),
 }
 KIND_MIXES = {  # the 7 matrices q, k, v, o, gate, up, down
     "Q4_0": ["Q4_0"] * 7,
@@ -62,6 +70,7 @@ def quantized_model(shape: str, kinds: str, n_layers: int = 2) -> CausalLM:
             bias = None if linear.bias is None else torch.randn(linear.out_features, generator=gen)
             setattr(parent, name, GGMLLinear.from_gguf(KIND_MIXES[kinds][j], raw, tuple(linear.weight.shape), bias))
         norms = [block.attn_norm, block.ffn_norm] + ([attn.q_norm, attn.k_norm] if attn.q_norm is not None else [])
+        norms += [m for m in (block.attn_out_norm, block.ffn_out_norm) if not isinstance(m, torch.nn.Identity)]
         with torch.no_grad():
             for norm in norms:
                 norm.weight.copy_(torch.rand(norm.weight.shape, generator=gen) + 0.5)
@@ -77,16 +86,27 @@ def run_block(model, block, x, start: int, cache, native_step: bool) -> torch.Te
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kinds", KIND_MIXES)
-@pytest.mark.parametrize("cache_type", [KVBuffer, StaticKVBuffer])
+@pytest.mark.parametrize("cache_type", ["the layer's own", StaticKVBuffer])
 def test_native_step_equals_the_module_path_block_by_block(shape, kinds, cache_type):
     """Same block, same input, same cache: the output and the cache written agree to float32 rounding, for
-    batches of 1 and 2 and the first position as well as later ones."""
+    batches of 1 and 2 and the first position as well as later ones (past a sliding window's 4 slots too).
+    The layer's own cache is a KVBuffer, or a ring of W slots for a sliding layer; a StaticKVBuffer is the
+    compiled step's (a sliding layer past its window then keeps the module path).
+
+    Typically within 3e-7. But where float32 rounding tips one of the ~1,000 activations the products round
+    to 8 bits across a rounding boundary, that code moves by one step and the output by up to ~4e-3
+    (measured: 1 block call in 144 over every shape and kind mix here). So every call is held to 1e-2 and
+    most to 1e-5: an error in the kernel's arithmetic would miss 1e-5 everywhere."""
     model = quantized_model(shape, kinds)
-    block = model.blocks[1]
-    attn = block.attn
     gen = torch.Generator().manual_seed(2)
-    for batch, past in [(1, 0), (1, 5), (2, 9)]:
-        caches = [cache_type(batch, attn.n_kv_heads, 16, attn.head_dim, attn.head_dim, torch.float32, "cpu") for _ in "ab"]
+    outs, keys = [], []
+    for (batch, past), block in itertools.product([(1, 0), (1, 5), (2, 9)], model.blocks):
+        attn = block.attn
+        if cache_type is StaticKVBuffer:
+            caches = [StaticKVBuffer(batch, attn.n_kv_heads, 16, attn.head_dim, attn.head_dim, torch.float32, "cpu")
+                      for _ in "ab"]  # fmt: skip
+        else:
+            caches = [attn.new_cache(batch, 16, torch.float32, "cpu") for _ in "ab"]
         with torch.inference_mode():
             if past:  # a prompt through the module path fills both caches alike
                 prompt = torch.randn(batch, past, 256, generator=gen)
@@ -96,10 +116,12 @@ def test_native_step_equals_the_module_path_block_by_block(shape, kinds, cache_t
             ref = run_block(model, block, x, past, caches[0], native_step=False)
             out = run_block(model, block, x, past, caches[1], native_step=True)
         assert out.shape == ref.shape == (batch, 1, 256)
-        assert rel(out, ref) <= 1e-5, (batch, past)
-        assert rel(caches[1].k, caches[0].k) <= 1e-5 and rel(caches[1].v, caches[0].v) <= 1e-5
-        if cache_type is StaticKVBuffer:
+        outs.append(rel(out, ref))
+        keys.append(max(rel(caches[1].k, caches[0].k), rel(caches[1].v, caches[0].v)))
+        if hasattr(caches[0], "pos"):
             assert caches[1].pos.tolist() == caches[0].pos.tolist()
+    for errors in (outs, keys):
+        assert max(errors) <= 1e-2 and sorted(errors)[len(errors) // 2] <= 1e-5, errors
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -160,15 +182,47 @@ def test_generate_runs_the_native_step_by_default_and_gives_the_module_paths_tok
             assert rel(out, ref) <= 1e-4, t
 
 
+@pytest.mark.parametrize("shape", ["gemma2", "gemma3"])
+def test_sliding_window_models_decode_natively_past_their_window(shape, monkeypatch):
+    """A whole Gemma-shaped model (ring-buffer caches of 4 slots, sandwich norms, soft-cap or QK-norms),
+    teacher-forced for 14 steps from the module path's own cache state: every step runs natively and its
+    logits follow the module path's, within 1e-5 at most steps. Measured: 27 of 28 steps within 1e-6;
+    one (Gemma-3 shape, position 15) at 1.3e-2, traced to one FFN input of block 0 lying 6.6e-6 of a
+    step from an 8-bit rounding tie, so float32 rounding picks its code; hence 5e-2 at every step."""
+    model = quantized_model(shape, "Q4_K+Q6_K", n_layers=4)
+    calls = []
+    original = decode_block._native_forward
+    monkeypatch.setattr(decode_block, "_native_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    tokens = torch.randint(0, 64, (1, 20), generator=torch.Generator().manual_seed(5))
+    errors = []
+    with torch.inference_mode():
+        caches = [model.new_cache(1, 20) for _ in "ab"]
+        assert type(caches[0][0]) is RingKVBuffer and type(caches[0][1]) is KVBuffer
+        for cache in caches:
+            model(tokens[:, :5], cache=cache)
+        for t in range(5, 19):
+            for mine, theirs in zip(caches[1].layers, caches[0].layers):  # the same state before every step
+                for name in ("k", "v", "pos"):
+                    if hasattr(theirs, name):
+                        getattr(mine, name).copy_(getattr(theirs, name))
+            ref = model(tokens[:, t : t + 1], cache=caches[0])
+            with decode_block.native_decode(model):
+                out = model(tokens[:, t : t + 1], cache=caches[1])
+            errors.append(rel(out, ref))
+    assert len(calls) == 4 * 14
+    assert max(errors) <= 5e-2 and sorted(errors)[len(errors) // 2] <= 1e-5, errors
+
+
 def test_blocks_the_step_does_not_compute_keep_the_module_path():
     """why_not_native names the first difference; a model with any such block is not switched at all."""
     base = dict(vocab_size=64, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=64)
     float_model = CausalLM(ModelConfig(**base)).init_weights(seed=0)
     assert decode_block.why_not_native(float_model.blocks[0]) == "weights neither GGUF blocks nor bfloat16"
     cases = {
-        "a soft-cap, sliding window, position bias or qkv clip in attention": dict(sliding_window=16),
-        "LayerNorm / LayerNorm norms, not RMSNorm": dict(norm="layernorm"),
-        "an FFN other than SwiGLU": dict(activation="gelu"),
+        "a position bias or qkv clip in attention": dict(qkv_clip=8.0),
+        "LayerNorm / LayerNorm norms, not RMSNorm (or one sandwich norm of two)": dict(norm="layernorm"),
+        "an FFN other than a gated SiLU or GELU-tanh one": dict(activation="gelu"),
+        "a residual scale": dict(residual_scale=0.5),
         "a ParallelBlock, not a sequential block": dict(block="parallel"),
     }
     for reason, change in cases.items():
@@ -187,11 +241,11 @@ def test_wrong_arguments_to_the_kernel_are_clear_errors():
     cos = sin = torch.zeros(32)
     k = torch.zeros(1, 2, 8, 32)
     with pytest.raises(RuntimeError, match="of x's dtype"):
-        torch.ops.tinyslm.decode_block(torch.zeros(1, 256), *head, cos, sin, k.double(), k.double(), 0, *tail)
-    with pytest.raises(RuntimeError, match="position 8 outside a cache of 8 slots"):
-        torch.ops.tinyslm.decode_block(torch.zeros(1, 256), *head, cos, sin, k, k.clone(), 8, *tail)
+        torch.ops.tinyslm.decode_block(torch.zeros(1, 256), *head, cos, sin, k.double(), k.double(), 0, 1, *tail)
+    with pytest.raises(RuntimeError, match="slot 8 of 9 keys outside a cache of 8 slots"):
+        torch.ops.tinyslm.decode_block(torch.zeros(1, 256), *head, cos, sin, k, k.clone(), 8, 9, *tail)
     with pytest.raises(RuntimeError, match="do not make a block of width 128"):
-        torch.ops.tinyslm.decode_block(torch.zeros(1, 128), *head, cos, sin, k, k.clone(), 0, *tail)
+        torch.ops.tinyslm.decode_block(torch.zeros(1, 128), *head, cos, sin, k, k.clone(), 0, 1, *tail)
 
 
 def test_smollm2_native_steps_stay_within_the_module_paths_own_rounding_sensitivity():

@@ -28,14 +28,13 @@ import contextlib
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers.attention import Attention
 from ..layers.block import SequentialBlock
-from ..layers.cache import KVBuffer, StaticKVBuffer
-from ..layers.ffn import GatedFFN
-from ..layers.norms import RMSNorm
+from ..layers.cache import KVBuffer, RingKVBuffer, StaticKVBuffer
+from ..layers.ffn import ACTIVATIONS, GatedFFN
+from ..layers.norms import RMSNorm, RMSNorm1P
 from . import native
 from .bf16 import BF16Linear
 from .blocks import GGMLLinear
@@ -43,39 +42,48 @@ from .blocks import GGMLLinear
 BF16_KIND = 5  # decode_block's kind code for a plain bfloat16 weight (0..4: native.KIND_CODES)
 
 
+RMS_NORMS = (RMSNorm, RMSNorm1P)  # the kernel's one norm: rmsnorm with weight w, or 1 + w for RMSNorm1P
+ACT_CODES = {"silu": 0, "gelu_tanh": 1}  # decode_block's `act`
+
+
 def why_not_native(block: nn.Module) -> str | None:
     """None if the native step computes this block exactly as its modules do, else the first reason it cannot."""
     if type(block) is not SequentialBlock:
         return f"a {type(block).__name__}, not a sequential block"
-    extras = (block.attn_out_norm, block.ffn_out_norm, block.branch_scale)
-    if not all(isinstance(m, nn.Identity) for m in extras):
-        return "sandwich norms or a residual scale"
-    if type(block.attn_norm) is not RMSNorm or type(block.ffn_norm) is not RMSNorm:
-        return f"{type(block.attn_norm).__name__} / {type(block.ffn_norm).__name__} norms, not RMSNorm"
-    if block.attn_norm.eps != block.ffn_norm.eps:
-        return "two norms with different eps"
+    if not isinstance(block.branch_scale, nn.Identity):
+        return "a residual scale"
+    post = [m for m in (block.attn_out_norm, block.ffn_out_norm) if not isinstance(m, nn.Identity)]
+    norms = [block.attn_norm, block.ffn_norm, *post]
+    if len(post) == 1 or any(type(m) not in RMS_NORMS for m in norms):
+        return f"{' / '.join(type(m).__name__ for m in norms)} norms, not RMSNorm (or one sandwich norm of two)"
+    if len({m.eps for m in norms}) > 1:
+        return "block norms with different eps"
     attn, ffn = block.attn, block.ffn
     if type(attn) is not Attention:
         return f"{type(attn).__name__} attention"
-    if attn.softcap is not None or attn.window is not None or attn.pos_bias is not None or attn.qkv_clip is not None:
-        return "a soft-cap, sliding window, position bias or qkv clip in attention"
+    if attn.pos_bias is not None or attn.qkv_clip is not None:
+        return "a position bias or qkv clip in attention"
     if attn.rope_layout != "half":
         return f"{attn.rope_layout} RoPE"
-    if attn.q_norm is not None and not (type(attn.q_norm) is RMSNorm and type(attn.k_norm) is RMSNorm):
+    if attn.q_norm is not None and not (type(attn.q_norm) in RMS_NORMS and type(attn.k_norm) is type(attn.q_norm)):
         return f"{type(attn.q_norm).__name__} q/k norms"
-    if type(ffn) is not GatedFFN or ffn.act is not F.silu:
-        return "an FFN other than SwiGLU"
+    if type(ffn) is not GatedFFN or _act_code(ffn) is None:
+        return "an FFN other than a gated SiLU or GELU-tanh one"
     linears = (attn.wq, attn.wk, attn.wv, attn.wo, ffn.gate, ffn.up, ffn.down)
     if not all(isinstance(m, GGMLLinear) or _is_bf16(m) for m in linears):
         return "weights neither GGUF blocks nor bfloat16"
     if any(m.bias is not None for m in (attn.wo, ffn.gate, ffn.up, ffn.down)) or len({m.bias is None for m in linears[:3]}) > 1:
         return "biases other than on all of q, k, v"
-    tensors = [block.attn_norm.weight, block.ffn_norm.weight] + [m.bias for m in linears[:3] if m.bias is not None]
+    tensors = [m.weight for m in norms] + [m.bias for m in linears[:3] if m.bias is not None]
     if attn.q_norm is not None:
         tensors += [attn.q_norm.weight, attn.k_norm.weight]
     if any(t.dtype not in (torch.float32, torch.bfloat16) or t.device.type != "cpu" for t in tensors):
         return "parameters not float32 or bfloat16 on the CPU"
     return None
+
+
+def _act_code(ffn: GatedFFN) -> int | None:
+    return next((code for name, code in ACT_CODES.items() if ffn.act is ACTIVATIONS[name]), None)
 
 
 def _is_bf16(linear: nn.Module) -> bool:
@@ -86,32 +94,41 @@ def _is_bf16(linear: nn.Module) -> bool:
 
 def _arguments(block: SequentialBlock) -> tuple[tuple, tuple]:
     """decode_block's arguments that do not change between steps: (before the rope tables and caches, after).
-    Norm weights and biases go in float32 (copies, for a bfloat16 model); weights as they are held."""
+    Norm weights (1 + w for a Gemma norm) and biases go in float32 (copies); weights as they are held."""
     attn, ffn = block.attn, block.ffn
     linears = (attn.wq, attn.wk, attn.wv, attn.wo, ffn.gate, ffn.up, ffn.down)
     f32 = lambda t: t.detach().float().contiguous()  # noqa: E731
+    norm = lambda m: f32(m.weight) + 1.0 if type(m) is RMSNorm1P else f32(m.weight)  # noqa: E731
+    post = [norm(m) for m in (block.attn_out_norm, block.ffn_out_norm) if not isinstance(m, nn.Identity)]
     biases = [f32(m.bias) for m in linears[:3]] if attn.wq.bias is not None else []
-    qk_norm = [f32(attn.q_norm.weight), f32(attn.k_norm.weight)] if attn.q_norm is not None else []
+    qk_norm = [norm(attn.q_norm), norm(attn.k_norm)] if attn.q_norm is not None else []
     weights = [m.packed if isinstance(m, GGMLLinear) else m.weight.detach() for m in linears]
     kinds = [native.KIND_CODES[m.kind] if isinstance(m, GGMLLinear) else BF16_KIND for m in linears]
-    head = (f32(block.attn_norm.weight), f32(block.ffn_norm.weight), weights, kinds, [m.out_features for m in linears],
+    head = (norm(block.attn_norm), norm(block.ffn_norm), post, weights, kinds, [m.out_features for m in linears],
             biases, qk_norm)  # fmt: skip
     qk_eps = attn.q_norm.eps if attn.q_norm is not None else 0.0
-    return head, (block.attn_norm.eps, qk_eps, attn.scale)
+    return head, (block.attn_norm.eps, qk_eps, attn.scale, attn.softcap or 0.0, _act_code(ffn))
 
 
 def _native_forward(block: SequentialBlock, head: tuple, tail: tuple, x: torch.Tensor, step, cache=None) -> torch.Tensor:
     """block.forward for one new token over a cache of x's dtype (x (B, 1, D) -> (B, 1, D)); else the module path."""
     rope = step.rope(block.attn.rope_key)
-    if (x.shape[1] != 1 or type(cache) not in (KVBuffer, StaticKVBuffer) or cache.k.dtype != x.dtype
+    if (x.shape[1] != 1 or type(cache) not in (KVBuffer, StaticKVBuffer, RingKVBuffer) or cache.k.dtype != x.dtype
             or x.dtype not in (torch.float32, torch.bfloat16) or rope is None):  # fmt: skip
         return type(block).forward(block, x, step, cache)
-    cache.check_room(step.start, 1)
-    if type(cache) is StaticKVBuffer:
-        cache.pos[step.start] = step.start  # the slot's position (shared by the layers; the same value each time)
+    p = step.start
+    window = block.attn.window
+    if window is not None and type(cache) is not RingKVBuffer and p >= window:  # a full cache past the window
+        return type(block).forward(block, x, step, cache)
+    cache.check_room(p, 1)
+    slot, n_keys = p, p + 1  # a full cache: position p in slot p, keys 0..p
+    if type(cache) is RingKVBuffer:  # the last W positions, position p in slot p mod W
+        slot, n_keys = p % cache.window, min(p + 1, cache.window)
+    if type(cache) is not KVBuffer:
+        cache.pos[slot] = p  # the slot's position (a StaticKVBuffer's is shared by the layers: the same value)
     cos, sin = rope  # (1, d) each: this position's angles
     out = torch.ops.tinyslm.decode_block(x.reshape(x.shape[0], x.shape[2]).contiguous(), *head, cos[0], sin[0],
-                                         cache.k, cache.v, step.start, *tail)  # fmt: skip
+                                         cache.k, cache.v, slot, n_keys, *tail)  # fmt: skip
     return out.view(x.shape)  # (B, 1, D)
 
 

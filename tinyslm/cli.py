@@ -273,7 +273,7 @@ def cmd_generate(args) -> int:
     generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=on_token, mla_decode=args.mla_decode, fast=fast)
     print()
     if times:
-        from .generate import last_compile_s  # noqa: PLC0415  (set by this run when it compiled)
+        from .generate import last_compile_s, last_decode_path  # noqa: PLC0415  (set by this run)
 
         from .quant import GGMLLinear, QuantizedLinear  # noqa: PLC0415
 
@@ -281,11 +281,11 @@ def cmd_generate(args) -> int:
         packed = sorted({m.kind if isinstance(m, GGMLLinear) else f"int{m.bits}" for m in model.modules()
                          if isinstance(m, (GGMLLinear, QuantizedLinear))})  # fmt: skip
         weights = f"{'/'.join(packed)} linear weights, {args.dtype} elsewhere" if packed else args.dtype
-        compiled = "" if last_compile_s is None else f", compiled step (compile {last_compile_s:.1f} s, in the prefill time)"
+        compiled = "" if last_compile_s is None else f" (compile {last_compile_s:.1f} s, in the prefill time)"
         print(
             f"[load {t_load:.2f} s | prompt {prompt.shape[1]} tokens, prefill {1000 * (times[0] - t0):.1f} ms | "
             f"{len(times)} new tokens, decode {decode} | {weights}, {args.attention} attention, "
-            f"{torch.get_num_threads()} threads{compiled}]"
+            f"{torch.get_num_threads()} threads, decoded by the {last_decode_path}{compiled}]"
         )
     return 0
 

@@ -50,6 +50,7 @@ FAST_CHOICES = {"auto": None, "on": True, "off": False}  # the CLI's --fast -> g
 AUTO_COMPILE_TOKENS = 512  # fast=None compiles for requests this long (see the module docstring)
 CACHE_BUCKET = 256  # static caches are sized up to a multiple of this, so later requests reuse the compiled step
 last_compile_s: float | None = None  # seconds the last compile took (first compiled call), for reports
+last_decode_path: str | None = None  # how the last call decoded: "native step", "compiled step" or "module path"
 
 
 def check_request(model, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
@@ -111,7 +112,9 @@ def generate(
     from .quant.decode_block import native_decode  # noqa: PLC0415
 
     # for this call only: bfloat16 layers use the native kernel, GGUF-quantized blocks the native decoding step
+    global last_decode_path
     with bf16_kernels(model, enabled=fast is not False), native_decode(model, enabled=fast is not False) as native:
+        last_decode_path = "native step" if native else None  # else set by _greedy
         return _greedy(model, input_ids, max_new_tokens, eos_token_id, on_token, False if native else fast)
 
 
@@ -129,6 +132,8 @@ def _greedy(model, input_ids, max_new_tokens, eos_token_id, on_token, fast) -> t
         fast = worth_it and supports_fast(model)
     elif fast and not supports_fast(model):
         raise GenerationError("fast=True: the compiled decoding step supports MHA/GQA/MQA attention only (this model has MLA)")
+    global last_decode_path
+    last_decode_path = last_decode_path or ("compiled step" if fast else "module path")
     if fast:
         cache = static_cache(model, batch, prompt_len + max_new_tokens)
         step = _compiled_step(model)

@@ -223,6 +223,111 @@ def test_convert_round_trips_every_type_with_transformers_logits(case, hf_folder
     assert hf_tok("the lazy dog").input_ids == tinyslm.load_tokenizer(tmp_path / f"{case}.q8_0.gguf").encode("the lazy dog")
 
 
+# ----------------------------------------------------------------------------------------------
+# architectures transformers' GGUF loader does not read (gemma, olmo, phi2, gptneox): checked against the original
+# transformers model (f32) and against transformers on the folder converted back; llama.cpp itself ran these
+# layouts to the original model's logits (llama-cpp-python 0.3.36, max |diff| / max |logit| <= 6e-4, where a
+# wrong norm offset, q/k order, qkv split or dropped clamp gave 0.4 to 1.1)
+
+SMALL = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, bos_token_id=1,
+             eos_token_id=2)  # fmt: skip
+# case: (config class, options, {ModelConfig field: value the GGUF must carry}, options of the same model without
+# that feature, whose logits must differ: the feature is really exercised)
+LLAMA_CPP_ONLY = {
+    # head_dim 32 != 64 / 4 heads; GQA; (1 + w) norms stored 1 + w
+    "gemma": ("GemmaConfig", dict(SMALL, num_key_value_heads=2, head_dim=32, rope_theta=500.0),
+              {"head_dim": 32, "n_kv_heads": 2, "rope_theta": 500.0, "tie_embeddings": True}, {"rope_theta": 10000.0}),
+    # clip_qkv: llama.cpp's attention.clamp_kqv
+    "olmo": ("OlmoConfig", dict(SMALL, num_key_value_heads=2, clip_qkv=0.5),
+             {"qkv_clip": 0.5, "n_kv_heads": 2, "norm_eps": 1e-5}, {"clip_qkv": None}),
+    # partial_rotary_factor 0.25 (PhiConfig's default is 0.5): rope.dimension_count / head_dim
+    "phi": ("PhiConfig", dict(SMALL, num_key_value_heads=4, partial_rotary_factor=0.25),
+            {"partial_rotary_factor": 0.25, "qkv_bias": True, "ffn_bias": True, "head_bias": True},
+            {"partial_rotary_factor": 0.5}),
+    "gptneox": ("GPTNeoXConfig", dict(SMALL, rotary_pct=0.5, rotary_emb_base=500.0),
+                {"block": "parallel", "partial_rotary_factor": 0.5, "rope_theta": 500.0, "qkv_bias": True},
+                {"rotary_pct": 0.25}),
+    "gptneox-sequential": ("GPTNeoXConfig", dict(SMALL, use_parallel_residual=False),
+                           {"block": "sequential", "partial_rotary_factor": 0.25}, {"use_parallel_residual": True}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", LLAMA_CPP_ONLY)
+def test_llama_cpp_only_architectures_round_trip_with_transformers_logits(case, byte_bpe, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cls, options, carried, without = LLAMA_CPP_ONLY[case]
+    original = build_hf_model(cls, vocab_size=VOCAB, attn_implementation="eager", **options)
+    plain = build_hf_model(cls, vocab_size=VOCAB, attn_implementation="eager", **dict(options, **without))
+    original.save_pretrained(tmp_path / "hf")
+    byte_bpe.save(str(tmp_path / "hf" / "tokenizer.json"))
+    with torch.no_grad():
+        reference = original(IDS).logits
+        assert rel(plain(IDS).logits, reference) > 1e-3  # same weights (same seed) without the feature: far off
+    expected = tinyslm.load_pretrained(tmp_path / "hf", dtype="float32").config
+    for kind in ("f32", "q8_0", "q4_0"):
+        path = tmp_path / f"{case}.{kind}.gguf"
+        assert convert(tmp_path / "hf", path, "--type", kind) == 0
+        ours = load_gguf(path, dtype=torch.float32, keep_quantized=False)
+        # every field survives the metadata (the eps as float32, as GGUF stores it)
+        assert ours.config.replace(name=expected.name, norm_eps=expected.norm_eps) == expected, kind
+        assert ours.config.norm_eps == pytest.approx(expected.norm_eps, rel=1e-7)
+        assert {k: getattr(ours.config, k) for k in carried} == pytest.approx(carried, rel=1e-6)
+        with torch.no_grad():
+            logits = ours(IDS)
+            # f32 loses nothing; q8_0 what its rounding loses (measured <= 1.9% of the logit scale on these
+            # models, where a wrong layout costs 40% or more); q4_0 rounds too coarsely on them for a bound that
+            # says anything (measured up to 22%)
+            if kind != "q4_0":
+                assert rel(logits, reference) <= {"f32": 1e-5, "q8_0": 3e-2}[kind]
+            if kind != "f32":  # matrices kept as the file's blocks: the same model, activations rounded to 8 bits
+                assert rel(load_gguf(path, dtype=torch.float32)(IDS), logits) <= 5e-2  # measured <= 1.5%
+    # and back: GGUF -> HF folder, read by transformers itself
+    back = tmp_path / "back"
+    assert convert(tmp_path / f"{case}.q8_0.gguf", back) == 0
+    hf_back = transformers.AutoModelForCausalLM.from_pretrained(back, attn_implementation="eager").eval()
+    assert type(hf_back) is type(original)
+    ours = load_gguf(tmp_path / f"{case}.q8_0.gguf", dtype=torch.float32, keep_quantized=False)
+    with torch.no_grad():
+        assert rel(ours(IDS), hf_back(IDS).logits) <= 1e-5
+    assert transformers.AutoTokenizer.from_pretrained(back)("the lazy dog").input_ids == tinyslm.load_tokenizer(
+        tmp_path / f"{case}.q8_0.gguf").encode("the lazy dog")
+
+
+@pytest.mark.parametrize("cls, options, named", [
+    ("GemmaConfig", dict(SMALL, head_dim=16, attention_bias=True), "attention_bias=true"),
+    ("GemmaConfig", dict(SMALL, head_dim=16, tie_word_embeddings=False), "tie_word_embeddings=false"),
+    ("OlmoConfig", dict(SMALL, attention_bias=True), "attention_bias=true"),
+    ("PhiConfig", dict(SMALL, qk_layernorm=True), "qk_layernorm=true"),
+    ("PhiConfig", dict(SMALL, tie_word_embeddings=True), "tie_word_embeddings=true"),
+    ("GPTNeoXConfig", dict(SMALL, attention_bias=False), "attention_bias=false"),
+    ("GPTNeoXConfig", dict(SMALL, tie_word_embeddings=True), "tie_word_embeddings=true"),
+    ("GPTNeoXConfig", dict(SMALL, hidden_act="gelu_new"), "hidden_act='gelu_new'"),
+])  # fmt: skip
+def test_what_llama_cpps_graph_cannot_run_is_refused_by_name(cls, options, named, tmp_path):
+    """Each of these runs in transformers but not in llama.cpp's graph for the architecture (biases it has no
+    tensor for, a head it does not read; llama-cpp-python 0.3.36 refused such files for Gemma's and OLMo's biases,
+    Phi's tied head, GPT-NeoX's missing biases and tied head), or would be read back as another model (a gptneox
+    GGUF states no activation; it reads as GPTNeoXConfig's exact GELU)."""
+    build_hf_model(cls, vocab_size=VOCAB, num_key_value_heads=4, **options).save_pretrained(tmp_path / "hf")
+    with pytest.raises(UnsupportedModelError, match=f"cannot hold .*{named}"):
+        convert(tmp_path / "hf", tmp_path / "m.gguf", "--type", "f32")
+    assert not (tmp_path / "m.gguf").exists()
+
+
+def test_an_olmo_gguf_with_another_norm_eps_is_refused(tmp_path, monkeypatch):
+    """OLMo's LayerNorm eps is a constant of transformers' modeling code (1e-5): no config.json can hold another."""
+    import dataclasses
+
+    from tinyslm.gguf import config as gguf_config
+
+    build_hf_model("OlmoConfig", vocab_size=VOCAB, **SMALL).save_pretrained(tmp_path / "hf")
+    odd = dataclasses.replace(gguf_config.ARCHS["olmo"], constants={"attention.layer_norm_epsilon": 1e-6})
+    monkeypatch.setattr(writer, "arch_for_family", lambda family, source: odd)
+    assert convert(tmp_path / "hf", tmp_path / "m.gguf", "--type", "f32") == 0
+    with pytest.raises(UnsupportedModelError, match="olmo.attention.layer_norm_epsilon = 9.99.*e-07"):
+        load_gguf(tmp_path / "m.gguf")
+
+
 LONG_IDS = torch.arange(3, 99, 3)[None]  # 32 positions: far enough for RoPE scaling to move the logits
 
 

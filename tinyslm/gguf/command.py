@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
         "llama.cpp and transformers read, or a GGUF file to an HF folder (safetensors, config.json, tokenizer.json), "
         "or a GGUF to a GGUF of another type. The direction follows DST: a name ending in .gguf is a GGUF file, "
         "anything else a folder. Quantized GGUF weights are dequantized for a folder. Families (llama.cpp architecture "
-        "names): llama, qwen2, qwen3, phi3, stablelm, nemotron, gpt2, bloom, gemma2, gemma3.",
+        "names): llama, qwen2, qwen3, phi3, stablelm, nemotron, gpt2, bloom, gemma, gemma2, gemma3, olmo, phi2 (phi), "
+        "gptneox (gpt_neox).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

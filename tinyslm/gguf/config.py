@@ -5,7 +5,8 @@ A GGUF carries no config.json: its metadata is the config, under llama.cpp's key
 Each architecture below is a table of (GGUF key, config.json key) pairs, read in one direction
 and written in the other, so import and export cannot drift apart. What the table cannot say is
 read off the tensors, as llama.cpp's loader does: the head is tied when the file has no
-`output.weight`, a Llama has attention biases when it has `attn_q.bias`.
+`output.weight`, a Llama has attention biases when it has `attn_q.bias`. What llama.cpp's graph for an
+architecture cannot run (biases on Gemma's attention, a tied head on Pythia) is refused on writing, named.
 
 The dict then goes through the family's own translation (`tinyslm/families/<family>.py`), the
 same one a config.json folder goes through: one model of a family, whatever file it came from.
@@ -16,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..errors import CheckpointError, ConfigError, UnsupportedModelError
 from ..families.hf_config import HFConfig
@@ -67,6 +70,26 @@ BLOOM_KEYS = (
     ("vocab_size", "vocab_size", int),
 )
 PHI3_KEYS = DECODER_KEYS + (("attention.sliding_window", "sliding_window", int),)
+# Phi-1/1.5/2 (convert_hf_to_gguf.py's Phi2Model): LayerNorms
+PHI2_KEYS = tuple(k for k in DECODER_KEYS if k[0] != "attention.layer_norm_rms_epsilon") + (
+    ("attention.layer_norm_epsilon", "layer_norm_eps", float),
+)
+# OLMo's norms are parameter-free LayerNorms, their eps fixed (Arch.constants); clip_qkv is llama.cpp's clamp_kqv
+OLMO_KEYS = tuple(k for k in DECODER_KEYS if k[0] != "attention.layer_norm_rms_epsilon") + (
+    ("attention.clamp_kqv", "clip_qkv", float),
+)
+# GPT-NeoX's own config.json names (convert_hf_to_gguf.py's GPTNeoXModel); RoPE's base is rotary_emb_base
+GPTNEOX_KEYS = (
+    ("context_length", "max_position_embeddings", int),
+    ("embedding_length", "hidden_size", int),
+    ("block_count", "num_hidden_layers", int),
+    ("feed_forward_length", "intermediate_size", int),
+    ("attention.head_count", "num_attention_heads", int),
+    ("rope.freq_base", "rotary_emb_base", float),
+    ("attention.layer_norm_epsilon", "layer_norm_eps", float),
+    ("use_parallel_residual", "use_parallel_residual", bool),
+    ("vocab_size", "vocab_size", int),
+)
 # the tokenizer's special ids are model config too (generation stops at eos)
 TOKEN_ID_KEYS = (("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id"))
 
@@ -89,6 +112,13 @@ class Arch:
     # a fused per-head qkv (Bloom's (H, [q k v], hd) rows) is stored [q | k | v] (convert_hf_to_gguf.py's BloomModel)
     qkv_by_part: bool = False
     fixed: dict[str, Any] = field(default_factory=dict)  # config.json values implied by the architecture
+    # metadata llama.cpp needs whose value the transformers class fixes (OLMo's LayerNorm eps): written as
+    # is, and a file stating another value is refused (no config.json could hold it)
+    constants: dict[str, float] = field(default_factory=dict)
+    # config.json keys of RoPE's base and rotated fraction (GPT-NeoX: rotary_emb_base, rotary_pct)
+    rope_keys: tuple[str, str] = ("rope_theta", "partial_rotary_factor")
+    # what llama.cpp's graph for the architecture cannot run: (ModelConfig) -> problems, each a phrase
+    refuse: Callable[[Any], list[str]] = lambda config: []
 
 
 def _llama_biases(names: set[str]) -> dict:
@@ -108,6 +138,41 @@ def _nemotron(names: set[str]) -> dict:
     return {"attention_bias": "blk.0.attn_q.bias" in names, "mlp_bias": "blk.0.ffn_up.bias" in names}
 
 
+def _gemma_refuse(config) -> list[str]:
+    # llama.cpp's gemma graph has no attention biases and always reads the head off token_embd
+    # (convert_hf_to_gguf.py's GemmaModel drops lm_head.weight)
+    return (["attention biases (attention_bias=true)"] if config.qkv_bias or config.out_bias else []) + (
+        ["an untied lm_head (tie_word_embeddings=false)"] if not config.tie_embeddings else [])
+
+
+def _olmo_refuse(config) -> list[str]:
+    problems = ["attention biases (attention_bias=true)"] if config.qkv_bias or config.out_bias else []
+    if config.qkv_clip is not None and config.qkv_clip <= 0:  # llama.cpp clamps only when clamp_kqv > 0
+        problems.append(f"clip_qkv={config.qkv_clip} (llama.cpp reads clamp_kqv <= 0 as no clamp)")
+    return problems
+
+
+def _phi2_refuse(config) -> list[str]:
+    # llama.cpp's phi2 graph: no q/k LayerNorm, an untied head with a bias, GELU as tanh approximation
+    problems = ["qk_layernorm=true"] if config.qk_norm else []
+    if config.tie_embeddings:
+        problems.append("a tied lm_head (tie_word_embeddings=true)")
+    if config.activation not in ("gelu_new", "gelu_tanh"):
+        problems.append(f"hidden_act={config.activation!r} (a phi2 GGUF is read as gelu_new)")
+    return problems
+
+
+def _gptneox_refuse(config) -> list[str]:
+    # llama.cpp's gptneox graph loads every bias and an untied head; the GGUF states no activation, and
+    # Pythia's (GPTNeoXConfig's default) is exact GELU
+    problems = ["attention_bias=false"] if not (config.qkv_bias and config.out_bias) else []
+    if config.tie_embeddings:
+        problems.append("a tied head (tie_word_embeddings=true)")
+    if config.activation != "gelu":
+        problems.append(f"hidden_act={config.activation!r} (a gptneox GGUF is read as GPTNeoXConfig's 'gelu')")
+    return problems
+
+
 ARCHS = {
     a.name: a
     for a in (
@@ -124,6 +189,16 @@ ARCHS = {
         # Gemma-3's text model; its q/k norms are (1 + w) norms too, stored 1 + w
         Arch("gemma3", "gemma3_text", keys=DECODER_KEYS + (("attention.sliding_window", "sliding_window", int),),
              norm_offset=1.0),
+        # Gemma-1 (convert_hf_to_gguf.py's GemmaModel): (1 + w) norms stored 1 + w, q/k not permuted, head tied
+        Arch("gemma", "gemma", norm_offset=1.0, refuse=_gemma_refuse),
+        # OLMo-1B-hf (convert_hf_to_gguf.py's OlmoModel): q/k permuted as a Llama's, no norm tensors
+        Arch("olmo", "olmo", keys=OLMO_KEYS, permuted_qk=True, constants={"attention.layer_norm_epsilon": 1e-5},
+             refuse=_olmo_refuse),
+        # Phi-1/1.5/2 (convert_hf_to_gguf.py's Phi2Model): separate q/k/v with biases, partial RoPE
+        Arch("phi2", "phi", keys=PHI2_KEYS, partial_rotary=True, refuse=_phi2_refuse),
+        # Pythia (convert_hf_to_gguf.py's GPTNeoXModel): the per-head fused qkv is stored [q | k | v], as Bloom's
+        Arch("gptneox", "gpt_neox", keys=GPTNEOX_KEYS, partial_rotary=True, qkv_by_part=True,
+             rope_keys=("rotary_emb_base", "rotary_pct"), refuse=_gptneox_refuse),
     )
 }
 FAMILY_TO_ARCH = {a.family: a for a in ARCHS.values()}
@@ -155,15 +230,23 @@ def hf_config_from_gguf(gguf_file: GGUFFile) -> HFConfig:
         value = gguf_file.get(f"{arch.name}.{key}")
         if value is None:
             continue
+        if kind is bool and not isinstance(value, bool):
+            raise ConfigError(f"{gguf_file.path}: metadata {arch.name}.{key} must be true or false, found {value!r}")
         if kind is int and isinstance(value, float) or isinstance(value, (list, str)):
             raise ConfigError(f"{gguf_file.path}: metadata {arch.name}.{key} must be a number, found {value!r}")
         values[hf_key] = kind(value)
+    for key, expected in arch.constants.items():
+        value = gguf_file.get(f"{arch.name}.{key}")
+        if value is not None and np.float32(value) != np.float32(expected):
+            raise UnsupportedModelError(f"{gguf_file.path}: metadata {arch.name}.{key} = {value}; a {arch.family} "
+                                        f"model has {expected} fixed (no config.json key holds it)")  # fmt: skip
+    theta_key, partial_key = arch.rope_keys
     rotary = gguf_file.get(f"{arch.name}.rope.dimension_count")
     if "head_dim" not in values and arch.permuted_qk and isinstance(rotary, int):
         values["head_dim"] = rotary  # a Llama rotates whole heads
     if arch.partial_rotary and isinstance(rotary, int):
         head_dim = values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"]
-        values["partial_rotary_factor"] = rotary / head_dim
+        values[partial_key] = rotary / head_dim
     if "vocab_size" not in values:
         tokens = gguf_file.get("tokenizer.ggml.tokens")
         if tokens is None:
@@ -180,7 +263,7 @@ def hf_config_from_gguf(gguf_file: GGUFFile) -> HFConfig:
         freqs = gguf_file.float_tensor(ROPE_FREQS)
         head_dim = values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"]
         rotary_dim = rotary if isinstance(rotary, int) else head_dim
-    scaling = scaling_from_gguf(str(gguf_file.path), arch.name, gguf_file.get, freqs, values.get("rope_theta", 10000.0),
+    scaling = scaling_from_gguf(str(gguf_file.path), arch.name, gguf_file.get, freqs, values.get(theta_key, 10000.0),
                                 rotary_dim)  # fmt: skip
     if scaling is not None:
         values["rope_scaling"] = scaling
@@ -193,9 +276,10 @@ def hf_config_from_gguf(gguf_file: GGUFFile) -> HFConfig:
 def gguf_metadata(arch: Arch, hf: dict, config) -> list[tuple[str, Any, str]]:
     """(key, value, GGUF value type) pairs for a config.json dict (of ModelConfig `config`): the inverse of
     hf_config_from_gguf."""
-    values = dict(hf, rope_theta=config.rope_theta, head_dim=config.head_dim, vocab_size=config.vocab_size)
-    out = [(f"{arch.name}.{key}", kind(values[hf_key]), "float32" if kind is float else "uint32")
+    values = dict(hf, head_dim=config.head_dim, vocab_size=config.vocab_size, **{arch.rope_keys[0]: config.rope_theta})
+    out = [(f"{arch.name}.{key}", kind(values[hf_key]), {float: "float32", bool: "bool"}.get(kind, "uint32"))
            for key, hf_key, kind in arch.keys if values.get(hf_key) is not None]  # fmt: skip
+    out += [(f"{arch.name}.{key}", value, "float32") for key, value in arch.constants.items()]
     written = {key for key, _, _ in out}
     for key, value in (("feed_forward_length", config.ffn_dim), ("attention.head_count_kv", config.n_kv_heads)):
         if f"{arch.name}.{key}" not in written:  # llama.cpp's loader needs them whatever config.json calls them

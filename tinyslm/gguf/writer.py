@@ -49,6 +49,10 @@ def write_gguf(model, path: str | Path, type: str = "f16", tokenizer: dict | str
     family = get_family(config.family, f"config {config.name!r}")
     arch = arch_for_family(config.family, f"config {config.name!r}")
     hf = check_expressible(family, config.replace(dtype="float32"))  # refuses what the family cannot express
+    problems = arch.refuse(config)
+    if problems:
+        raise UnsupportedModelError(f"config {config.name!r}: a GGUF of llama.cpp architecture {arch.name!r} "
+                                    f"cannot hold {'; '.join(problems)}")  # fmt: skip
     rope_metadata, rope_tensors = rope_items(config, arch.name)  # refuses a scaling llama.cpp cannot store
     metadata = gguf_metadata(arch, hf, config) + rope_metadata
     tok_meta = tokenizer_metadata(Path(tokenizer)) if isinstance(tokenizer, (str, Path)) else dict(tokenizer or {})
@@ -69,8 +73,10 @@ def write_gguf(model, path: str | Path, type: str = "f16", tokenizer: dict | str
         writer.add_file_type(FILE_TYPES[kind])
         if kind.startswith("Q"):
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        setters = {"float32": writer.add_float32, "uint32": writer.add_uint32, "string": writer.add_string,
+                   "bool": writer.add_bool}  # fmt: skip
         for key, value, vtype in metadata:
-            {"float32": writer.add_float32, "uint32": writer.add_uint32, "string": writer.add_string}[vtype](key, value)
+            setters[vtype](key, value)
         _add_tokenizer(writer, gguf, tok_meta, config)
         for hf_key, entry in family.key_map(model).entries.items():
             parts = [params[o].detach().to("cpu", torch.float32) for o in entry.ours]

@@ -105,6 +105,20 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
+// y += a * x over n values, x float32 or bfloat16 (widened in registers).
+inline void axpy(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];  // (the compiler vectorizes this loop)
+}
+
+inline void axpy(float a, const uint16_t* x, float* y, int64_t n) {
+  int64_t i = 0;
+#ifdef TINYSLM_AVX2
+  const __m256 av = _mm256_set1_ps(a);
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, widen(x + i), _mm256_loadu_ps(y + i)));
+#endif
+  for (; i < n; ++i) y[i] += a * bf16_to_f32(x[i]);
+}
+
 // out = w * (x / sqrt(mean(x^2) + eps)), as norms.py's RMSNorm (float32).
 void rmsnorm(const float* x, const float* w, int64_t n, double eps, float* out) {
   double squares = 0.0;
@@ -195,7 +209,6 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
     // Attention, per (sequence, query head), over the n_keys filled slots of its KV head.
     share(bsz * n_heads, t, team, &lo, &hi);
     float* s = &scores[t * n_keys];
-    std::vector<float> key(hd);
     for (int64_t i = lo; i < hi; ++i) {
       const int64_t b = i / n_heads, head = i % n_heads;
       const float* qh = &q[b * q_width + head * hd];
@@ -203,22 +216,14 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
       const T* values = vc + (b * n_kv + head / group) * slots * hd;
       float top = -INFINITY, total = 0.f;
       for (int64_t j = 0; j < n_keys; ++j) {
-        const float* kj = (const float*)(keys + j * hd);
-        if constexpr (!std::is_same_v<T, float>) {
-          for (int64_t e = 0; e < hd; ++e) key[e] = to_float(keys[j * hd + e]);
-          kj = key.data();
-        }
-        s[j] = dot(qh, kj, hd) * scale;
+        s[j] = dot(keys + j * hd, qh, hd) * scale;  // float32 keys, or bfloat16 ones widened in registers
         if (softcap > 0.f) s[j] = std::tanh(s[j] / softcap) * softcap;
         top = std::max(top, s[j]);
       }
       for (int64_t j = 0; j < n_keys; ++j) total += s[j] = std::exp(s[j] - top);
       float* a = &att[b * q_width + head * hd];
       std::fill(a, a + hd, 0.f);
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const float p = s[j] / total;
-        for (int64_t e = 0; e < hd; ++e) a[e] += p * to_float(values[j * hd + e]);
-      }
+      for (int64_t j = 0; j < n_keys; ++j) axpy(s[j] / total, values + j * hd, a, hd);
     }
 #pragma omp barrier
 #pragma omp single

@@ -1,11 +1,11 @@
-// One decoding step of a Llama-style block in one call (tinyslm::decode_block).
+// One decoding step of a Llama- or Gemma-style block in one call (tinyslm::decode_block).
 //
 // Legend: B sequences (one new token each), D model width, H query heads, K KV heads (G = H / K query
 // heads per KV head), hd head_dim, d rotated dims (<= hd), F FFN width, S cache slots, p the new
 // token's position.
 //
 // It computes what layers/block.py's SequentialBlock computes with attention.py's Attention and
-// ffn.py's GatedFFN (SiLU) for one new token, every matrix a GGMLLinear (quant/blocks.py) or a plain
+// ffn.py's GatedFFN for one new token, every matrix a GGMLLinear (quant/blocks.py) or a plain
 // bfloat16 weight:
 //     h       = rmsnorm(x) * w_attn                                   (B, D)
 //     q, k, v = h Wq^T [+ bq], h Wk^T [+ bk], h Wv^T [+ bv]           (B, H*hd), (B, K*hd) x 2
@@ -21,7 +21,7 @@
 //
 // Why a whole block in C++: decoding a small model is bound by the module path's ~40 operator calls
 // per layer (each a dispatch, an allocation, a fork and join of the thread pool, for microseconds of
-// work), not by its weights (quant/decode.py has the figures). Here a layer is one call and one
+// work), not by its weights (quant/decode_block.py has the figures). Here a layer is one call and one
 // parallel region: the threads split each product's groups of 8 weight rows (as ggml_mm does) and
 // the attention's heads, and meet at a barrier between the steps above. The products are ggml_mm's
 // (the same 8-bit activations, the same integer sums) or bf16_mv's; the norms, RoPE, softmax and

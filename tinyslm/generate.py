@@ -9,16 +9,16 @@ argmax at every step, so cached decoding must reproduce, token for token, what r
 whole sequence at every step would pick (tests/test_generate.py checks that).
 
 The fast path (`fast=`), first choice: the native decoding step (quant/decode_block.py). When every
-block is Llama-style (RMSNorm, RoPE, MHA/GQA/MQA, SwiGLU) with weights held as GGUF blocks or in
-bfloat16, each block decodes a token in one C++ call (kernels/decode_block.cpp): nothing to compile,
+block is Llama- or Gemma-style (RMSNorm, RoPE, MHA/GQA/MQA, SwiGLU or GELU-tanh; Gemma's norms,
+soft-cap and sliding windows) with weights held as GGUF blocks or in bfloat16, each block decodes a token in one C++ call (kernels/decode_block.cpp): nothing to compile,
 so `fast=None` and `fast=True` both use it, for every request. Measured interleaved in one process
 on 2 cores of an AMD EPYC (AVX2), 128-token prompt, 32 tokens: SmolLM2-135M Q4_1 31.6 -> 79.4
 tokens/s, a TinyLlama-1.1B-shaped Q4_0 14.1 -> 18.3, the same in bfloat16 5.2 -> 7.2.
 
 Second choice, for every other model: the compiled step. A small model's decoding step is bound
 by Python, not by its weights: SmolLM2-135M runs ~60 ops per layer x 30 layers per token, each a
-few microseconds of dispatch for a few kilobytes of work. The fast path compiles each block's forward with `torch.compile`
-(inductor fuses the norms, RoPE, softmax and residual adds into a few C++ loops; the matmuls stay
+few microseconds of dispatch for a few kilobytes of work. The fast path compiles each block's
+forward with `torch.compile` (inductor fuses the norms, RoPE, softmax and residual adds into a few C++ loops; the matmuls stay
 torch's kernels, int8/int4 ones included), over a static cache (cache.StaticKVBuffer: every step
 has the same shapes, so one compiled graph serves every position and every later call whose
 cache size rounds up to the same bucket). Blocks of one structure share one graph (see _Step).
@@ -95,10 +95,11 @@ def generate(
     column of tokens (B,) as soon as it is decoded (for streaming). For MLA models, `mla_decode`
     picks the attention path for this call: "naive", "absorbed" or "auto" (see layers/mla.py).
     `fast`: where every block qualifies for the native decoding step (GGUF-block or bfloat16 weights,
-    Llama-style blocks: quant/decode_block.py), True and None decode with it. Elsewhere True decodes
-    with the compiled step over a static cache (compiling it on first use), and None (default)
+    Llama- or Gemma-style blocks: quant/decode_block.py), True and None decode with it. Elsewhere True
+    decodes with the compiled step over a static cache (compiling it on first use), and None (default)
     compiles for requests of at least AUTO_COMPILE_TOKENS new tokens, or where this model already has
-    a compiled step (see the module docstring). False is always the plain module path, the reference. Both give the same tokens in float32; in bfloat16
+    a compiled step (see the module docstring). False is always the plain module path, the reference.
+    The compiled step gives the plain path's tokens in float32; in bfloat16
     fused kernels round differently, which can flip nearly tied picks. Unless fast=False, a
     bfloat16 model's linear layers compute with the native kernels during the call
     (quant/bf16.py: the same sums in another order), its forward outside the call unchanged.
@@ -111,7 +112,7 @@ def generate(
     from .quant.bf16 import bf16_kernels  # noqa: PLC0415
     from .quant.decode_block import native_decode  # noqa: PLC0415
 
-    # for this call only: bfloat16 layers use the native kernel, GGUF-quantized blocks the native decoding step
+    # for this call only: bfloat16 layers use the native kernel, and blocks it can run the native decoding step
     global last_decode_path
     with bf16_kernels(model, enabled=fast is not False), native_decode(model, enabled=fast is not False) as native:
         last_decode_path = "native step" if native else None  # else set by _greedy

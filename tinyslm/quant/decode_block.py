@@ -1,4 +1,4 @@
-"""The native decoding step: a Llama-style block with GGUF-block or bfloat16 weights, one C++ call per layer.
+"""The native decoding step: a Llama- or Gemma-style block with GGUF-block or bfloat16 weights, one C++ call.
 
 Legend: B batch, D model width, T new positions.
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from hf_models import write_hf_checkpoint
 
 from tinyslm.cli import main
@@ -20,6 +22,21 @@ def test_bench_reports_both_implementations_with_identical_greedy_tokens(tmp_pat
         assert row["load_s"] > 0 and row["prefill_ms"] > 0 and row["decode_tokens_per_s"] > 0
         assert len(row["tokens"]) == 8
     assert rows["tinyslm"]["tokens"] == rows["transformers"]["tokens"]  # float32: same greedy path
+    assert rows["tinyslm"]["decode_path"] == "module path"  # float32 weights: no native step; 8 tokens: no compile
+
+
+def test_bench_says_which_path_decoded(tmp_path, capsys):
+    """Q8_0 blocks (tinyslm's native kernel): the native decoding step, named in the table."""
+    from tinyslm.quant import native
+
+    if not native.available():
+        pytest.skip(f"native kernel unavailable: {native.why_unavailable}")
+    write_hf_checkpoint(tmp_path, "LlamaConfig", **TINY)
+    capsys.readouterr()
+    args = ["bench", str(tmp_path), "--prompt-tokens", "8", "--new-tokens", "4", "--prefill-tokens", "8", "--runs", "1",
+            "--quantize", "q8_0", "--no-transformers"]  # fmt: skip
+    assert main(args) == 0
+    assert "tinyslm decoded by the native step" in capsys.readouterr().out
 
 
 def test_bench_refuses_a_request_beyond_the_context_in_one_line(tmp_path, capsys):

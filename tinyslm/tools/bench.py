@@ -199,13 +199,13 @@ def _measure(impl: str, path: str, opts: dict) -> dict:
 
     fast = FAST_CHOICES[opts.get("fast", "auto")]
 
-    compile_s = None
+    compile_s = decode_path = None
     t_warm = time.perf_counter()
     _greedy(impl, model, ids[:, :prompt], new, fast)  # warm-up: first-call allocations, kernel choice, compile
     if impl == "tinyslm":
-        from ..generate import last_compile_s
+        from ..generate import last_compile_s, last_decode_path
 
-        compile_s = last_compile_s
+        compile_s, decode_path = last_compile_s, last_decode_path
     warm_s = time.perf_counter() - t_warm
     prefill: dict[str, list[float]] = {str(n): [] for n in opts["prefill_tokens"]}
     decode, first_prefill, tokens = [], [], None
@@ -223,6 +223,7 @@ def _measure(impl: str, path: str, opts: dict) -> dict:
         "weight_bytes_per_token": nbytes,
         "warmup_s": warm_s,
         "compile_s": compile_s,
+        "decode_path": decode_path,  # tinyslm's: "native step", "compiled step" or "module path"
         "prefill_ms": statistics.median(first_prefill),  # the decode run's own prefill (prompt_tokens)
         "prefill": {n: _summary(v) for n, v in prefill.items()},
         "decode_tokens_per_s": statistics.median(decode),
@@ -346,6 +347,7 @@ def format_bench(rows: list[dict], folder: str, dtype: str, prompt_tokens: int, 
             if other != "tinyslm":
                 pre = ", ".join(f"{n}: {v:.2f}x" for n, v in t[f"prefill_speed_vs_{other}"].items())
                 lines.append(f"tinyslm vs {other}: decode {t[f'decode_vs_{other}']:.2f}x, prefill speed {pre}")
+        lines.append(f"tinyslm decoded by the {t['decode_path']}")
         if t.get("compile_s") is not None:
             lines.append(f"tinyslm compiled its decoding step in {t['compile_s']:.1f} s (once per process; not in the figures)")
     for r in done:

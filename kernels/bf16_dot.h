@@ -61,6 +61,21 @@ inline void dot4(const uint16_t* w, int64_t k, const float* x, float* out) {
   for (int j = 0; j < 4; ++j) out[j] = dot(w + j * k, x, k);
 }
 
+// Weight rows row0..row1 (of N rows, K values each) against M activation rows x (M, K): y[r, row] for every r,
+// y being (M, N) float32. Four weight rows at a time, so that each activation load serves four.
+inline void bf16_rows(const uint16_t* w, int64_t row0, int64_t row1, int64_t n, int64_t k, const float* x, int64_t m,
+                      float* y) {
+  int64_t row = row0;
+  for (; row + 4 <= row1; row += 4)
+    for (int64_t r = 0; r < m; ++r) {
+      float out[4];
+      dot4(w + row * k, k, x + r * k, out);
+      for (int j = 0; j < 4; ++j) y[r * n + row + j] = out[j];
+    }
+  for (; row < row1; ++row)
+    for (int64_t r = 0; r < m; ++r) y[r * n + row] = dot(w + row * k, x + r * k, k);
+}
+
 // float32 -> bfloat16, rounding to nearest even as torch's conversion does (NaN kept a NaN).
 inline uint16_t f32_to_bf16(float f) {
   uint32_t bits;

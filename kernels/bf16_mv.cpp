@@ -32,17 +32,7 @@ at::Tensor bf16_mv(const at::Tensor& x, const at::Tensor& w) {
   const float* xp = x.data_ptr<float>();
   const uint16_t* wp = (const uint16_t*)w.data_ptr<at::BFloat16>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, n, 16, [&](int64_t n0, int64_t n1) {
-    int64_t row = n0;
-    for (; row + 4 <= n1; row += 4)
-      for (int64_t r = 0; r < m; ++r) {
-        float out[4];
-        dot4(wp + row * k, k, xp + r * k, out);
-        for (int j = 0; j < 4; ++j) yp[r * n + row + j] = out[j];
-      }
-    for (; row < n1; ++row)
-      for (int64_t r = 0; r < m; ++r) yp[r * n + row] = dot(wp + row * k, xp + r * k, k);
-  });
+  at::parallel_for(0, n, 16, [&](int64_t n0, int64_t n1) { bf16_rows(wp, n0, n1, n, k, xp, m, yp); });
   return y;
 }
 

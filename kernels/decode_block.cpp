@@ -58,20 +58,6 @@ inline void share(int64_t n, int t, int nt, int64_t* lo, int64_t* hi) {
   *hi = n * (t + 1) / nt;
 }
 
-// Rows 8 g0 .. 8 g1 of a bfloat16 weight against every activation row (B float rows of K): y (B, N).
-void bf16_groups(const uint16_t* w, int64_t g0, int64_t g1, int64_t n, int64_t k, const float* x, int64_t bsz, float* y) {
-  const int64_t end = std::min(g1 * ROWS, n);
-  int64_t row = g0 * ROWS;
-  for (; row + 4 <= end; row += 4)
-    for (int64_t b = 0; b < bsz; ++b) {
-      float out[4];
-      dot4(w + row * k, k, x + b * k, out);
-      std::copy(out, out + 4, y + b * n + row);
-    }
-  for (; row < end; ++row)
-    for (int64_t b = 0; b < bsz; ++b) y[b * n + row] = dot(w + row * k, x + b * k, k);
-}
-
 // y_j = x W_j^T for matrices with the same input (x: B float rows, xq: the same rows as 8-bit blocks): this
 // thread's share of all their groups of 8 rows.
 void products(const Matrix* w, int count, const float* x, const std::vector<const ActBlock*>& xq, float* const* y,
@@ -84,7 +70,8 @@ void products(const Matrix* w, int count, const float* x, const std::vector<cons
     const int64_t groups = (w[j].n + ROWS - 1) / ROWS, g0 = std::max(lo - first, (int64_t)0),
                   g1 = std::min(hi - first, groups);
     if (g0 < g1 && w[j].kind == BF16)
-      bf16_groups((const uint16_t*)w[j].data, g0, g1, w[j].n, w[j].k, x, (int64_t)xq.size(), y[j]);
+      bf16_rows((const uint16_t*)w[j].data, g0 * ROWS, std::min(g1 * ROWS, w[j].n), w[j].n, w[j].k, x,
+                (int64_t)xq.size(), y[j]);
     else if (g0 < g1)
       with_kind(w[j].kind, [&](auto kind_c) {
         mm_groups<decltype(kind_c)::value>((const uint8_t*)w[j].data, g0, g1, w[j].k / QK, xq, y[j], w[j].n);

@@ -406,6 +406,86 @@ def test_yarn_with_its_own_attention_factor_or_betas_is_refused(own, tmp_path, m
     assert rope.YARN_UNSUPPORTED["attn_factor"] == 1.0  # (1.0, llama.cpp's neutral value, would be read)
 
 
+LONGROPE_SHORT = [1.0 + 0.05 * i for i in range(8)]  # Phi-3's form: one factor per rotated pair (head_dim 16)
+LONGROPE_LONG = [1.5 + 0.4 * i for i in range(8)]
+
+
+def phi3_longrope(**extra):
+    """A tiny Phi-3-mini-128k: LongRoPE past an original context of 16 positions, max_position_embeddings 256."""
+    scaling = {"rope_type": "longrope", "short_factor": LONGROPE_SHORT, "long_factor": LONGROPE_LONG, **extra}
+    return build_hf_model("Phi3Config", vocab_size=VOCAB, attn_implementation="eager", rope_scaling=scaling,
+                          original_max_position_embeddings=16, max_position_embeddings=256, **dict(SHAPE, pad_token_id=0))  # fmt: skip
+
+
+@pytest.mark.parametrize("extra", [{}, {"attention_factor": 1.1}])
+def test_phi3_longrope_round_trips_as_llama_cpp_stores_it(extra, tmp_path):
+    """LongRoPE's factors as llama.cpp's rope_factors_long/short tensors, original context and attn_factor as
+    metadata (convert_hf_to_gguf.py's Phi3MiniModel): read back into the same rope_scaling, logits those of
+    the original transformers model within the original context (short_factor) and past it (long_factor),
+    which both differ from the unscaled model's; and back to a folder transformers loads the same."""
+    transformers = pytest.importorskip("transformers")
+    hf = phi3_longrope(**extra)
+    plain = build_hf_model("Phi3Config", vocab_size=VOCAB, attn_implementation="eager", max_position_embeddings=256,
+                           **dict(SHAPE, pad_token_id=0))  # fmt: skip
+    hf.save_pretrained(tmp_path / "hf")
+    path = tmp_path / "long.gguf"
+    assert convert(tmp_path / "hf", path, "--type", "f32") == 0
+    file = GGUFFile(path)
+    assert {"rope_factors_long.weight", "rope_factors_short.weight"} <= set(file.tensors)
+    assert file.get("phi3.rope.scaling.type") is None  # llama.cpp's phi3 graph reads the tensors, no type
+    assert file.get("phi3.rope.scaling.original_context_length") == 16
+    expected_attn = extra.get("attention_factor", (1 + np.log(256 / 16) / np.log(16)) ** 0.5)
+    assert file.get("phi3.rope.scaling.attn_factor") == pytest.approx(expected_attn, rel=1e-6)
+    ours = load_gguf(path, keep_quantized=False)
+    read = ours.config.rope_scaling
+    assert read["rope_type"] == "longrope" and read["original_max_position_embeddings"] == 16
+    assert read["short_factor"] == pytest.approx(LONGROPE_SHORT, rel=1e-6)
+    assert read["long_factor"] == pytest.approx(LONGROPE_LONG, rel=1e-6)
+    assert read.get("attention_factor") == (pytest.approx(1.1, rel=1e-6) if extra else None)
+    back = tmp_path / "back"
+    assert convert(path, back) == 0
+    hf_back = transformers.AutoModelForCausalLM.from_pretrained(back, attn_implementation="eager").eval()
+    with torch.no_grad():
+        for ids in (IDS, LONG_IDS):  # 8 positions: short_factor; 32 > 16: long_factor
+            reference = hf(ids).logits
+            assert rel(plain(ids).logits, reference) > 1e-3  # same weights (same seed), unscaled: far off
+            assert rel(ours(ids), reference) <= 1e-5
+            assert rel(hf_back(ids).logits, reference) <= 1e-5
+
+
+def test_longrope_factors_missing_or_of_the_wrong_length_are_refused(tmp_path, monkeypatch):
+    from tinyslm.gguf import rope
+
+    phi3_longrope().save_pretrained(tmp_path / "hf")
+    items = [("phi3.rope.scaling.original_context_length", 16, "uint32")]
+    cases = (({rope.LONG_FACTORS: torch.ones(8)}, "'rope_factors_short.weight' is missing"),
+             ({rope.LONG_FACTORS: torch.ones(7), rope.SHORT_FACTORS: torch.ones(7)},
+              "'rope_factors_long.weight' holds 7 values, expected 8"))  # fmt: skip
+    for i, (tensors, message) in enumerate(cases):
+        monkeypatch.setattr(writer, "rope_items", lambda config, arch, t=tensors: (items, t))
+        assert convert(tmp_path / "hf", tmp_path / f"odd{i}.gguf", "--type", "f32") == 0
+        with pytest.raises(UnsupportedModelError, match=message):
+            load_gguf(tmp_path / f"odd{i}.gguf")
+    # the factors without the original context they apply past
+    monkeypatch.setattr(writer, "rope_items", lambda config, arch: ([], {rope.LONG_FACTORS: torch.ones(8),
+                                                                         rope.SHORT_FACTORS: torch.ones(8)}))  # fmt: skip
+    metadata = writer.gguf_metadata
+    monkeypatch.setattr(writer, "gguf_metadata", lambda *a: [m for m in metadata(*a) if "original_context" not in m[0]])
+    assert convert(tmp_path / "hf", tmp_path / "odd.gguf", "--type", "f32") == 0
+    with pytest.raises(UnsupportedModelError, match="without phi3.rope.scaling.original_context_length"):
+        load_gguf(tmp_path / "odd.gguf")
+
+
+def test_longrope_on_an_architecture_without_rope_factors_is_refused(tmp_path):
+    scaling = {"rope_type": "longrope", "short_factor": [1.0] * 16, "long_factor": [2.0] * 16,
+               "original_max_position_embeddings": 16}  # fmt: skip
+    build_hf_model("LlamaConfig", vocab_size=VOCAB, rope_scaling=scaling, max_position_embeddings=256,
+                   **dict(SHAPE, head_dim=32)).save_pretrained(tmp_path / "hf")  # fmt: skip
+    with pytest.raises(UnsupportedModelError, match="llama architecture reads no LongRoPE factors"):
+        convert(tmp_path / "hf", tmp_path / "l.gguf", "--type", "f32")
+    assert not (tmp_path / "l.gguf").exists()
+
+
 def test_llama_attention_biases_survive_the_round_trip(tmp_path):
     """transformers' GGUF reader drops Llama's attention biases (its config mapping has no key for them);
     tinyslm reads them off the tensors, as llama.cpp does, so the f32 file equals the original model."""

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import CheckpointError, ConfigError, UnsupportedModelError
 from ..families.hf_config import HFConfig
 from .reader import GGUFFile
-from .rope import ROPE_FREQS, scaling_from_gguf
+from .rope import ROPE_TENSORS, scaling_from_gguf
 
 # (key under "{arch}.", config.json key, type): the hyper-parameters every llama.cpp decoder writes
 DECODER_KEYS = (
@@ -69,7 +69,9 @@ BLOOM_KEYS = (
     ("attention.layer_norm_epsilon", "layer_norm_epsilon", float),
     ("vocab_size", "vocab_size", int),
 )
-PHI3_KEYS = DECODER_KEYS + (("attention.sliding_window", "sliding_window", int),)
+# Phi-3's original context (LongRoPE's threshold) is a top-level config.json key; llama.cpp writes it for every phi3
+PHI3_KEYS = DECODER_KEYS + (("attention.sliding_window", "sliding_window", int),
+                            ("rope.scaling.original_context_length", "original_max_position_embeddings", int))
 # Phi-1/1.5/2 (convert_hf_to_gguf.py's Phi2Model): LayerNorms
 PHI2_KEYS = tuple(k for k in DECODER_KEYS if k[0] != "attention.layer_norm_rms_epsilon") + (
     ("attention.layer_norm_epsilon", "layer_norm_eps", float),
@@ -258,13 +260,14 @@ def hf_config_from_gguf(gguf_file: GGUFFile) -> HFConfig:
     names = set(gguf_file.tensors)
     values["tie_word_embeddings"] = "output.weight" not in names
     values.update(arch.from_tensors(names))
-    freqs, rotary_dim = None, None
-    if ROPE_FREQS in names:  # llama3's per-frequency divisors, over the rotary dimensions
-        freqs = gguf_file.float_tensor(ROPE_FREQS)
+    # RoPE scaling: metadata, and tensors over the rotary dimensions (llama3's divisors, LongRoPE's factors)
+    rope_tensors = {name: gguf_file.float_tensor(name) for name in ROPE_TENSORS if name in names}
+    rotary_dim = 0
+    if rope_tensors:
         head_dim = values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"]
         rotary_dim = rotary if isinstance(rotary, int) else head_dim
-    scaling = scaling_from_gguf(str(gguf_file.path), arch.name, gguf_file.get, freqs, values.get(theta_key, 10000.0),
-                                rotary_dim)  # fmt: skip
+    scaling = scaling_from_gguf(str(gguf_file.path), arch.name, gguf_file.get, rope_tensors,
+                                values.get(theta_key, 10000.0), rotary_dim, values.get("max_position_embeddings", 0))  # fmt: skip
     if scaling is not None:
         values["rope_scaling"] = scaling
     name = gguf_file.get("general.name")

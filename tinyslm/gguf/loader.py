@@ -33,7 +33,7 @@ from ..quant.blocks import quantize_blocks
 from .config import arch_of, hf_config_from_gguf
 from .names import gguf_name, qk_heads, unpermute
 from .reader import FLOAT_TYPES, GGUFFile
-from .rope import ROPE_FREQS
+from .rope import ROPE_TENSORS
 
 # ggml types whose blocks map exactly onto torch's int8 / int4 kernels (groups of 32), and those the native
 # kernel takes as they are (GGMLLinear)
@@ -125,7 +125,7 @@ def load_gguf(
         file.release(gguf_name)
 
     for name, tensor in file.tensors.items():
-        if name == ROPE_FREQS:  # RoPE scaling, read into the config (rope.py)
+        if name in ROPE_TENSORS:  # RoPE scaling, read into the config (rope.py)
             continue
         entry = by_gguf.get(name)
         if entry is None:

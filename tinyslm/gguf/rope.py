@@ -12,6 +12,16 @@ Legend: d rotary dimensions, i = 0 .. d/2 - 1 one frequency, inv_i = theta^(-2i/
              yarn_log_multiplier; config.json's attention_factor, mscale) or an ext_factor is refused.
     llama3   no metadata: a float32 tensor `rope_freqs.weight` of d/2 divisors f_i, inv_i / f_i being
              the scaled frequency (Llama 3.1+, Llama 3.2: factor 32, low 1, high 4, original 8192)
+    longrope float32 tensors `rope_factors_long.weight` and `rope_factors_short.weight` (config.json's
+             long_factor and short_factor, d/2 each), metadata original_context_length and attn_factor
+             (the cos/sin multiplier, sqrt(1 + ln(context / original) / ln(original)) unless config.json
+             states its own attention_factor); no scaling type (Phi-3-mini-128k, Phi-3.5-mini: the
+             architectures whose gguf-py tensor list has the factors). The two programs pick the list
+             differently: transformers (and tinyslm) per call, long_factor once the sequence passes the
+             original context; llama.cpp once per context, long_factor when the context it is given
+             (n_ctx) exceeds the original, so their logits agree for n_ctx <= original context (measured
+             with llama-cpp-python 0.3.36: within 2.5e-4 there and for long sequences past it; 2.1% off
+             for a short sequence in a long n_ctx, where llama.cpp uses long_factor).
 
 Llama 3's divisors are 1 for short waves (wavelength < original / high), `factor` for long ones
 (> original / low), and in between 1 / ((1 - s) / factor + s) with s = (original / wavelength - low)
@@ -32,9 +42,11 @@ from typing import Any
 import torch
 
 from ..errors import UnsupportedModelError
-from ..layers.rope import _base_inv_freq, compute_inv_freq, yarn_factor
+from ..layers.rope import _base_inv_freq, compute_inv_freq, longrope_attention_factor, yarn_factor
 
 ROPE_FREQS = "rope_freqs.weight"
+LONG_FACTORS, SHORT_FACTORS = "rope_factors_long.weight", "rope_factors_short.weight"
+ROPE_TENSORS = (ROPE_FREQS, LONG_FACTORS, SHORT_FACTORS)  # tensors that are RoPE scaling, read into the config
 LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
@@ -44,20 +56,49 @@ def llama3_divisors(theta: float, d: int, scaling: dict[str, Any]) -> torch.Tens
     return (_base_inv_freq(theta, d) / scaled).float()
 
 
-def scaling_from_gguf(source: str, arch: str, get, rope_freqs: torch.Tensor | None, theta: float,
-                      d: int | None) -> dict | None:  # fmt: skip
-    """The config.json rope_scaling a GGUF's metadata (`get(key)`) and rope_freqs tensor describe, or None."""
+def scaling_from_gguf(source: str, arch: str, get, tensors: dict[str, torch.Tensor], theta: float, d: int,
+                      context: int) -> dict | None:  # fmt: skip
+    """The config.json rope_scaling that a GGUF's metadata (`get(key)`) and RoPE tensors (ROPE_TENSORS present
+    in the file) describe, or None; d: rotary dimensions; context: the file's context length."""
     kind = get(f"{arch}.rope.scaling.type", "none")
-    if kind not in ("none", "linear", "yarn") or (kind != "none" and rope_freqs is not None):
-        raise UnsupportedModelError(f"{source}: RoPE scaling {kind!r} in a GGUF is not supported yet (linear, yarn and "
-                                    "llama3's rope_freqs are)")  # fmt: skip
+    longrope = LONG_FACTORS in tensors or SHORT_FACTORS in tensors
+    allowed = {"none": True, "linear": not tensors, "yarn": not tensors, "longrope": longrope}  # with these tensors
+    if not allowed.get(kind, False) or (longrope and ROPE_FREQS in tensors):
+        found = [kind] + sorted(n for n in tensors)
+        raise UnsupportedModelError(f"{source}: RoPE scaling {' + '.join(map(repr, found))} in a GGUF is not supported "
+                                    "(linear, yarn, llama3's rope_freqs and LongRoPE's rope_factors are)")  # fmt: skip
     if kind == "linear":
         return {"rope_type": "linear", "factor": float(get(f"{arch}.rope.scaling.factor", 1.0))}
     if kind == "yarn":
         return _yarn_from_gguf(source, arch, get)
-    if rope_freqs is None:
+    if longrope:
+        return _longrope_from_gguf(source, arch, get, tensors, d, context)
+    if ROPE_FREQS not in tensors:
         return None
-    return _llama3_from_divisors(source, rope_freqs.float().reshape(-1), theta, d)
+    return _llama3_from_divisors(source, tensors[ROPE_FREQS].float().reshape(-1), theta, d)
+
+
+def _longrope_from_gguf(source: str, arch: str, get, tensors: dict[str, torch.Tensor], d: int, context: int) -> dict:
+    lists = {}
+    for name, hf_key in ((LONG_FACTORS, "long_factor"), (SHORT_FACTORS, "short_factor")):
+        if name not in tensors:
+            raise UnsupportedModelError(f"{source}: tensor {name!r} is missing: LongRoPE needs both "
+                                        f"{LONG_FACTORS!r} and {SHORT_FACTORS!r}")  # fmt: skip
+        values = tensors[name].float().reshape(-1)
+        if values.numel() != d // 2:
+            raise UnsupportedModelError(f"{source}: tensor {name!r} holds {values.numel()} values, expected {d // 2} "
+                                        f"(one per frequency of {d} rotary dimensions)")  # fmt: skip
+        lists[hf_key] = values.tolist()
+    original = get(f"{arch}.rope.scaling.original_context_length")
+    if original is None:
+        raise UnsupportedModelError(f"{source}: LongRoPE factors without {arch}.rope.scaling.original_context_length "
+                                    "(the context past which long_factor applies)")  # fmt: skip
+    scaling = {"rope_type": "longrope", **lists, "original_max_position_embeddings": int(original)}
+    # llama.cpp multiplies cos/sin by attn_factor, 1 when the key is absent; config.json derives its default
+    attn = float(get(f"{arch}.rope.scaling.attn_factor", 1.0))
+    if not math.isclose(attn, longrope_attention_factor(scaling, context), rel_tol=1e-6):
+        scaling["attention_factor"] = attn
+    return scaling
 
 
 YARN_DEFAULTS = {"yarn_beta_fast": ("beta_fast", 32.0), "yarn_beta_slow": ("beta_slow", 1.0)}
@@ -127,5 +168,23 @@ def rope_items(config, arch: str) -> tuple[list[tuple[str, Any, str]], dict[str,
             items.append((f"{arch}.rope.scaling.original_context_length", int(scaling["original_max_position_embeddings"]),
                           "uint32"))  # fmt: skip
         return items, {}
+    if kind == "longrope":
+        if not _has_rope_factors(arch):
+            raise UnsupportedModelError(f"config {config.name!r}: llama.cpp's {arch} architecture reads no LongRoPE "
+                                        "factors (rope_factors_long/short)")  # fmt: skip
+        items = [(f"{arch}.rope.scaling.original_context_length", int(scaling["original_max_position_embeddings"]), "uint32"),
+                 (f"{arch}.rope.scaling.attn_factor", longrope_attention_factor(scaling, config.max_seq_len), "float32")]  # fmt: skip
+        tensors = {LONG_FACTORS: torch.tensor([float(x) for x in scaling["long_factor"]], dtype=torch.float32),
+                   SHORT_FACTORS: torch.tensor([float(x) for x in scaling["short_factor"]], dtype=torch.float32)}  # fmt: skip
+        return items, tensors
     raise UnsupportedModelError(f"config {config.name!r}: RoPE scaling {kind!r} has no GGUF form in tinyslm's writer "
-                                "yet (linear, yarn and llama3 have)")  # fmt: skip
+                                "yet (linear, yarn, llama3 and longrope have)")  # fmt: skip
+
+
+def _has_rope_factors(arch: str) -> bool:
+    """Whether llama.cpp's graph for `arch` reads LongRoPE factors (gguf-py's tensor list for it names them)."""
+    from .reader import _gguf  # noqa: PLC0415  (the optional gguf package)
+
+    gguf = _gguf()
+    enum = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
+    return gguf.MODEL_TENSOR.ROPE_FACTORS_LONG in gguf.MODEL_TENSORS[enum]

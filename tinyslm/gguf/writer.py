@@ -54,7 +54,8 @@ def write_gguf(model, path: str | Path, type: str = "f16", tokenizer: dict | str
         raise UnsupportedModelError(f"config {config.name!r}: a GGUF of llama.cpp architecture {arch.name!r} "
                                     f"cannot hold {'; '.join(problems)}")  # fmt: skip
     rope_metadata, rope_tensors = rope_items(config, arch.name)  # refuses a scaling llama.cpp cannot store
-    metadata = gguf_metadata(arch, hf, config) + rope_metadata
+    metadata = gguf_metadata(arch, hf, config)
+    metadata += [item for item in rope_metadata if item[0] not in {key for key, _, _ in metadata}]  # (phi3: its own key)
     tok_meta = tokenizer_metadata(Path(tokenizer)) if isinstance(tokenizer, (str, Path)) else dict(tokenizer or {})
     params = dict(model.named_parameters())
     for module_name, module in model.named_modules():

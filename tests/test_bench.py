@@ -74,3 +74,31 @@ def test_bench_reports_bandwidth_fraction_ratios_and_spread_for_a_quantized_mode
     assert main(args + ["--runs", "1"]) == 0  # the table
     out = capsys.readouterr().out
     assert "tinyslm vs transformers: decode" in out and "read bandwidth" in out and "prefill 16" in out
+
+
+def test_bench_rounds_interleave_the_implementations_and_pool_their_runs(tmp_path, monkeypatch):
+    """--rounds 2: each implementation's worker runs twice, the order reversed in the second round, and its
+    runs are pooled into one row (4 decode runs from 2 x --runs 2)."""
+    import subprocess
+
+    from tinyslm.tools import bench
+
+    write_hf_checkpoint(tmp_path, "LlamaConfig", **TINY)
+    order = []
+    real_run = subprocess.run
+
+    def run(cmd, **kw):
+        order.append(cmd[3])  # python -m tinyslm.tools.bench IMPL ...
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    rows = run_bench(tmp_path, prompt_tokens=4, new_tokens=3, prefill_tokens=(4,), runs=2, rounds=2, bandwidth=False)
+    assert order == ["tinyslm", "transformers", "transformers", "tinyslm"]
+    for row in rows:
+        assert row["rounds"] == 2 and row["decode"]["runs"] == 4 and len(row["decode_runs"]) == 4
+        assert row["prefill"]["4"]["runs"] == 4
+        assert row["decode"]["min"] <= row["decode_tokens_per_s"] <= row["decode"]["max"]
+    text = bench.format_bench(rows, str(tmp_path), "float32", 4, 3)
+    assert "median of 4 runs (min..max) in 2 interleaved rounds" in text
+    with pytest.raises(bench.TinySLMError, match="--rounds must be >= 1"):
+        run_bench(tmp_path, rounds=0)

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill-tokens", default="128,512", help="comma-separated prompt lengths to time prefill "
                    "at (default 128,512; lengths beyond the model's context are skipped)")
     p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up (default 3)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the whole comparison this many times, reversing "
+                   "the implementations' order every other round, and pool their runs: a machine whose speed "
+                   "drifts then weighs on each implementation alike (default 1)")
     p.add_argument("--quantize", choices=QUANT_CHOICES, default=None, help="tinyslm only: quantize the linear "
                    "layers still in float after loading (all of an HF folder's; a GGUF's float head): q8_0, q4_0, "
                    "q4_1 (native kernel), int8, int4 (torch's kernels)")
@@ -321,7 +324,8 @@ def cmd_bench(args) -> int:
         raise UsageError(f"--prefill-tokens must be comma-separated integers, found {args.prefill_tokens!r}") from None
     rows = run_bench(args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens, prefill_tokens=sizes,
                      runs=args.runs, quantize=args.quantize, fast=args.fast, llama_cpp=not args.no_llama_cpp,
-                     threads=args.threads, transformers=not args.no_transformers, attention=args.attention)  # fmt: skip
+                     threads=args.threads, transformers=not args.no_transformers, attention=args.attention,
+                     rounds=args.rounds)  # fmt: skip
     print(json.dumps(rows, indent=2) if args.json else
           format_bench(rows, args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens, args.quantize))  # fmt: skip
     return 0

@@ -5,7 +5,10 @@ own: peak RSS is the growth of the process's peak resident set from just before 
 Every implementation decodes greedily with its KV cache, one token per step, from the same random
 prompt; prefill is timed separately at each of `prefill_tokens` (one forward over the prompt).
 Each measurement is repeated `runs` times after one warm-up; the report gives the median and the
-spread (min..max).
+spread (min..max). With `rounds` > 1 the whole comparison runs that many times, the implementations'
+order reversed every other round, and each one's runs are pooled: on a shared machine whose speed
+drifts over minutes (measured here: 10-30% between runs), the drift then weighs on every
+implementation alike instead of on whichever happened to run during a slow spell.
 
 The bandwidth bound: decoding one token reads every weight of the decoder and the head once (the
 embedding only one row), so tokens/s <= read bandwidth / weight bytes. The bandwidth is measured
@@ -226,8 +229,10 @@ def _measure(impl: str, path: str, opts: dict) -> dict:
         "decode_path": decode_path,  # tinyslm's: "native step", "compiled step" or "module path"
         "prefill_ms": statistics.median(first_prefill),  # the decode run's own prefill (prompt_tokens)
         "prefill": {n: _summary(v) for n, v in prefill.items()},
+        "prefill_runs": prefill,
         "decode_tokens_per_s": statistics.median(decode),
         "decode": _summary(decode),
+        "decode_runs": decode,
         "tokens": tokens,
         "threads": threads,
         "attention": opts.get("attention", "sdpa"),
@@ -252,16 +257,19 @@ def _worker(argv: list[str]) -> int:
 def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 128, new_tokens: int = 32, *,
               prefill_tokens: tuple[int, ...] = (128, 512), runs: int = 3, quantize: str | None = None,
               fast: str = "auto", llama_cpp: bool = True, bandwidth: bool = True,
-              threads: int | None = None, transformers: bool = True, attention: str = "sdpa") -> list[dict]:  # fmt: skip
-    """Measure each implementation in a fresh process; one missing (transformers, llama-cpp-python) is skipped.
+              threads: int | None = None, transformers: bool = True, attention: str = "sdpa",
+              rounds: int = 1) -> list[dict]:  # fmt: skip
+    """Measure each implementation in a fresh process (`rounds` times, interleaved: the module docstring); one
+    missing (transformers, llama-cpp-python) is skipped.
 
     Returns one row per implementation (`bench.py` docstring); each row also carries the machine's
     measured read bandwidth, the bandwidth-bound decode speed and the fraction of it reached, and
     its decode/prefill ratios against the other implementations.
     """
     path = Path(folder).expanduser()  # the workers' transformers reads "~/x" as a Hub repo id
-    if prompt_tokens < 1 or new_tokens < 1 or runs < 1:
-        raise TinySLMError(f"--prompt-tokens, --new-tokens and --runs must be >= 1, found {prompt_tokens}, {new_tokens}, {runs}")
+    if prompt_tokens < 1 or new_tokens < 1 or runs < 1 or rounds < 1:
+        raise TinySLMError(f"--prompt-tokens, --new-tokens, --runs and --rounds must be >= 1, found {prompt_tokens}, "
+                           f"{new_tokens}, {runs}, {rounds}")  # fmt: skip
     from ..checkpoint import load_config
 
     config = load_config(path)
@@ -278,20 +286,44 @@ def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 1
     if threads:
         torch.set_num_threads(threads)  # the bandwidth probe reads with as many threads as the workers
     gbs = read_bandwidth_gbs() if bandwidth else None
-    rows = []
-    for impl in impls:
-        cmd = [sys.executable, "-m", "tinyslm.tools.bench", impl, str(path), json.dumps(opts)]
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        lines = proc.stdout.strip().splitlines()
-        if proc.returncode != 0 or not lines:
-            message = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            if impl == "tinyslm" or not ("is not installed" in message or "skipped" in message):
-                raise TinySLMError(f"bench worker for {impl} failed: {message}")
-            rows.append({"implementation": impl, "skipped": message})
-            continue
-        rows.append(json.loads(lines[-1]))
+    measured: dict[str, list[dict]] = {impl: [] for impl in impls}
+    skipped: dict[str, str] = {}
+    for r in range(rounds):
+        for impl in impls if r % 2 == 0 else impls[::-1]:  # every other round in reverse order
+            if impl in skipped:
+                continue
+            cmd = [sys.executable, "-m", "tinyslm.tools.bench", impl, str(path), json.dumps(opts)]
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+            lines = proc.stdout.strip().splitlines()
+            if proc.returncode != 0 or not lines:
+                message = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                if impl == "tinyslm" or not ("is not installed" in message or "skipped" in message):
+                    raise TinySLMError(f"bench worker for {impl} failed: {message}")
+                skipped[impl] = message
+                continue
+            measured[impl].append(json.loads(lines[-1]))
+    rows = [{"implementation": impl, "skipped": skipped[impl]} if impl in skipped else _pool(measured[impl])
+            for impl in impls]  # fmt: skip
     _add_ratios(rows, gbs)
     return rows
+
+
+def _pool(rounds: list[dict]) -> dict:
+    """One implementation's row from its rounds: runs pooled (medians and spread over all of them), load time
+    the median, memory the largest, tokens and notes the first round's."""
+    row = dict(rounds[0], rounds=len(rounds))
+    if len(rounds) == 1:
+        return row
+    decode = [v for r in rounds for v in r["decode_runs"]]
+    prefill = {n: [v for r in rounds for v in r["prefill_runs"][n]] for n in row["prefill_runs"]}
+    row.update(load_s=statistics.median(r["load_s"] for r in rounds),
+               load_rss_growth_mb=max(r["load_rss_growth_mb"] for r in rounds),
+               peak_rss_growth_mb=max(r["peak_rss_growth_mb"] for r in rounds),
+               prefill_ms=statistics.median(r["prefill_ms"] for r in rounds),
+               prefill={n: _summary(v) for n, v in prefill.items()}, prefill_runs=prefill,
+               decode_tokens_per_s=statistics.median(decode), decode=_summary(decode), decode_runs=decode)  # fmt: skip
+    return row
 
 
 def _add_ratios(rows: list[dict], gbs: float | None) -> None:
@@ -318,11 +350,12 @@ def format_bench(rows: list[dict], folder: str, dtype: str, prompt_tokens: int, 
     gbs = done[0].get("read_bandwidth_gbs") if done else None
     threads = done[0]["threads"] if done else torch.get_num_threads()
     runs = done[0]["decode"]["runs"] if done else 0
+    rounds = done[0].get("rounds", 1) if done else 1
     attention = done[0].get("attention", "sdpa") if done else "sdpa"
     lines = [
         f"{folder}: {dtype}{', ' + quantize if quantize else ''}, decode {new_tokens} greedy tokens after a "
         f"{prompt_tokens}-token prompt, {attention} attention, {threads} thread{'s' if threads != 1 else ''}, "
-        f"median of {runs} runs (min..max)"
+        f"median of {runs} runs (min..max)" + (f" in {rounds} interleaved rounds" if rounds > 1 else "")
         + (f"; read bandwidth {gbs:.1f} GB/s" if gbs else ""),
         f"{'implementation':<13} {'load':>6} {'peak RSS +':>10} {'weights/tok':>11}"
         + "".join(f" {'prefill ' + n:>20}" for n in sizes)

@@ -293,6 +293,54 @@ def test_llama_cpp_only_architectures_round_trip_with_transformers_logits(case, 
         tmp_path / f"{case}.q8_0.gguf").encode("the lazy dog")
 
 
+def write_fused_qkv(monkeypatch, parts: str = "qkv"):
+    """Make the writer store each layer's attention as older phi-2 converters did: one attn_qkv tensor, rows
+    [q | k | v] (`parts`: which of them, in which order, to concatenate)."""
+    import re
+
+    pending: dict = {}
+    add = writer._add_tensor
+
+    def fused(w, g, name, data, kind):
+        match = re.fullmatch(r"blk\.(\d+)\.attn_([qkv])\.(weight|bias)", name)
+        if match is None:
+            return add(w, g, name, data, kind)
+        layer = pending.setdefault((match[1], match[3]), {})
+        layer[match[2]] = data
+        if len(layer) == 3:
+            del pending[match[1], match[3]]
+            add(w, g, f"blk.{match[1]}.attn_qkv.{match[3]}", np.concatenate([layer[p] for p in parts]), kind)
+
+    monkeypatch.setattr(writer, "_add_tensor", fused)
+
+
+def test_older_phi2_files_with_a_fused_attn_qkv_load_as_the_separate_ones(byte_bpe, tmp_path, monkeypatch):
+    """The fused tensor's rows split into q, k and v (kept quantized as they are: whole rows of blocks): the same
+    logits as the file with separate tensors, and (f32) as the original transformers model."""
+    cls, options, _, _ = LLAMA_CPP_ONLY["phi"]
+    original = build_hf_model(cls, vocab_size=VOCAB, attn_implementation="eager", **options)
+    original.save_pretrained(tmp_path / "hf")
+    byte_bpe.save(str(tmp_path / "hf" / "tokenizer.json"))
+    for kind in ("f32", "q8_0"):
+        assert convert(tmp_path / "hf", tmp_path / f"apart.{kind}.gguf", "--type", kind) == 0
+    write_fused_qkv(monkeypatch)
+    for kind in ("f32", "q8_0"):
+        path = tmp_path / f"fused.{kind}.gguf"
+        assert convert(tmp_path / "hf", path, "--type", kind) == 0
+        names = set(GGUFFile(path).tensors)
+        assert "blk.0.attn_qkv.weight" in names and "blk.0.attn_qkv.bias" in names and "blk.0.attn_q.weight" not in names
+        with torch.no_grad():
+            fused, apart = load_gguf(path)(IDS), load_gguf(tmp_path / f"apart.{kind}.gguf")(IDS)
+            assert torch.equal(fused, apart)
+            if kind == "f32":
+                assert rel(fused, original(IDS).logits) <= 1e-5
+    write_fused_qkv(monkeypatch, parts="qkvv")  # a fused tensor of the wrong size
+    assert convert(tmp_path / "hf", tmp_path / "odd.gguf", "--type", "f32") == 0
+    with pytest.raises(tinyslm.errors.CheckpointError, match="'blk.0.attn_qkv.weight' has 256 rows, expected q, k and "
+                       "v's 64 \\+ 64 \\+ 64 = 192"):  # fmt: skip
+        load_gguf(tmp_path / "odd.gguf")
+
+
 @pytest.mark.parametrize("cls, options, named", [
     ("GemmaConfig", dict(SMALL, head_dim=16, attention_bias=True), "attention_bias=true"),
     ("GemmaConfig", dict(SMALL, head_dim=16, tie_word_embeddings=False), "tie_word_embeddings=false"),

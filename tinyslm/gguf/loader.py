@@ -31,7 +31,7 @@ from ..model import CausalLM
 from ..quant import GGMLLinear, QuantizedLinear, native
 from ..quant.blocks import quantize_blocks
 from .config import arch_of, hf_config_from_gguf
-from .names import gguf_name, qk_heads, unpermute
+from .names import gguf_name, qk_heads, split_fused_qkv, unpermute
 from .reader import FLOAT_TYPES, GGUFFile
 from .rope import ROPE_TENSORS
 
@@ -114,6 +114,7 @@ def load_gguf(
         model = CausalLM(config)
     key_map = family.key_map(model)
     by_gguf = {gguf_name(arch.name, config.n_layers, hf_key): entry for hf_key, entry in key_map.entries.items()}
+    split_fused_qkv(file, set(by_gguf), config.n_layers, config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim)
 
     def keep_quantized_layer(module_name: str, kind: str, raw: np.ndarray, shape, gguf_name: str) -> None:
         """Replace a linear layer by `factory`'s quantized one over `raw` blocks. It holds new memory (interleaved,

@@ -20,6 +20,10 @@ rows of q_proj and k_proj (weights and biases) within each head:
 
 `unpermute` undoes it. It moves whole rows, so it applies unchanged to a quantized tensor's rows
 of blocks (a Q4_0 row is its own blocks; no block straddles two rows).
+
+Older converters wrote phi-2's attention as one `blk.N.attn_qkv` tensor (rows [q | k | v], from the
+original checkpoint's fused Wqkv), where the current one writes attn_q, attn_k and attn_v apart;
+llama.cpp reads both. `split_fused_qkv` turns the first into the second, whole rows again.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import functools
 
 from ..errors import CheckpointError
-from .reader import _gguf
+from .reader import GGUFFile, GGUFTensor, _gguf
 
 
 @functools.cache
@@ -71,3 +75,32 @@ def qk_heads(hf_key: str, n_heads: int, n_kv_heads: int) -> int | None:
     if ".self_attn.k_proj." in hf_key:
         return n_kv_heads
     return None
+
+
+def _rows(tensor: GGUFTensor, name: str, start: int, stop: int) -> GGUFTensor:
+    """Rows start..stop of a tensor (of a 1-D one: values), as a view of the file's pages."""
+    data = tensor.data
+    if len(tensor.shape) == 1 and data.shape[0] != tensor.shape[0]:  # 1-D raw bytes: bytes per value
+        per = data.shape[0] // tensor.shape[0]
+        return GGUFTensor(name, tensor.kind, (stop - start,), data[start * per : stop * per])
+    return GGUFTensor(name, tensor.kind, (stop - start, *tensor.shape[1:]), data[start:stop])
+
+
+def split_fused_qkv(file: GGUFFile, expected: set[str], n_layers: int, q_rows: int, kv_rows: int) -> None:
+    """Replace, in `file.tensors`, each `blk.N.attn_qkv.{weight,bias}` by attn_q / attn_k / attn_v views of its
+    rows [q_rows | kv_rows | kv_rows], where the model expects those (`expected`: the GGUF names it loads)."""
+    for i in range(n_layers):
+        for leaf in ("weight", "bias"):
+            fused = f"blk.{i}.attn_qkv.{leaf}"
+            if fused not in file.tensors or f"blk.{i}.attn_q.{leaf}" not in expected:
+                continue
+            tensor = file.tensors.pop(fused)
+            sizes = (q_rows, kv_rows, kv_rows)
+            if tensor.shape[0] != sum(sizes):
+                raise CheckpointError(f"{file.path}: tensor {fused!r} has {tensor.shape[0]} rows, expected q, k and v's "
+                                      f"{q_rows} + {kv_rows} + {kv_rows} = {sum(sizes)}")  # fmt: skip
+            start = 0
+            for part, size in zip("qkv", sizes):
+                name = f"blk.{i}.attn_{part}.{leaf}"
+                file.tensors[name] = _rows(tensor, name, start, start + size)
+                start += size

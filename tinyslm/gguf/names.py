@@ -34,11 +34,14 @@ from ..errors import CheckpointError
 from .reader import GGUFFile, GGUFTensor, _gguf
 
 
+def arch_enum(arch: str):
+    """gguf-py's MODEL_ARCH member for a general.architecture name ("llama" -> MODEL_ARCH.LLAMA)."""
+    return {name: key for key, name in _gguf().MODEL_ARCH_NAMES.items()}[arch]
+
+
 @functools.cache
 def _name_map(arch: str, n_layers: int):
-    gguf = _gguf()
-    enum = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
-    return gguf.get_tensor_name_map(enum, n_layers)
+    return _gguf().get_tensor_name_map(arch_enum(arch), n_layers)
 
 
 def gguf_name(arch: str, n_layers: int, hf_key: str) -> str:

@@ -43,6 +43,8 @@ import torch
 
 from ..errors import UnsupportedModelError
 from ..layers.rope import _base_inv_freq, compute_inv_freq, longrope_attention_factor, yarn_factor
+from .names import arch_enum
+from .reader import _gguf
 
 ROPE_FREQS = "rope_freqs.weight"
 LONG_FACTORS, SHORT_FACTORS = "rope_factors_long.weight", "rope_factors_short.weight"
@@ -183,8 +185,5 @@ def rope_items(config, arch: str) -> tuple[list[tuple[str, Any, str]], dict[str,
 
 def _has_rope_factors(arch: str) -> bool:
     """Whether llama.cpp's graph for `arch` reads LongRoPE factors (gguf-py's tensor list for it names them)."""
-    from .reader import _gguf  # noqa: PLC0415  (the optional gguf package)
-
     gguf = _gguf()
-    enum = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
-    return gguf.MODEL_TENSOR.ROPE_FACTORS_LONG in gguf.MODEL_TENSORS[enum]
+    return gguf.MODEL_TENSOR.ROPE_FACTORS_LONG in gguf.MODEL_TENSORS[arch_enum(arch)]

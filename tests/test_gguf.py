@@ -150,6 +150,17 @@ def byte_bpe():
     return tok
 
 
+def native_kernels() -> bool:
+    from tinyslm.quant import native
+
+    return native.available()
+
+
+def float_matrices(model) -> list[str]:
+    """The blocks' linear layers still held as float matrices (none, when a quantized file's blocks are kept)."""
+    return [name for name, m in model.blocks.named_modules() if type(m) is torch.nn.Linear]
+
+
 SHAPE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 # Where transformers' GGUF reader ignores a key llama.cpp writes, the model keeps that key's default (noted).
 FAMILIES = {
@@ -206,6 +217,10 @@ def test_convert_round_trips_every_type_with_transformers_logits(case, hf_folder
             assert rel(logits, theirs(IDS).logits) <= 1e-5, kind
         if kind == "f32":
             assert rel(logits, reference) <= 1e-5  # nothing lost on the way
+        if kind == "q8_0" and native_kernels():  # kept as the file's blocks (Bloom's fused q|k|v as row ranges)
+            kept = load_gguf(path, dtype=torch.float32)
+            assert float_matrices(kept) == []
+            assert rel(kept(IDS), logits) <= 5e-2
         if kind == "q4_0":  # greedy decoding with the KV cache too
             prompt = IDS[:, :4]
             ref = theirs.generate(prompt, max_new_tokens=6, do_sample=False, attention_mask=torch.ones_like(prompt))
@@ -280,7 +295,9 @@ def test_llama_cpp_only_architectures_round_trip_with_transformers_logits(case, 
             if kind != "q4_0":
                 assert rel(logits, reference) <= {"f32": 1e-5, "q8_0": 3e-2}[kind]
             if kind != "f32":  # matrices kept as the file's blocks: the same model, activations rounded to 8 bits
-                assert rel(load_gguf(path, dtype=torch.float32)(IDS), logits) <= 5e-2  # measured <= 1.5%
+                kept = load_gguf(path, dtype=torch.float32)
+                assert float_matrices(kept) == []  # GPT-NeoX's fused q|k|v too: row ranges of the file's blocks
+                assert rel(kept(IDS), logits) <= 5e-2  # measured <= 1.5%
     # and back: GGUF -> HF folder, read by transformers itself
     back = tmp_path / "back"
     assert convert(tmp_path / f"{case}.q8_0.gguf", back) == 0

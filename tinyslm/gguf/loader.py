@@ -116,13 +116,18 @@ def load_gguf(
     by_gguf = {gguf_name(arch.name, config.n_layers, hf_key): entry for hf_key, entry in key_map.entries.items()}
     split_fused_qkv(file, set(by_gguf), config.n_layers, config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim)
 
-    def keep_quantized_layer(module_name: str, kind: str, raw: np.ndarray, shape, gguf_name: str) -> None:
-        """Replace a linear layer by `factory`'s quantized one over `raw` blocks. It holds new memory (interleaved,
+    def keep_quantized_layers(modules: list[str], kind: str, raw: np.ndarray, rows: list[int], in_features: int,
+                              gguf_name: str) -> None:
+        """Replace each linear layer in `modules` by `factory`'s quantized one over its `rows` of the `raw` blocks
+        (one layer; or q, k and v from a fused tensor stored [q | k | v]). They hold new memory (interleaved,
         repacked), so the file's pages can go now: loading holds about one tensor of the file at a time.
         A bias loaded later replaces the (meta) one passed here."""
-        owner, _, leaf = module_name.rpartition(".")
-        bias = model.get_submodule(module_name).bias
-        setattr(model.get_submodule(owner), leaf, factory(kind, raw, tuple(shape), bias=bias))
+        start = 0
+        for module_name, n in zip(modules, rows):
+            owner, _, leaf = module_name.rpartition(".")
+            bias = model.get_submodule(module_name).bias
+            setattr(model.get_submodule(owner), leaf, factory(kind, raw[start : start + n], (n, in_features), bias=bias))
+            start += n
         file.release(gguf_name)
 
     for name, tensor in file.tensors.items():
@@ -143,12 +148,19 @@ def load_gguf(
                 "from the GGUF metadata"
             )
         heads = qk_heads(entry.hf_key, config.n_heads, config.n_kv_heads) if arch.permuted_qk else None
-        module_name, _, leaf = entry.ours[0].rpartition(".")
-        module = model.get_submodule(module_name)
-        linear_weight = factory is not None and entry.rule is None and leaf == "weight" and type(module) is nn.Linear
+        # a fused matrix is stored as its parts' rows one after the other ([q | k | v], [gate | up]): GPT-NeoX's and
+        # Bloom's q/k/v too (per head in HF files; llama.cpp's converter regroups them), GPT-2's untransposed
+        by_part = arch.qkv_by_part and entry.rule is not None and entry.rule.per_head
+        modules = [ours.rpartition(".")[0] for ours in entry.ours]
+        row_parts = entry.rule is None or not entry.rule.per_head or by_part
+        linear_weight = (factory is not None and row_parts and len(tensor.shape) == 2
+                         and all(o.endswith(".weight") and type(model.get_submodule(m)) is nn.Linear
+                                 for o, m in zip(entry.ours, modules)))  # fmt: skip
+        rows = [s[0] for s in entry.shapes]  # each part's rows (one part: all of them)
         if linear_weight and tensor.kind in kept:
             raw = np.asarray(tensor.data)  # (out, bytes per row): whole rows of blocks
-            keep_quantized_layer(module_name, tensor.kind, raw if heads is None else unpermute(raw, heads), tensor.shape, name)
+            raw = raw if heads is None else unpermute(raw, heads)
+            keep_quantized_layers(modules, tensor.kind, raw, rows, tensor.shape[1], name)
             continue
         value = file.float_tensor(name)
         if heads is not None:
@@ -156,13 +168,12 @@ def load_gguf(
         if linear_weight and tensor.kind not in FLOAT_TYPES and blocks_kernel:  # another quantized type (Q5_K, ...):
             # dequantized as transformers does, then kept 8-bit: each weight moves by at most half a step of its
             # block (max |w| / 254), on top of the file's own rounding
-            keep_quantized_layer(module_name, "Q8_0", quantize_blocks(value, "Q8_0"), tensor.shape, name)
+            keep_quantized_layers(modules, "Q8_0", quantize_blocks(value, "Q8_0"), rows, tensor.shape[1], name)
             continue
         if transposed:
             value = value.t()
         if arch.norm_offset and entry.hf_key.endswith("norm.weight"):
             value = value.float() - arch.norm_offset  # in float32, then rounded once to dtype
-        by_part = arch.qkv_by_part and entry.rule is not None and entry.rule.per_head
         parts = value.split([s[0] for s in entry.shapes]) if by_part else entry.unpack(value)
         for ours, part in zip(entry.ours, parts):
             # .to() is a no-op for a tensor loaded in its stored dtype (F32 as float32, BF16 as bfloat16...):
@@ -185,7 +196,7 @@ def load_gguf(
             # the same values as the float embedding the lookups use, as a second, quantized copy
             kind = embedding.kind if embedding.kind in kept else "Q8_0"
             raw = np.asarray(embedding.data) if kind == embedding.kind else quantize_blocks(model.tok_emb.weight, kind)
-            keep_quantized_layer("head", kind, raw, embedding.shape, embedding.name)
+            keep_quantized_layers(["head"], kind, raw, [embedding.shape[0]], embedding.shape[1], embedding.name)
     model.reset_buffers(device)
     return model.eval()
 

@@ -1,23 +1,28 @@
-// One decoding step of a Llama- or Gemma-style block in one call (tinyslm::decode_block).
+// One decoding step of a transformer block in one call (tinyslm::decode_block).
 //
 // Legend: B sequences (one new token each), D model width, H query heads, K KV heads (G = H / K query
-// heads per KV head), hd head_dim, d rotated dims (<= hd), F FFN width, S cache slots, p the new
+// heads per KV head), hd head_dim, d rotated dims (<= hd; 0: no RoPE), F FFN width, S cache slots, p the new
 // token's position.
 //
-// It computes what layers/block.py's SequentialBlock computes with attention.py's Attention and
-// ffn.py's GatedFFN for one new token, every matrix a GGMLLinear (quant/blocks.py) or a plain
-// bfloat16 weight:
-//     h       = rmsnorm(x) * w_attn                                   (B, D)
+// It computes what layers/block.py's SequentialBlock or ParallelBlock computes with attention.py's Attention
+// and ffn.py's GatedFFN or PlainFFN for one new token, every matrix a GGMLLinear (quant/blocks.py) or a plain
+// bfloat16 weight, every bracketed part optional:
+//     h       = norm_attn(x)                                          (B, D)
 //     q, k, v = h Wq^T [+ bq], h Wk^T [+ bk], h Wv^T [+ bv]           (B, H*hd), (B, K*hd) x 2
-//     q, k    = per-head rmsnorm (QK-norm, when given), then RoPE (split-half) at position p
+//               [clamped to +-clip (OLMo)]
+//     q, k    = [per-head norm (QK-norm)], then RoPE (split-half) of the first d dims at position p
 //     cache[b, :, slot] = k, v             (slot p; p mod W in a sliding window's ring of W slots)
-//     s_j     = q_h . k_j * scale  [-> cap * tanh(s_j / cap)]  over the n_keys slots filled
+//     s_j     = q_h . k_j * scale  [-> cap * tanh(s_j / cap)]  [+ slope_h * j (ALiBi)]  over the n_keys slots
 //     a_h     = softmax_j(s_j) . v_j, k_j and v_j of KV head h / G               (B, H*hd)
-//     x       = x + [post-norm](a Wo^T)
-//     h       = rmsnorm(x) * w_ffn
-//     x       = x + [post-norm]((act(h Wg^T) * (h Wu^T)) Wd^T)         (B, F) -> (B, D), act SiLU or GELU-tanh
-// A Gemma "(1 + w)" norm is the same rmsnorm with weight 1 + w (the caller passes it so); the bracketed
-// parts are Gemma-2/3's (sandwich norms, soft-capped scores).
+//     o       = [r *] [post-norm](a Wo^T [+ bo])
+//   sequential:  m = x + o,  out = m + [r *] [post-norm](ffn(norm_ffn(m)))
+//   parallel:    out = x + o + ffn(norm_ffn(x))    (one shared norm: ffn(h))
+//     ffn(h)  = (act(h Wg^T [+ bg]) * (h Wu^T [+ bu])) Wd^T [+ bd]     gated, (B, F) -> (B, D)
+//             = act(h Wu^T [+ bu]) Wd^T [+ bd]                         plain
+// Every norm is RMSNorm, w * x / rms(x), or LayerNorm, w * (x - mean) / std [+ b], one kind per block (a
+// "(1 + w)" norm is the same with weight 1 + w, a parameter-free one with w = 1: the caller passes them so).
+// act: SiLU, GELU (tanh or erf), ReLU or squared ReLU; r: MiniCPM's residual scale (1 elsewhere). The
+// sandwich norms and soft-cap are Gemma-2/3's, the parallel block GPT-NeoX's, Phi-2's and StableLM's.
 //
 // Why a whole block in C++: decoding a small model is bound by the module path's ~40 operator calls
 // per layer (each a dispatch, an allocation, a fork and join of the thread pool, for microseconds of
@@ -36,7 +41,9 @@
 #include <omp.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -106,12 +113,25 @@ inline void axpy(float a, const uint16_t* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += a * bf16_to_f32(x[i]);
 }
 
-// out = w * (x / sqrt(mean(x^2) + eps)), as norms.py's RMSNorm (float32).
-void rmsnorm(const float* x, const float* w, int64_t n, double eps, float* out) {
-  double squares = 0.0;
-  for (int64_t i = 0; i < n; ++i) squares += (double)x[i] * x[i];
-  const float r = 1.f / std::sqrt((float)(squares / (double)n) + (float)eps);
-  for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * r);
+enum Mat { WQ, WK, WV, WO, WG, WU, WD, MATRICES };  // the block's matrices (no WG in a plain FFN)
+enum NormSlot { ATTN_NORM, FFN_NORM, ATTN_POST, FFN_POST, Q_NORM, K_NORM, NORM_SLOTS };
+
+struct Norm {  // a norm's float32 weight and optional bias; w null: no such norm in this block
+  const float* w = nullptr;
+  const float* b = nullptr;
+};
+
+// out = w * (x - mean) / sqrt(var + eps) [+ b] (LayerNorm, as torch's) or w * x / sqrt(mean(x^2) + eps) (RMSNorm,
+// as norms.py's), in float32 with double sums; out may be x.
+void normalize(const float* x, const Norm& norm, bool layer_norm, int64_t n, double eps, float* out) {
+  double mean = 0.0, squares = 0.0;
+  if (layer_norm) {
+    for (int64_t i = 0; i < n; ++i) mean += x[i];
+    mean /= (double)n;
+  }
+  for (int64_t i = 0; i < n; ++i) squares += ((double)x[i] - mean) * ((double)x[i] - mean);
+  const float r = 1.f / std::sqrt((float)(squares / (double)n) + (float)eps), m = (float)mean;
+  for (int64_t i = 0; i < n; ++i) out[i] = norm.w[i] * ((x[i] - m) * r) + (norm.b ? norm.b[i] : 0.f);
 }
 
 // RoPE, split-half layout (rope.py's apply_rope): pairs (i, i + d/2) of the first d dims rotate by cos/sin (d,).
@@ -132,25 +152,61 @@ inline T from_float(float v) {
   else return f32_to_bf16(v);
 }
 
-inline float activation(int64_t act, float g) {  // ffn.py's ACTIVATIONS: 0 silu, 1 gelu_tanh (torch's formulas)
-  if (act == 0) return g / (1.f + std::exp(-g));
-  return 0.5f * g * (1.f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+enum Act { SILU, GELU_TANH, GELU, RELU, RELU2, ACTS };  // ffn.py's ACTIVATIONS (gelu_new is GELU_TANH in float32)
+
+inline float activation(int64_t act, float g) {  // torch's formulas
+  switch (act) {
+    case SILU: return g / (1.f + std::exp(-g));
+    case GELU_TANH: return 0.5f * g * (1.f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+    case GELU: return 0.5f * g * (1.f + std::erf(g * 0.7071067811865476f));
+    case RELU: return std::max(g, 0.f);
+    default: return std::max(g, 0.f) * std::max(g, 0.f);  // RELU2
+  }
+}
+
+struct Block {  // one block's parameters and settings, as decode_block received them
+  Matrix w[MATRICES];
+  const float* bias[MATRICES];  // null: no bias
+  Norm norm[NORM_SLOTS];
+  const float *cos, *sin, *alibi;  // null: no RoPE (d = 0) / no ALiBi
+  bool layer_norm, parallel, gated, blocks;  // blocks: some matrix holds GGUF blocks (8-bit activations needed)
+  int64_t dim, n_heads, n_kv, hd, d_rot, ffn, act;
+  double eps, qk_eps;
+  float scale, softcap, clip, residual;
+};
+
+inline void add_bias(float* y, const float* bias, int64_t bsz, int64_t n) {
+  if (bias)
+    for (int64_t b = 0; b < bsz; ++b)
+      for (int64_t i = 0; i < n; ++i) y[b * n + i] += bias[i];
+}
+
+inline void clamp(float* y, int64_t n, float clip) {
+  if (clip > 0.f)
+    for (int64_t i = 0; i < n; ++i) y[i] = std::min(std::max(y[i], -clip), clip);
+}
+
+// A branch's output y (B, D) as it joins the residual stream: [post-norm], then x the residual scale.
+inline void finish_branch(const Block& k, float* y, const Norm& post, int64_t bsz) {
+  for (int64_t b = 0; b < bsz; ++b) {
+    if (post.w) normalize(&y[b * k.dim], post, k.layer_norm, k.dim, k.eps, &y[b * k.dim]);
+    if (k.residual != 1.f)
+      for (int64_t i = 0; i < k.dim; ++i) y[b * k.dim + i] *= k.residual;
+  }
 }
 
 // The block for x (B, D) and caches (B, K, S, hd) of element type T; everything between in float32 (see the top).
 template <typename T>
-void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float* attn_norm, const float* ffn_norm,
-                const float* const* post_norm, const float* const* bias, const float* const* qk_norm, const float* cp,
-                const float* sp, int64_t bsz, int64_t dim, int64_t n_heads, int64_t n_kv, int64_t hd, int64_t d_rot,
-                int64_t slots, int64_t slot, int64_t n_keys, double eps, double qk_eps, float scale, float softcap,
-                int64_t act_kind) {
-  const int64_t q_width = n_heads * hd, kv_width = n_kv * hd, group = n_heads / n_kv, ffn = w[4].n;
-  std::vector<float> x(bsz * dim), h(bsz * std::max(dim, ffn)), q(bsz * q_width), k(bsz * kv_width), v(bsz * kv_width);
-  std::vector<float> att(bsz * q_width), mid(bsz * dim), gate(bsz * ffn), up(bsz * ffn), down(bsz * dim);
-  std::vector<ActBlock> act(bsz * std::max({dim, ffn, q_width}) / QK);
+void block_step(const Block& k, const T* xp, T* outp, T* kc, T* vc, int64_t bsz, int64_t slots, int64_t slot,
+                int64_t n_keys) {
+  const int64_t dim = k.dim, ffn = k.ffn, hd = k.hd, n_heads = k.n_heads, n_kv = k.n_kv;
+  const int64_t q_width = n_heads * hd, kv_width = n_kv * hd, group = n_heads / n_kv;
+  std::vector<float> x(bsz * dim), h(bsz * std::max(dim, ffn)), q(bsz * q_width), kk(bsz * kv_width), v(bsz * kv_width);
+  std::vector<float> att(bsz * q_width), mid(bsz * dim), gate(k.gated ? bsz * ffn : 0), up(bsz * ffn), down(bsz * dim);
+  std::vector<ActBlock> act(k.blocks ? bsz * std::max({dim, ffn, q_width}) / QK : 0);
   std::vector<const ActBlock*> act_rows(bsz);
   auto quantize = [&](const float* rows_in, int64_t width) {  // (B, width) -> act, B rows of width / 32 blocks
-    for (int64_t b = 0; b < bsz; ++b) {
+    for (int64_t b = 0; b < bsz && k.blocks; ++b) {
       quantize_row(rows_in + b * width, width, &act[b * width / QK]);
       act_rows[b] = &act[b * width / QK];
     }
@@ -165,31 +221,32 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
 #pragma omp single
     {
       for (int64_t i = 0; i < bsz * dim; ++i) x[i] = to_float(xp[i]);
-      for (int64_t b = 0; b < bsz; ++b) rmsnorm(&x[b * dim], attn_norm, dim, eps, &h[b * dim]);
+      for (int64_t b = 0; b < bsz; ++b) normalize(&x[b * dim], k.norm[ATTN_NORM], k.layer_norm, dim, k.eps, &h[b * dim]);
       quantize(h.data(), dim);
     }
-    float* qkv_out[3] = {q.data(), k.data(), v.data()};
-    products(w, 3, h.data(), act_rows, qkv_out, t, team);
+    float* qkv_out[3] = {q.data(), kk.data(), v.data()};
+    products(k.w + WQ, 3, h.data(), act_rows, qkv_out, t, team);
 #pragma omp barrier
-    // Per (sequence, head) of q then of k: bias, QK-norm, RoPE; k and v go into the cache at p.
+    // Per (sequence, head) of q then of k: bias, clip, QK-norm, RoPE; k and v go into the cache at p.
     share(bsz * (n_heads + n_kv), t, team, &lo, &hi);
     for (int64_t i = lo; i < hi; ++i) {
       const int64_t b = i / (n_heads + n_kv), head = i % (n_heads + n_kv);
       const bool is_q = head < n_heads;
-      const int64_t kv_head = head - n_heads;
-      float* vec = is_q ? &q[b * q_width + head * hd] : &k[b * kv_width + kv_head * hd];
-      if (bias[0]) {
-        const float* add = bias[is_q ? 0 : 1] + (is_q ? head : kv_head) * hd;
-        for (int64_t e = 0; e < hd; ++e) vec[e] += add[e];
-      }
-      if (qk_norm[0]) rmsnorm(vec, qk_norm[is_q ? 0 : 1], hd, qk_eps, vec);
-      rope(vec, cp, sp, d_rot);
+      const int64_t kv_head = head - n_heads, at = is_q ? head * hd : kv_head * hd;
+      float* vec = is_q ? &q[b * q_width + at] : &kk[b * kv_width + at];
+      if (const float* add = k.bias[is_q ? WQ : WK])
+        for (int64_t e = 0; e < hd; ++e) vec[e] += add[at + e];
+      clamp(vec, hd, k.clip);
+      const Norm& qk = k.norm[is_q ? Q_NORM : K_NORM];
+      if (qk.w) normalize(vec, qk, k.layer_norm, hd, k.qk_eps, vec);
+      if (k.cos) rope(vec, k.cos, k.sin, k.d_rot);
       if (!is_q) {
-        float* vv = &v[b * kv_width + kv_head * hd];
-        if (bias[0])
-          for (int64_t e = 0; e < hd; ++e) vv[e] += bias[2][kv_head * hd + e];
-        const int64_t at = ((b * n_kv + kv_head) * slots + slot) * hd;
-        for (int64_t e = 0; e < hd; ++e) kc[at + e] = from_float<T>(vec[e]), vc[at + e] = from_float<T>(vv[e]);
+        float* vv = &v[b * kv_width + at];
+        if (const float* add = k.bias[WV])
+          for (int64_t e = 0; e < hd; ++e) vv[e] += add[at + e];
+        clamp(vv, hd, k.clip);
+        const int64_t to = ((b * n_kv + kv_head) * slots + slot) * hd;
+        for (int64_t e = 0; e < hd; ++e) kc[to + e] = from_float<T>(vec[e]), vc[to + e] = from_float<T>(vv[e]);
       }
     }
 #pragma omp barrier
@@ -203,8 +260,9 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
       const T* values = vc + (b * n_kv + head / group) * slots * hd;
       float top = -INFINITY, total = 0.f;
       for (int64_t j = 0; j < n_keys; ++j) {
-        s[j] = dot(keys + j * hd, qh, hd) * scale;  // float32 keys, or bfloat16 ones widened in registers
-        if (softcap > 0.f) s[j] = std::tanh(s[j] / softcap) * softcap;
+        s[j] = dot(keys + j * hd, qh, hd) * k.scale;  // float32 keys, or bfloat16 ones widened in registers
+        if (k.softcap > 0.f) s[j] = std::tanh(s[j] / k.softcap) * k.softcap;
+        if (k.alibi) s[j] += to_float(from_float<T>(k.alibi[head] * (float)j));  // in the scores' dtype, as Bloom
         top = std::max(top, s[j]);
       }
       for (int64_t j = 0; j < n_keys; ++j) total += s[j] = std::exp(s[j] - top);
@@ -216,117 +274,151 @@ void block_step(const T* xp, T* outp, T* kc, T* vc, const Matrix* w, const float
 #pragma omp single
     quantize(att.data(), q_width);
     float* o_out[1] = {mid.data()};
-    products(w + 3, 1, att.data(), act_rows, o_out, t, team);
+    products(k.w + WO, 1, att.data(), act_rows, o_out, t, team);
 #pragma omp barrier
 #pragma omp single
     {
-      for (int64_t b = 0; b < bsz && post_norm[0]; ++b) rmsnorm(&mid[b * dim], post_norm[0], dim, eps, &mid[b * dim]);
+      add_bias(mid.data(), k.bias[WO], bsz, dim);
+      finish_branch(k, mid.data(), k.norm[ATTN_POST], bsz);
       for (int64_t i = 0; i < bsz * dim; ++i) mid[i] += x[i];  // x + attention
-      for (int64_t b = 0; b < bsz; ++b) rmsnorm(&mid[b * dim], ffn_norm, dim, eps, &h[b * dim]);
+      const float* ffn_in = k.parallel ? x.data() : mid.data();  // a parallel block's FFN reads x too
+      for (int64_t b = 0; b < bsz && k.norm[FFN_NORM].w; ++b)  // (no FFN norm: a shared one, h as it is)
+        normalize(&ffn_in[b * dim], k.norm[FFN_NORM], k.layer_norm, dim, k.eps, &h[b * dim]);
       quantize(h.data(), dim);
     }
     float* gu_out[2] = {gate.data(), up.data()};
-    products(w + 4, 2, h.data(), act_rows, gu_out, t, team);
+    products(k.w + (k.gated ? WG : WU), k.gated ? 2 : 1, h.data(), act_rows, gu_out + (k.gated ? 0 : 1), t, team);
 #pragma omp barrier
 #pragma omp single
     {
-      for (int64_t i = 0; i < bsz * ffn; ++i) h[i] = activation(act_kind, gate[i]) * up[i];  // act(g) * u
+      add_bias(up.data(), k.bias[WU], bsz, ffn);
+      if (k.gated) {
+        add_bias(gate.data(), k.bias[WG], bsz, ffn);
+        for (int64_t i = 0; i < bsz * ffn; ++i) h[i] = activation(k.act, gate[i]) * up[i];  // act(g) * u
+      } else {
+        for (int64_t i = 0; i < bsz * ffn; ++i) h[i] = activation(k.act, up[i]);  // act(u)
+      }
       quantize(h.data(), ffn);
     }
     float* down_out[1] = {down.data()};
-    products(w + 6, 1, h.data(), act_rows, down_out, t, team);
+    products(k.w + WD, 1, h.data(), act_rows, down_out, t, team);
 #pragma omp barrier
-    if (post_norm[1]) {
 #pragma omp single
-      for (int64_t b = 0; b < bsz; ++b) rmsnorm(&down[b * dim], post_norm[1], dim, eps, &down[b * dim]);
+    {
+      add_bias(down.data(), k.bias[WD], bsz, dim);
+      finish_branch(k, down.data(), k.norm[FFN_POST], bsz);
     }
     share(bsz * dim, t, team, &lo, &hi);
     for (int64_t i = lo; i < hi; ++i) outp[i] = from_float<T>(mid[i] + down[i]);  // + the residual
   }
 }
 
-// weights: Wq, Wk, Wv, Wo, Wg, Wu, Wd: GGMLLinear.packed (kinds 0..4) or a (N, K) bfloat16 weight (kind 5);
-// rows: their N. x and the caches: float32, or bfloat16 (a bfloat16 model); norm weights, biases: float32.
-// qkv_bias: empty or (bq, bk, bv); qk_norm: empty or (q_norm weight, k_norm weight) over hd.
-at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm, const at::Tensor& ffn_norm,
-                        at::TensorList post_norms, at::TensorList weights, at::IntArrayRef kinds, at::IntArrayRef rows,
-                        at::TensorList qkv_bias, at::TensorList qk_norm, const at::Tensor& cos, const at::Tensor& sin,
-                        const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t slot, int64_t n_keys, double eps,
-                        double qk_eps, double scale, double softcap, int64_t act) {
+// A float32 vector of n values, or null for None.
+const float* vector_or_null(const std::optional<at::Tensor>& t, int64_t n, const char* what) {
+  if (!t.has_value()) return nullptr;
+  TORCH_CHECK(t->numel() == n && t->scalar_type() == at::kFloat && t->is_contiguous(), "decode_block: ", what,
+              " must be (", n, ",) contiguous float32, found ", t->sizes(), " ", t->scalar_type());
+  return t->data_ptr<float>();
+}
+
+// weights: Wq, Wk, Wv, Wo, [Wg,] Wu, Wd (no Wg: a plain FFN): GGMLLinear.packed (kinds 0..4) or a (N, K) bfloat16
+// weight (kind 5); rows: their N; biases: one per matrix, or None. norms: (weight, bias) for the attention's,
+// the FFN's, the two post-norms and the q and k norms, None where absent (the FFN's: a parallel block's shared
+// norm). x and the caches: float32, or bfloat16 (a bfloat16 model); every vector float32. cos, sin: (d,) angles
+// at p, or None (no RoPE); alibi: (H,) slopes or None. options: (norm kind 0 RMSNorm / 1 LayerNorm, parallel 0/1,
+// act); params: (eps, qk_eps, scale, softcap, clip, residual scale), 0 for no soft-cap or clip.
+at::Tensor decode_block(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& norms, at::TensorList weights,
+                        at::IntArrayRef kinds, at::IntArrayRef rows, const c10::List<std::optional<at::Tensor>>& biases,
+                        const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin,
+                        const std::optional<at::Tensor>& alibi, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                        int64_t slot, int64_t n_keys, at::IntArrayRef options, at::ArrayRef<double> params) {
   const char* op = "decode_block";
   const auto dtype = x.scalar_type();
   TORCH_CHECK(x.dim() == 2 && (dtype == at::kFloat || dtype == at::kBFloat16) && x.is_contiguous(), op,
               ": x must be (B, D) contiguous float32 or bfloat16");
-  TORCH_CHECK(weights.size() == 7 && kinds.size() == 7 && rows.size() == 7, op, ": 7 matrices (q, k, v, o, gate, up, down)");
+  const int64_t count = (int64_t)weights.size();
+  TORCH_CHECK((count == 7 || count == 6) && (int64_t)kinds.size() == count && (int64_t)rows.size() == count &&
+                  (int64_t)biases.size() == count,
+              op, ": 7 matrices (q, k, v, o, gate, up, down) or 6 (no gate), each with its kind, rows and bias");
+  TORCH_CHECK(norms.size() == 2 * NORM_SLOTS, op, ": ", 2 * NORM_SLOTS, " norm tensors (weight, bias) x 6");
+  TORCH_CHECK(options.size() == 3 && params.size() == 6, op, ": options (norm, parallel, act), params (eps, qk_eps, "
+              "scale, softcap, clip, residual)");
   TORCH_CHECK(k_cache.dim() == 4 && k_cache.scalar_type() == dtype && k_cache.is_contiguous() &&
                   v_cache.sizes() == k_cache.sizes() && v_cache.scalar_type() == dtype && v_cache.is_contiguous(),
               op, ": the caches must be (B, K, S, hd) contiguous, both the same shape, of x's dtype");
-  const int64_t bsz = x.size(0), dim = x.size(1), n_kv = k_cache.size(1), slots = k_cache.size(2), hd = k_cache.size(3);
-  const int64_t n_heads = rows[0] / hd, ffn = rows[4], d_rot = cos.numel();
+  Block k{};
+  k.gated = count == 7;
+  const int64_t bsz = x.size(0), slots = k_cache.size(2);
+  k.dim = x.size(1), k.n_kv = k_cache.size(1), k.hd = k_cache.size(3);
+  int64_t n[MATRICES] = {0};  // rows of each matrix, WG 0 when absent
+  for (int64_t j = 0, m = 0; m < MATRICES; ++m)
+    if (m != WG || k.gated) n[m] = rows[j++];
+  k.n_heads = n[WQ] / k.hd, k.ffn = n[WU];
+  k.layer_norm = options[0] == 1, k.parallel = options[1] == 1, k.act = options[2];
+  k.eps = params[0], k.qk_eps = params[1], k.scale = (float)params[2], k.softcap = (float)params[3];
+  k.clip = (float)params[4], k.residual = (float)params[5];
+  TORCH_CHECK((options[0] == 0 || options[0] == 1) && (options[1] == 0 || options[1] == 1), op,
+              ": norm kind and parallel must be 0 or 1");
+  TORCH_CHECK(k.act >= 0 && k.act < ACTS, op, ": act must be 0..", ACTS - 1, " (silu, gelu_tanh, gelu, relu, relu2), "
+              "found ", k.act);
   TORCH_CHECK(k_cache.size(0) == bsz && slot >= 0 && slot < n_keys && n_keys <= slots, op, ": slot ", slot, " of ", n_keys,
               " keys outside a cache of ", slots, " slots");
-  TORCH_CHECK(act == 0 || act == 1, op, ": act must be 0 (silu) or 1 (gelu_tanh), found ", act);
-  TORCH_CHECK(rows[0] == n_heads * hd && n_heads % n_kv == 0 && rows[1] == n_kv * hd && rows[2] == n_kv * hd &&
-                  rows[3] == dim && rows[5] == ffn && rows[6] == dim,
-              op, ": the matrices' shapes do not make a block of width ", dim);
-  TORCH_CHECK(d_rot <= hd && d_rot % 2 == 0 && sin.numel() == d_rot && cos.is_contiguous() && sin.is_contiguous() &&
-                  cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat,
-              op, ": cos and sin must be (d,) contiguous float32 with d <= head_dim, even");
-  TORCH_CHECK(qkv_bias.empty() || qkv_bias.size() == 3, op, ": qkv_bias is empty or (bq, bk, bv)");
-  TORCH_CHECK(qk_norm.empty() || qk_norm.size() == 2, op, ": qk_norm is empty or (q weight, k weight)");
-  const int64_t input[7] = {dim, dim, dim, n_heads * hd, dim, dim, ffn};
-  Matrix w[7];
-  for (int j = 0; j < 7; ++j) {
+  TORCH_CHECK(n[WQ] == k.n_heads * k.hd && k.n_heads % k.n_kv == 0 && n[WK] == k.n_kv * k.hd && n[WV] == k.n_kv * k.hd &&
+                  n[WO] == k.dim && (!k.gated || n[WG] == k.ffn) && n[WD] == k.dim,
+              op, ": the matrices' shapes do not make a block of width ", k.dim);
+  TORCH_CHECK(cos.has_value() == sin.has_value(), op, ": cos and sin come together");
+  if (cos.has_value()) {
+    k.d_rot = cos->numel();
+    TORCH_CHECK(k.d_rot <= k.hd && k.d_rot % 2 == 0, op, ": cos and sin must be (d,) with d <= head_dim, even");
+    k.cos = vector_or_null(cos, k.d_rot, "cos"), k.sin = vector_or_null(sin, k.d_rot, "sin");
+  }
+  k.alibi = vector_or_null(alibi, k.n_heads, "alibi");
+  const int64_t input[MATRICES] = {k.dim, k.dim, k.dim, k.n_heads * k.hd, k.dim, k.dim, k.ffn};
+  for (int64_t j = 0, m = 0; m < MATRICES; ++m) {
+    if (m == WG && !k.gated) {
+      k.w[m] = {nullptr, BF16, 0, 0}, k.bias[m] = nullptr;
+      continue;
+    }
+    const at::Tensor& wt = weights[j];
     if (kinds[j] == BF16) {
-      TORCH_CHECK(weights[j].dim() == 2 && weights[j].scalar_type() == at::kBFloat16 && weights[j].is_contiguous() &&
-                      weights[j].size(0) == rows[j] && weights[j].size(1) == input[j],
-                  op, ": matrix ", j, " must be (", rows[j], ", ", input[j], ") contiguous bfloat16");
+      TORCH_CHECK(wt.dim() == 2 && wt.scalar_type() == at::kBFloat16 && wt.is_contiguous() && wt.size(0) == n[m] &&
+                      wt.size(1) == input[m],
+                  op, ": matrix ", j, " must be (", n[m], ", ", input[m], ") contiguous bfloat16");
     } else {
       check_kind(kinds[j], op);
-      TORCH_CHECK(packed_k(weights[j], kinds[j], rows[j], op) == input[j], op, ": matrix ", j, " has the wrong width");
+      TORCH_CHECK(packed_k(wt, kinds[j], n[m], op) == input[m], op, ": matrix ", j, " has the wrong width");
+      k.blocks = true;
     }
-    w[j] = {weights[j].data_ptr(), kinds[j], rows[j], input[j]};
+    k.w[m] = {wt.data_ptr(), kinds[j], n[m], input[m]};
+    k.bias[m] = vector_or_null(biases.get(j), n[m], "a bias");
+    ++j;
   }
-  TORCH_CHECK(post_norms.empty() || post_norms.size() == 2, op, ": post_norms is empty or (attention's, FFN's)");
-  for (const auto& t : {attn_norm, ffn_norm})
-    TORCH_CHECK(t.numel() == dim && t.scalar_type() == at::kFloat && t.is_contiguous(), op, ": norm weights must be (D,) float32");
-  const float* post[2] = {nullptr, nullptr};
-  for (size_t j = 0; j < post_norms.size(); ++j) {
-    TORCH_CHECK(post_norms[j].numel() == dim && post_norms[j].scalar_type() == at::kFloat && post_norms[j].is_contiguous(),
-                op, ": norm weights must be (D,) float32");
-    post[j] = post_norms[j].data_ptr<float>();
+  const int64_t width[NORM_SLOTS] = {k.dim, k.dim, k.dim, k.dim, k.hd, k.hd};
+  for (int s = 0; s < NORM_SLOTS; ++s) {
+    k.norm[s] = {vector_or_null(norms.get(2 * s), width[s], "a norm weight"),
+                 vector_or_null(norms.get(2 * s + 1), width[s], "a norm bias")};
+    TORCH_CHECK(k.norm[s].w || !k.norm[s].b, op, ": a norm bias without its weight");
   }
-  const float* bias[3] = {nullptr, nullptr, nullptr};
-  for (size_t j = 0; j < qkv_bias.size(); ++j) {
-    TORCH_CHECK(qkv_bias[j].numel() == rows[j] && qkv_bias[j].scalar_type() == at::kFloat && qkv_bias[j].is_contiguous(),
-                op, ": bias ", j, " must be (", rows[j], ",) float32");
-    bias[j] = qkv_bias[j].data_ptr<float>();
-  }
-  const float* norms[2] = {nullptr, nullptr};
-  for (size_t j = 0; j < qk_norm.size(); ++j) {
-    TORCH_CHECK(qk_norm[j].numel() == hd && qk_norm[j].scalar_type() == at::kFloat && qk_norm[j].is_contiguous(), op,
-                ": q/k norm weights must be (hd,) float32");
-    norms[j] = qk_norm[j].data_ptr<float>();
-  }
+  TORCH_CHECK(k.norm[ATTN_NORM].w && (k.norm[FFN_NORM].w || k.parallel) && !k.norm[Q_NORM].w == !k.norm[K_NORM].w, op,
+              ": the attention norm, the FFN norm (but in a parallel block) and both or neither q/k norms are required");
+  TORCH_CHECK(!k.blocks || (k.dim % QK == 0 && k.ffn % QK == 0 && (k.n_heads * k.hd) % QK == 0), op,
+              ": GGUF blocks need widths that are multiples of ", QK);
   at::Tensor out = at::empty_like(x);
-  auto run = [&](auto* x_data, auto* out_data, auto* k_data, auto* v_data) {
-    block_step(x_data, out_data, k_data, v_data, w, attn_norm.data_ptr<float>(), ffn_norm.data_ptr<float>(), post, bias,
-               norms, cos.data_ptr<float>(), sin.data_ptr<float>(), bsz, dim, n_heads, n_kv, hd, d_rot, slots, slot, n_keys,
-               eps, qk_eps, (float)scale, (float)softcap, act);
-  };
   if (dtype == at::kFloat)
-    run(x.data_ptr<float>(), out.data_ptr<float>(), k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
+    block_step(k, x.data_ptr<float>(), out.data_ptr<float>(), k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), bsz,
+               slots, slot, n_keys);
   else
-    run((const uint16_t*)x.data_ptr(), (uint16_t*)out.data_ptr(), (uint16_t*)k_cache.data_ptr(), (uint16_t*)v_cache.data_ptr());
+    block_step(k, (const uint16_t*)x.data_ptr(), (uint16_t*)out.data_ptr(), (uint16_t*)k_cache.data_ptr(),
+               (uint16_t*)v_cache.data_ptr(), bsz, slots, slot, n_keys);
   return out;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(tinyslm, m) {
-  m.def("decode_block(Tensor x, Tensor attn_norm, Tensor ffn_norm, Tensor[] post_norms, Tensor[] weights, int[] kinds, "
-        "int[] rows, Tensor[] qkv_bias, Tensor[] qk_norm, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
-        "int slot, int n_keys, float eps, float qk_eps, float scale, float softcap, int act) -> Tensor");
+  m.def("decode_block(Tensor x, Tensor?[] norms, Tensor[] weights, int[] kinds, int[] rows, Tensor?[] biases, "
+        "Tensor? cos, Tensor? sin, Tensor? alibi, Tensor(a!) k_cache, Tensor(b!) v_cache, int slot, int n_keys, "
+        "int[] options, float[] params) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tinyslm, CPU, m) { m.impl("decode_block", &decode_block); }

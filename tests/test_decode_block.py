@@ -21,6 +21,7 @@ import tinyslm
 from tinyslm import CausalLM, ModelConfig
 from tinyslm.gguf import loader
 from tinyslm.layers.cache import KVBuffer, RingKVBuffer, StaticKVBuffer
+from tinyslm.layers.norms import RMSNorm
 from tinyslm.layers.positions import Step
 from tinyslm.quant import GGMLLinear, decode_block, native
 
@@ -42,7 +43,30 @@ SHAPES = {  # widths of 256 so that the K-quants' super-blocks fit
     # Gemma-3: as Gemma-2 without the soft-cap, with (1 + w) QK-norms and the sliding layers' own RoPE base
     "gemma3": dict(n_heads=4, n_kv_heads=2, head_dim=64, norm="rmsnorm_1p", sandwich_norms=True, activation="gelu_tanh",
                    qk_norm=True, sliding_window=4, sliding_pattern=2, rope_theta=1e6, rope_local_theta=1e4),
-}
+    # GPT-NeoX / Pythia: attention and FFN in parallel off two LayerNorms, plain GELU FFN, biases everywhere
+    "gptneox": dict(n_heads=8, block="parallel", norm="layernorm", ffn="plain", activation="gelu", qkv_bias=True,
+                    out_bias=True, ffn_bias=True, partial_rotary_factor=0.25),
+    # Phi-2: one shared LayerNorm, gelu_new, q/k LayerNorms over head_dim (Phi-1.5's option)
+    "phi2": dict(n_heads=8, block="parallel_shared_norm", norm="layernorm", ffn="plain", activation="gelu_new",
+                 qkv_bias=True, out_bias=True, ffn_bias=True, partial_rotary_factor=0.5, qk_norm=True),
+    # StableLM-2: sequential, LayerNorm, gated SiLU, q/k/v biases, a quarter of head_dim rotated
+    "stablelm": dict(n_heads=8, norm="layernorm", qkv_bias=True, partial_rotary_factor=0.25),
+    # Nemotron: LayerNorm (1 + w), plain squared-ReLU FFN
+    "nemotron": dict(n_heads=8, n_kv_heads=2, norm="layernorm_1p", ffn="plain", activation="relu2",
+                     partial_rotary_factor=0.5),
+    # OLMo: parameter-free LayerNorm, q/k/v clamped
+    "olmo": dict(n_heads=8, norm="layernorm_plain", qkv_clip=0.3),
+    # GPT-2 / OPT: learned positions (no RoPE in the block), plain FFN (gelu_new / ReLU), biases everywhere
+    "gpt2": dict(n_heads=8, positions="learned", norm="layernorm", ffn="plain", activation="gelu_new", qkv_bias=True,
+                 out_bias=True, ffn_bias=True),
+    "opt": dict(n_heads=8, positions="learned", norm="layernorm", ffn="plain", activation="relu", qkv_bias=True,
+                out_bias=True, ffn_bias=True),
+    # Bloom: ALiBi, plain tanh-GELU FFN, biases everywhere
+    "bloom": dict(n_heads=8, positions="alibi", norm="layernorm", ffn="plain", activation="gelu_tanh", qkv_bias=True,
+                  out_bias=True, ffn_bias=True),
+    # MiniCPM: each residual branch scaled
+    "minicpm": dict(n_heads=8, n_kv_heads=2, residual_scale=0.35),
+}  # fmt: skip
 KIND_MIXES = {  # the 7 matrices q, k, v, o, gate, up, down
     "Q4_0": ["Q4_0"] * 7,
     "Q4_1+Q8_0": ["Q4_1", "Q8_0", "Q8_0", "Q4_1", "Q4_1", "Q4_1", "Q8_0"],
@@ -65,16 +89,23 @@ def quantized_model(shape: str, kinds: str, n_layers: int = 2) -> CausalLM:
         attn, ffn = block.attn, block.ffn
         for j, (parent, name) in enumerate([(attn, "wq"), (attn, "wk"), (attn, "wv"), (attn, "wo"),
                                             (ffn, "gate"), (ffn, "up"), (ffn, "down")]):  # fmt: skip
-            linear = getattr(parent, name)
+            linear = getattr(parent, name, None)  # (a plain FFN has no gate)
+            if linear is None:
+                continue
             raw, _ = gguf_weight(KIND_MIXES[kinds][j], linear.out_features, linear.in_features, seed=10 * i + j)
             bias = None if linear.bias is None else torch.randn(linear.out_features, generator=gen)
             setattr(parent, name, GGMLLinear.from_gguf(KIND_MIXES[kinds][j], raw, tuple(linear.weight.shape), bias))
-        norms = [block.attn_norm, block.ffn_norm] + ([attn.q_norm, attn.k_norm] if attn.q_norm is not None else [])
-        norms += [m for m in (block.attn_out_norm, block.ffn_out_norm) if not isinstance(m, torch.nn.Identity)]
-        with torch.no_grad():
-            for norm in norms:
-                norm.weight.copy_(torch.rand(norm.weight.shape, generator=gen) + 0.5)
+        randomize_norms(block, gen)
     return model.eval()
+
+
+def randomize_norms(block, gen) -> None:
+    """Norm weights around 1 and biases around 0, all different (so that a wrong index shows)."""
+    with torch.no_grad():
+        for name, p in block.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.rand(p.shape, generator=gen) + 0.5 if name.endswith("weight") else
+                        torch.randn(p.shape, generator=gen) * 0.3)  # fmt: skip
 
 
 def run_block(model, block, x, start: int, cache, native_step: bool) -> torch.Tensor:
@@ -156,11 +187,13 @@ def test_bfloat16_blocks_compute_in_float32_between_bfloat16_inputs_weights_and_
         assert rel(cache.k.float(), cache32.k) <= 1e-2 and rel(cache.v.float(), cache32.v) <= 1e-2
 
 
-def test_generate_runs_the_native_step_by_default_and_gives_the_module_paths_tokens(monkeypatch):
+@pytest.mark.parametrize("shape", ["qkv-bias", "gptneox", "gpt2", "bloom"])
+def test_generate_runs_the_native_step_by_default_and_gives_the_module_paths_tokens(shape, monkeypatch):
     """tinyslm.generate decodes through the native step unless fast=False; both give the same greedy tokens
     (batch of 2), and its logits at every step agree with the module path's to float32 rounding
-    (teacher-forced: both read the same tokens)."""
-    model = quantized_model("qkv-bias", "Q4_1+Q8_0", n_layers=3)
+    (teacher-forced: both read the same tokens). Llama-, GPT-NeoX-, GPT-2- (learned positions) and
+    Bloom-shaped (ALiBi) models."""
+    model = quantized_model(shape, "Q4_1+Q8_0", n_layers=3)
     calls = []
     original = decode_block._native_forward
     monkeypatch.setattr(decode_block, "_native_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
@@ -219,14 +252,20 @@ def test_blocks_the_step_does_not_compute_keep_the_module_path():
     float_model = CausalLM(ModelConfig(**base)).init_weights(seed=0)
     assert decode_block.why_not_native(float_model.blocks[0]) == "weights neither GGUF blocks nor bfloat16"
     cases = {
-        "a position bias or qkv clip in attention": dict(qkv_clip=8.0),
-        "LayerNorm / LayerNorm norms, not RMSNorm (or one sandwich norm of two)": dict(norm="layernorm"),
-        "an FFN other than a gated SiLU or GELU-tanh one": dict(activation="gelu"),
-        "a residual scale": dict(residual_scale=0.5),
-        "a ParallelBlock, not a sequential block": dict(block="parallel"),
-    }
+        "LayerNorm / LayerNorm / PerHeadNorm / PerHeadNorm norms: not all RMSNorm or all LayerNorm":
+            dict(norm="layernorm", qk_norm=True, qk_norm_per_head=True),
+        "RMSNorm / RMSNorm / LayerNorm / LayerNorm norms: not all RMSNorm or all LayerNorm":
+            dict(qk_norm=True, norm="layernorm"),  # (made below: LayerNorm q/k norms in an RMSNorm block)
+        "a position bias other than ALiBi over a full cache": dict(positions="alibi", sliding_window=4),
+        "interleaved RoPE": dict(rope_layout="interleaved"),
+        "MLAttention attention": dict(attention="mla", kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+                                      v_head_dim=16),
+    }  # fmt: skip
     for reason, change in cases.items():
         model = tinyslm.quantize(CausalLM(ModelConfig(**base, **change)).init_weights(seed=0), "q8_0")
+        if reason.startswith("RMSNorm / RMSNorm"):
+            for block in model.blocks:
+                block.attn_norm, block.ffn_norm = RMSNorm(64), RMSNorm(64)
         assert decode_block.why_not_native(model.blocks[0]) == reason
         with decode_block.native_decode(model) as switched:
             assert switched == 0 and all("forward" not in b.__dict__ for b in model.blocks)
@@ -236,16 +275,24 @@ def test_blocks_the_step_does_not_compute_keep_the_module_path():
 
 def test_wrong_arguments_to_the_kernel_are_clear_errors():
     model = quantized_model("gqa", "Q4_0")
-    block = model.blocks[0]
-    head, tail = decode_block._arguments(block)
+    args = decode_block._arguments(model.blocks[0])
     cos = sin = torch.zeros(32)
     k = torch.zeros(1, 2, 8, 32)
+
+    def call(x=torch.zeros(1, 256), angles=(cos, sin), cache=(k, k.clone()), slot=0, n_keys=1, tail=args.tail):
+        return torch.ops.tinyslm.decode_block(x, *args.head, *angles, args.alibi, *cache, slot, n_keys, *tail)
+
+    assert call().shape == (1, 256)
     with pytest.raises(RuntimeError, match="of x's dtype"):
-        torch.ops.tinyslm.decode_block(torch.zeros(1, 256), *head, cos, sin, k.double(), k.double(), 0, 1, *tail)
+        call(cache=(k.double(), k.double()))
     with pytest.raises(RuntimeError, match="slot 8 of 9 keys outside a cache of 8 slots"):
-        torch.ops.tinyslm.decode_block(torch.zeros(1, 256), *head, cos, sin, k, k.clone(), 8, 9, *tail)
+        call(slot=8, n_keys=9)
     with pytest.raises(RuntimeError, match="do not make a block of width 128"):
-        torch.ops.tinyslm.decode_block(torch.zeros(1, 128), *head, cos, sin, k, k.clone(), 0, 1, *tail)
+        call(x=torch.zeros(1, 128))
+    with pytest.raises(RuntimeError, match="cos and sin come together"):
+        call(angles=(cos, None))
+    with pytest.raises(RuntimeError, match=r"act must be 0..4 \(silu, gelu_tanh, gelu, relu, relu2\), found 7"):
+        call(tail=([0, 0, 7], args.tail[1]))
 
 
 def test_smollm2_native_steps_stay_within_the_module_paths_own_rounding_sensitivity():

@@ -26,63 +26,83 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..layers.attention import Attention
-from ..layers.block import SequentialBlock
+from ..layers.block import ParallelBlock, Scale, SequentialBlock
 from ..layers.cache import KVBuffer, RingKVBuffer, StaticKVBuffer
-from ..layers.ffn import ACTIVATIONS, GatedFFN
-from ..layers.norms import RMSNorm, RMSNorm1P
+from ..layers.ffn import ACTIVATIONS, GatedFFN, PlainFFN
+from ..layers.norms import LayerNorm, LayerNorm1P, PlainLayerNorm, RMSNorm, RMSNorm1P
+from ..layers.positions import ALiBi
 from . import native
 from .bf16 import BF16Linear
 from .blocks import GGMLLinear
 
 BF16_KIND = 5  # decode_block's kind code for a plain bfloat16 weight (0..4: native.KIND_CODES)
 
+# decode_block's one norm formula for each norm class: 0 RMSNorm, 1 LayerNorm; weight (1 + w for the "1p" norms,
+# ones for a parameter-free LayerNorm) and bias are passed as float32 copies (_norm)
+NORM_KINDS = {RMSNorm: 0, RMSNorm1P: 0, LayerNorm: 1, nn.LayerNorm: 1, LayerNorm1P: 1, PlainLayerNorm: 1}
+ACT_CODES = {"silu": 0, "gelu_tanh": 1, "gelu_new": 1, "gelu": 2, "relu": 3, "relu2": 4}  # decode_block's `act`
+# (gelu_new is the tanh GELU written out op by op: the same function in float32, where the step computes it)
 
-RMS_NORMS = (RMSNorm, RMSNorm1P)  # the kernel's one norm: rmsnorm with weight w, or 1 + w for RMSNorm1P
-ACT_CODES = {"silu": 0, "gelu_tanh": 1}  # decode_block's `act`
+
+class NativeArgs(NamedTuple):
+    """decode_block's arguments that do not change between steps: those before the RoPE angles, the ALiBi slopes,
+    those after the cache position."""
+
+    head: tuple
+    alibi: torch.Tensor | None
+    tail: tuple
 
 
 def why_not_native(block: nn.Module) -> str | None:
     """None if the native step computes this block exactly as its modules do, else the first reason it cannot."""
-    if type(block) is not SequentialBlock:
-        return f"a {type(block).__name__}, not a sequential block"
-    if not isinstance(block.branch_scale, nn.Identity):
-        return "a residual scale"
-    post = [m for m in (block.attn_out_norm, block.ffn_out_norm) if not isinstance(m, nn.Identity)]
-    norms = [block.attn_norm, block.ffn_norm, *post]
-    if len(post) == 1 or any(type(m) not in RMS_NORMS for m in norms):
-        return f"{' / '.join(type(m).__name__ for m in norms)} norms, not RMSNorm (or one sandwich norm of two)"
-    if len({m.eps for m in norms}) > 1:
-        return "block norms with different eps"
+    if type(block) is SequentialBlock:
+        if not isinstance(block.branch_scale, (nn.Identity, Scale)):
+            return f"a {type(block.branch_scale).__name__} residual scale"
+        post = [m for m in (block.attn_out_norm, block.ffn_out_norm) if not isinstance(m, nn.Identity)]
+        if len(post) == 1:
+            return "one sandwich norm of two"
+        norms = [block.attn_norm, block.ffn_norm, *post]
+    elif type(block) is ParallelBlock:
+        norms = [block.attn_norm] + ([block.ffn_norm] if block.ffn_norm is not None else [])
+    else:
+        return f"a {type(block).__name__}, not a sequential or parallel block"
     attn, ffn = block.attn, block.ffn
     if type(attn) is not Attention:
         return f"{type(attn).__name__} attention"
-    if attn.pos_bias is not None or attn.qkv_clip is not None:
-        return "a position bias or qkv clip in attention"
+    qk_norms = [attn.q_norm, attn.k_norm] if attn.q_norm is not None else []
+    kinds = [NORM_KINDS.get(type(m)) for m in norms + qk_norms]
+    if None in kinds or len(set(kinds)) > 1:
+        return f"{' / '.join(type(m).__name__ for m in norms + qk_norms)} norms: not all RMSNorm or all LayerNorm"
+    if len({m.eps for m in norms}) > 1 or len({m.eps for m in qk_norms}) > 1:
+        return "block norms with different eps"
+    if attn.pos_bias is not None and (type(attn.pos_bias) is not ALiBi or attn.window is not None):
+        return "a position bias other than ALiBi over a full cache"
     if attn.rope_layout != "half":
         return f"{attn.rope_layout} RoPE"
-    if attn.q_norm is not None and not (type(attn.q_norm) in RMS_NORMS and type(attn.k_norm) is type(attn.q_norm)):
-        return f"{type(attn.q_norm).__name__} q/k norms"
-    if type(ffn) is not GatedFFN or _act_code(ffn) is None:
-        return "an FFN other than a gated SiLU or GELU-tanh one"
-    linears = (attn.wq, attn.wk, attn.wv, attn.wo, ffn.gate, ffn.up, ffn.down)
+    if type(ffn) not in (GatedFFN, PlainFFN) or _act_code(ffn) is None:
+        return f"a {type(ffn).__name__} (the step has gated and plain FFNs, activations {', '.join(ACT_CODES)})"
+    linears = _linears(block)
     if not all(isinstance(m, GGMLLinear) or _is_bf16(m) for m in linears):
         return "weights neither GGUF blocks nor bfloat16"
-    if any(m.bias is not None for m in (attn.wo, ffn.gate, ffn.up, ffn.down)) or len({m.bias is None for m in linears[:3]}) > 1:
-        return "biases other than on all of q, k, v"
-    tensors = [m.weight for m in norms] + [m.bias for m in linears[:3] if m.bias is not None]
-    if attn.q_norm is not None:
-        tensors += [attn.q_norm.weight, attn.k_norm.weight]
+    tensors = [p for m in norms + qk_norms for p in m.parameters()] + [m.bias for m in linears if m.bias is not None]
     if any(t.dtype not in (torch.float32, torch.bfloat16) or t.device.type != "cpu" for t in tensors):
         return "parameters not float32 or bfloat16 on the CPU"
     return None
 
 
-def _act_code(ffn: GatedFFN) -> int | None:
+def _linears(block: nn.Module) -> list[nn.Module]:
+    """The block's matrices in decode_block's order: q, k, v, o, [gate,] up, down."""
+    attn, ffn = block.attn, block.ffn
+    return [attn.wq, attn.wk, attn.wv, attn.wo] + ([ffn.gate] if type(ffn) is GatedFFN else []) + [ffn.up, ffn.down]
+
+
+def _act_code(ffn: nn.Module) -> int | None:
     return next((code for name, code in ACT_CODES.items() if ffn.act is ACTIVATIONS[name]), None)
 
 
@@ -92,29 +112,48 @@ def _is_bf16(linear: nn.Module) -> bool:
     return type(linear) in (nn.Linear, BF16Linear) and w.dtype == torch.bfloat16 and w.device.type == "cpu" and w.is_contiguous()
 
 
-def _arguments(block: SequentialBlock) -> tuple[tuple, tuple]:
-    """decode_block's arguments that do not change between steps: (before the rope tables and caches, after).
-    Norm weights (1 + w for a Gemma norm) and biases go in float32 (copies); weights as they are held."""
+def _norm(norm: nn.Module | None, width: int) -> list[torch.Tensor | None]:
+    """A norm as decode_block's (weight, bias) pair of float32 copies: 1 + w for the "1p" norms, ones for none."""
+    if norm is None or isinstance(norm, nn.Identity):
+        return [None, None]
+    f32 = lambda t: None if t is None else t.detach().float().contiguous()  # noqa: E731
+    weight = f32(getattr(norm, "weight", None))
+    if weight is None:  # a parameter-free LayerNorm
+        weight = torch.ones(width)
+    elif type(norm) in (RMSNorm1P, LayerNorm1P):
+        weight = weight + 1.0
+    return [weight, f32(getattr(norm, "bias", None))]
+
+
+def _arguments(block: nn.Module) -> NativeArgs:
+    """decode_block's arguments that do not change between steps. Norm weights and biases go in float32 (copies);
+    weights as they are held."""
     attn, ffn = block.attn, block.ffn
-    linears = (attn.wq, attn.wk, attn.wv, attn.wo, ffn.gate, ffn.up, ffn.down)
-    f32 = lambda t: t.detach().float().contiguous()  # noqa: E731
-    norm = lambda m: f32(m.weight) + 1.0 if type(m) is RMSNorm1P else f32(m.weight)  # noqa: E731
-    post = [norm(m) for m in (block.attn_out_norm, block.ffn_out_norm) if not isinstance(m, nn.Identity)]
-    biases = [f32(m.bias) for m in linears[:3]] if attn.wq.bias is not None else []
-    qk_norm = [norm(attn.q_norm), norm(attn.k_norm)] if attn.q_norm is not None else []
+    linears = _linears(block)
+    parallel = type(block) is ParallelBlock
+    dim, hd = linears[0].in_features, attn.head_dim
+    post = (None, None) if parallel else (block.attn_out_norm, block.ffn_out_norm)
+    norms = [t for m, width in [(block.attn_norm, dim), (block.ffn_norm, dim), (post[0], dim), (post[1], dim),
+                                (attn.q_norm, hd), (attn.k_norm, hd)] for t in _norm(m, width)]  # fmt: skip
     weights = [m.packed if isinstance(m, GGMLLinear) else m.weight.detach() for m in linears]
     kinds = [native.KIND_CODES[m.kind] if isinstance(m, GGMLLinear) else BF16_KIND for m in linears]
-    head = (norm(block.attn_norm), norm(block.ffn_norm), post, weights, kinds, [m.out_features for m in linears],
-            biases, qk_norm)  # fmt: skip
+    biases = [None if m.bias is None else m.bias.detach().float().contiguous() for m in linears]
+    norm_kind = NORM_KINDS[type(block.attn_norm)]
+    scale = block.branch_scale.scale if not parallel and type(block.branch_scale) is Scale else 1.0
     qk_eps = attn.q_norm.eps if attn.q_norm is not None else 0.0
-    return head, (block.attn_norm.eps, qk_eps, attn.scale, attn.softcap or 0.0, _act_code(ffn))
+    alibi = attn.pos_bias.slopes.float().contiguous() if attn.pos_bias is not None else None
+    return NativeArgs(
+        head=(norms, weights, kinds, [m.out_features for m in linears], biases),
+        alibi=alibi,
+        tail=([norm_kind, int(parallel), _act_code(ffn)],
+              [block.attn_norm.eps, qk_eps, attn.scale, attn.softcap or 0.0, attn.qkv_clip or 0.0, scale]),
+    )  # fmt: skip
 
 
-def _native_forward(block: SequentialBlock, head: tuple, tail: tuple, x: torch.Tensor, step, cache=None) -> torch.Tensor:
+def _native_forward(block: nn.Module, args: NativeArgs, x: torch.Tensor, step, cache=None) -> torch.Tensor:
     """block.forward for one new token over a cache of x's dtype (x (B, 1, D) -> (B, 1, D)); else the module path."""
-    rope = step.rope(block.attn.rope_key)
     if (x.shape[1] != 1 or type(cache) not in (KVBuffer, StaticKVBuffer, RingKVBuffer) or cache.k.dtype != x.dtype
-            or x.dtype not in (torch.float32, torch.bfloat16) or rope is None):  # fmt: skip
+            or x.dtype not in (torch.float32, torch.bfloat16)):  # fmt: skip
         return type(block).forward(block, x, step, cache)
     p = step.start
     window = block.attn.window
@@ -126,9 +165,10 @@ def _native_forward(block: SequentialBlock, head: tuple, tail: tuple, x: torch.T
         slot, n_keys = p % cache.window, min(p + 1, cache.window)
     if type(cache) is not KVBuffer:
         cache.pos[slot] = p  # the slot's position (a StaticKVBuffer's is shared by the layers: the same value)
-    cos, sin = rope  # (1, d) each: this position's angles
-    out = torch.ops.tinyslm.decode_block(x.reshape(x.shape[0], x.shape[2]).contiguous(), *head, cos[0], sin[0],
-                                         cache.k, cache.v, slot, n_keys, *tail)  # fmt: skip
+    rope = step.rope(block.attn.rope_key)
+    cos, sin = (rope[0][0], rope[1][0]) if rope is not None else (None, None)  # (d,) each: this position's angles
+    out = torch.ops.tinyslm.decode_block(x.reshape(x.shape[0], x.shape[2]).contiguous(), *args.head, cos, sin,
+                                         args.alibi, cache.k, cache.v, slot, n_keys, *args.tail)  # fmt: skip
     return out.view(x.shape)  # (B, 1, D)
 
 
@@ -144,7 +184,7 @@ def native_decode(model: nn.Module, enabled: bool = True):
     see `why_not_native`; else none does); afterwards the module path again. Yields how many blocks it switched."""
     blocks = native_blocks(model) if enabled else []
     for block in blocks:  # an instance attribute shadows the class's forward until it is removed
-        block.forward = functools.partial(_native_forward, block, *_arguments(block))
+        block.forward = functools.partial(_native_forward, block, _arguments(block))
     try:
         yield len(blocks)
     finally:

@@ -9,8 +9,9 @@ argmax at every step, so cached decoding must reproduce, token for token, what r
 whole sequence at every step would pick (tests/test_generate.py checks that).
 
 The fast path (`fast=`), first choice: the native decoding step (quant/decode_block.py). When every
-block is Llama- or Gemma-style (RMSNorm, RoPE, MHA/GQA/MQA, SwiGLU or GELU-tanh; Gemma's norms,
-soft-cap and sliding windows) with weights held as GGUF blocks or in bfloat16, each block decodes a token in one C++ call (kernels/decode_block.cpp): nothing to compile,
+block is one it computes (every GGUF family's: sequential or parallel, RMSNorm or LayerNorm, gated or
+plain FFN, RoPE, ALiBi or learned positions; not MLA) with weights held as GGUF blocks or in bfloat16,
+each block decodes a token in one C++ call (kernels/decode_block.cpp): nothing to compile,
 so `fast=None` and `fast=True` both use it, for every request. Measured interleaved in one process
 on 2 cores of an AMD EPYC (AVX2), 128-token prompt, 32 tokens: SmolLM2-135M Q4_1 31.6 -> 79.4
 tokens/s, a TinyLlama-1.1B-shaped Q4_0 14.1 -> 18.3, the same in bfloat16 5.2 -> 7.2.
@@ -95,7 +96,7 @@ def generate(
     column of tokens (B,) as soon as it is decoded (for streaming). For MLA models, `mla_decode`
     picks the attention path for this call: "naive", "absorbed" or "auto" (see layers/mla.py).
     `fast`: where every block qualifies for the native decoding step (GGUF-block or bfloat16 weights,
-    Llama- or Gemma-style blocks: quant/decode_block.py), True and None decode with it. Elsewhere True
+    blocks it computes: quant/decode_block.py), True and None decode with it. Elsewhere True
     decodes with the compiled step over a static cache (compiling it on first use), and None (default)
     compiles for requests of at least AUTO_COMPILE_TOKENS new tokens, or where this model already has
     a compiled step (see the module docstring). False is always the plain module path, the reference.

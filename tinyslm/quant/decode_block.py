@@ -1,4 +1,4 @@
-"""The native decoding step: a Llama- or Gemma-style block with GGUF-block or bfloat16 weights, one C++ call.
+"""The native decoding step: a transformer block with GGUF-block or bfloat16 weights, one C++ call.
 
 Legend: B batch, D model width, T new positions.
 
@@ -10,7 +10,14 @@ is spent outside the matrix products. kernels/decode_block.cpp computes the same
 token in one call and one parallel region (the formulas are at the top of that file), with the
 products of ggml_mm (the same 8-bit activations and integer sums) or, for bfloat16 weights, of
 bf16_mv. Measured interleaved in one process (128-token prompt, 32 tokens): SmolLM2-135M Q4_1
-31.6 -> 79.4 tokens/s; TinyLlama-1.1B shape Q4_0 14.1 -> 18.3, bfloat16 5.2 -> 7.2.
+31.6 -> 79.4 tokens/s; TinyLlama-1.1B shape Q4_0 14.1 -> 18.3, bfloat16 5.2 -> 7.2; Pythia-160M shape Q8_0
+(parallel LayerNorm blocks, plain GELU FFN, biases) 53 -> 119.
+
+It runs the blocks of every family tinyslm reads from GGUF: sequential or parallel (GPT-NeoX's two norms,
+Phi-2's one), RMSNorm or LayerNorm (each with Gemma's or Nemotron's 1 + w, OLMo's parameter-free one),
+gated or plain FFNs (SiLU, GELU, tanh GELU, ReLU, squared ReLU), biases anywhere, RoPE over all or part of
+head_dim or none (learned positions, ALiBi), QK-norms, q/k/v clipping, sandwich norms, soft-capped scores,
+sliding windows, MiniCPM's residual scale. Not: MLA, StableLM's per-head q/k norms, interleaved RoPE.
 
 `native_decode(model)` switches every block that `why_not_native` accepts to that step for its
 decoding calls (T = 1 with a cache) and back afterwards; prompts, uncached calls and every other

@@ -174,7 +174,7 @@ def load_gguf(
             value = value.t()
         if arch.norm_offset and entry.hf_key.endswith("norm.weight"):
             value = value.float() - arch.norm_offset  # in float32, then rounded once to dtype
-        parts = value.split([s[0] for s in entry.shapes]) if by_part else entry.unpack(value)
+        parts = value.split(rows) if by_part else entry.unpack(value)
         for ours, part in zip(entry.ours, parts):
             # .to() is a no-op for a tensor loaded in its stored dtype (F32 as float32, BF16 as bfloat16...):
             # the parameter is then the file's copy-on-write map, and loading copies nothing

@@ -7,7 +7,8 @@ and Q8_0 at 17-21 GB/s, depending on the hour). So `ggml_pack`, `ggml_mm`, `ggml
 (blocks.py), `bf16_mv` (bf16.py) and `decode_block` (decode_block.py) are compiled from kernels/ the first time a process needs them, with torch's own extension builder
 (the C++ compiler torch.compile uses too; ~12 s on 2 cores), for the CPU it runs on
 (-march=native: AVX2 where there is one, plain loops elsewhere), and cached by torch under
-~/.cache/torch_extensions, so later processes load them in a fraction of a second.
+~/.cache/torch_extensions by a name carrying the CPU's digest (_cpu_tag), so later processes on the
+same CPU load them in a fraction of a second.
 
 If they cannot be built (no compiler, no source in a non-editable install) or TINYSLM_NATIVE=0 is
 set, `available()` is False, says why once, and callers fall back to torch's own kernels (and the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import platform
 import warnings
 from pathlib import Path
 
@@ -67,8 +69,18 @@ def has_native_bf16() -> bool:
 
 
 def _cpu_tag() -> str:
-    """Part of the extension's cache name: a build for one CPU kind is not loaded on another."""
-    return torch.backends.cpu.get_cpu_capability().lower()
+    """Part of the extension's cache name: a build for one CPU is not loaded on another. -march=native
+    compiles for every instruction set extension the build machine has, so the name carries a digest
+    of the CPU's model and feature flags (where /proc/cpuinfo tells them), not just torch's capability
+    class: two AVX-512 CPUs, one with AMX, must not share a build (a home directory shared by a
+    cluster's machines would otherwise load one's build on the other and die of an illegal instruction)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+        described = "\n".join(line for line in cpuinfo.splitlines() if line.startswith(("model name", "flags")))
+    except OSError:  # no /proc (macOS, Windows): the platform's own description
+        described = platform.processor() + platform.machine()
+    digest = hashlib.sha1(described.encode()).hexdigest()[:8]
+    return f"{torch.backends.cpu.get_cpu_capability().lower()}_{digest}"
 
 
 def ggml_pack(blocks: torch.Tensor, kind: str) -> torch.Tensor:

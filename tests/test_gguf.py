@@ -794,6 +794,46 @@ def test_tensor_size_not_matching_type_and_shape_is_one_clear_line(tmp_path, cap
     assert "'token_embd.weight'" in err and "not a whole number of Q8_0 blocks" in err
 
 
+@pytest.mark.parametrize("fault", ["missing", "unexpected", "shape"])
+def test_a_gguf_whose_tensors_do_not_fit_its_metadata_is_one_clear_line(fault, hf_folders, tmp_path, capsys, monkeypatch):
+    """The same strictness as safetensors loading: every parameter stored once, under its name, in its shape."""
+    folder, _ = hf_folders["llama"]
+    add = writer._add_tensor
+
+    def add_tensor(w, g, name, data, kind):
+        if name == "blk.1.ffn_down.weight":
+            if fault == "missing":
+                return None
+            if fault == "shape":
+                data = data[:, :-32]
+        if name == "output_norm.weight" and fault == "unexpected":
+            add(w, g, "blk.9.attn_norm.weight", data, kind)
+        return add(w, g, name, data, kind)
+
+    monkeypatch.setattr(writer, "_add_tensor", add_tensor)
+    assert convert(folder, tmp_path / "m.gguf", "--type", "f32") == 0
+    monkeypatch.undo()
+    err = _cli_error(tmp_path / "m.gguf", capsys)
+    expected = {"missing": "missing tensor(s) blk.1.ffn_down.weight",
+                "unexpected": "unexpected tensor 'blk.9.attn_norm.weight'",
+                "shape": "tensor 'blk.1.ffn_down.weight' has shape"}[fault]  # fmt: skip
+    assert expected in err, err
+
+
+def test_a_bf16_file_loads_as_bfloat16_by_default_and_a_folder_as_float32(hf_folders, tmp_path, capsys):
+    """load_pretrained's and the CLI's default dtype is the GGUF's own precision (a BF16 file is not widened to
+    twice its size in float32); a folder still loads in float32, as transformers loads one."""
+    from tinyslm.cli import main
+
+    folder, _ = hf_folders["llama"]
+    assert convert(folder, tmp_path / "m.bf16.gguf", "--type", "bf16") == 0
+    assert tinyslm.load_pretrained(tmp_path / "m.bf16.gguf").tok_emb.weight.dtype == torch.bfloat16
+    assert tinyslm.load_pretrained(folder).tok_emb.weight.dtype == torch.float32
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "m.bf16.gguf"), "--ids", "1,2", "--max-new-tokens", "2"]) == 0
+    assert "| bfloat16, " in capsys.readouterr().out
+
+
 def test_inspect_of_a_gguf_adds_the_bytes_its_tensors_take_as_stored(hf_folders, tmp_path, capsys):
     """`inspect` counts weights at a float dtype; for a quantized file it also says what they take as stored,
     by type, as the gguf package's own reader measures the tensors."""

@@ -61,6 +61,13 @@ def load_config(path: str | Path) -> ModelConfig:
     return config_from_hf(HFConfig.read(path))
 
 
+def default_dtype(path: str | Path) -> torch.dtype:
+    """The dtype `load_pretrained(path)` loads with when none is given: float32 for a folder, a GGUF's own."""
+    from .gguf.loader import default_dtype as gguf_default, is_gguf  # noqa: PLC0415
+
+    return gguf_default(path) if is_gguf(path) else torch.float32
+
+
 def weight_files(folder: str | Path, allow_pickle: bool = False) -> list[Path]:
     """The weight files of a checkpoint folder (files.py decides which), refusing pickles unless allowed."""
     return _weight_files(Path(folder).expanduser(), allow_pickle)[0]
@@ -82,11 +89,15 @@ def check_buildable(config: ModelConfig, source: str) -> int:
 
 def load_pretrained(
     path: str | Path,
-    dtype: torch.dtype | str = torch.float32,
+    dtype: torch.dtype | str | None = None,
     device: str | torch.device = "cpu",
     allow_pickle: bool = False,
 ) -> CausalLM:
-    """Build a CausalLM from an HF checkpoint folder and load its weights (strictly checked)."""
+    """Build a CausalLM from an HF checkpoint folder (or a GGUF file) and load its weights (strictly checked).
+
+    dtype: of the parameters; None means float32 for a folder (as transformers loads one) and the
+    file's own precision for a GGUF (bfloat16 for a BF16 file, quantized weights kept quantized;
+    see `load_gguf`)."""
     folder = Path(path).expanduser()
     from .gguf.loader import is_gguf  # noqa: PLC0415  (a .gguf file, or a folder holding one and no config.json)
 
@@ -101,7 +112,7 @@ def load_pretrained(
         raise CheckpointError(f"{folder}: expected a checkpoint folder, found a file")
     config = config_from_hf(hf)
     family = get_family(config.family)
-    dtype = dtype_from_name(dtype) if isinstance(dtype, str) else dtype
+    dtype = torch.float32 if dtype is None else dtype_from_name(dtype) if isinstance(dtype, str) else dtype
     files, index = _weight_files(folder, allow_pickle)  # the one decision on which files make the checkpoint
     readers = [open_weights(f, allow_pickle) for f in files]  # by content: a pickle is a pickle whatever its name
     stored_values = sum(_numel(r.shape(k)) for r in readers for k in r.keys())

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompt", help="prompt text (needs tokenizer.json or tokenizer.model in the folder)")
     src.add_argument("--ids", help="prompt as comma-separated token ids, e.g. 1,2,3 (no tokenizer needed)")
     p.add_argument("--max-new-tokens", type=int, required=True, help="how many tokens to decode at most")
-    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    p.add_argument("--dtype", default=None,
+                   help="float32, bfloat16 or float16; default: float32 for a folder, a GGUF's own precision (bfloat16 for a BF16 file, else float32, quantized weights kept quantized)")
     p.add_argument("--allow-pickle", action="store_true", help="allow *.bin pickle weights (read with torch.load(weights_only=True))")
     p.add_argument("--mla-decode", choices=["naive", "absorbed", "auto"], default=None,
                    help="MLA models only: expand K/V from the latent each step (naive) or attend in latent space (absorbed)")
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype bfloat16; tinyslm bench ~/models/TinyLlama-1.1B --dtype bfloat16 --quantize int4",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR|FILE.gguf")
-    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    p.add_argument("--dtype", default=None,
+                   help="float32, bfloat16 or float16; default: float32 for a folder, a GGUF's own precision (bfloat16 for a BF16 file, else float32, quantized weights kept quantized)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length before decoding (default 128)")
     p.add_argument("--new-tokens", type=int, default=32, help="greedy tokens to decode (default 32)")
     p.add_argument("--prefill-tokens", default="128,512", help="comma-separated prompt lengths to time prefill "
@@ -283,7 +285,8 @@ def cmd_generate(args) -> int:
         decode = f"{(len(times) - 1) / (times[-1] - times[0]):.1f} tokens/s" if len(times) > 1 else "n/a (one token)"
         packed = sorted({m.kind if isinstance(m, GGMLLinear) else f"int{m.bits}" for m in model.modules()
                          if isinstance(m, (GGMLLinear, QuantizedLinear))})  # fmt: skip
-        weights = f"{'/'.join(packed)} linear weights, {args.dtype} elsewhere" if packed else args.dtype
+        dtype = str(model.tok_emb.weight.dtype).removeprefix("torch.")
+        weights = f"{'/'.join(packed)} linear weights, {dtype} elsewhere" if packed else dtype
         compiled = "" if last_compile_s is None else f" (compile {last_compile_s:.1f} s, in the prefill time)"
         print(
             f"[load {t_load:.2f} s | prompt {prompt.shape[1]} tokens, prefill {1000 * (times[0] - t0):.1f} ms | "
@@ -308,11 +311,13 @@ def cmd_parity(args) -> int:
 
 def cmd_bench(args) -> int:
     from .config import dtype_from_name  # noqa: PLC0415
-    from .checkpoint import load_config  # noqa: PLC0415
+    from .checkpoint import default_dtype, load_config  # noqa: PLC0415
     from .tools.bench import format_bench, run_bench  # noqa: PLC0415
 
-    dtype_from_name(args.dtype)  # fail fast on a bad dtype
+    if args.dtype is not None:
+        dtype_from_name(args.dtype)  # fail fast on a bad dtype
     config = load_config(args.checkpoint)  # fail fast, in this process, on a bad folder or file
+    args.dtype = args.dtype or str(default_dtype(args.checkpoint)).removeprefix("torch.")
     if args.prompt_tokens + args.new_tokens > config.max_seq_len:
         raise UsageError(
             f"--prompt-tokens + --new-tokens = {args.prompt_tokens + args.new_tokens} exceeds the model's context "

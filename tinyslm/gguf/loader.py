@@ -201,6 +201,11 @@ def load_gguf(
     return model.eval()
 
 
+def default_dtype(path: str | Path) -> torch.dtype:
+    """The dtype `load_gguf(path)` gives the float parameters when none is asked for."""
+    return _default_dtype(GGUFFile(gguf_path(path)))
+
+
 def _default_dtype(file: GGUFFile) -> torch.dtype:
     kinds = {t.kind for t in file.tensors.values() if len(t.shape) == 2}
     return torch.bfloat16 if kinds == {"BF16"} else torch.float32  # F16 upcasts exactly; CPUs compute it slowly

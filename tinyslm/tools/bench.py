@@ -254,7 +254,7 @@ def _worker(argv: list[str]) -> int:
 # ---- the driver ---------------------------------------------------------------------------------
 
 
-def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 128, new_tokens: int = 32, *,
+def run_bench(folder: str | Path, dtype: str | None = None, prompt_tokens: int = 128, new_tokens: int = 32, *,
               prefill_tokens: tuple[int, ...] = (128, 512), runs: int = 3, quantize: str | None = None,
               fast: str = "auto", llama_cpp: bool = True, bandwidth: bool = True,
               threads: int | None = None, transformers: bool = True, attention: str = "sdpa",
@@ -262,6 +262,7 @@ def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 1
     """Measure each implementation in a fresh process (`rounds` times, interleaved: the module docstring); one
     missing (transformers, llama-cpp-python) is skipped.
 
+    dtype: None means what `load_pretrained` loads by default (float32; a GGUF's own precision).
     Returns one row per implementation (`bench.py` docstring); each row also carries the machine's
     measured read bandwidth, the bandwidth-bound decode speed and the fraction of it reached, and
     its decode/prefill ratios against the other implementations.
@@ -270,9 +271,10 @@ def run_bench(folder: str | Path, dtype: str = "float32", prompt_tokens: int = 1
     if prompt_tokens < 1 or new_tokens < 1 or runs < 1 or rounds < 1:
         raise TinySLMError(f"--prompt-tokens, --new-tokens, --runs and --rounds must be >= 1, found {prompt_tokens}, "
                            f"{new_tokens}, {runs}, {rounds}")  # fmt: skip
-    from ..checkpoint import load_config
+    from ..checkpoint import default_dtype, load_config
 
     config = load_config(path)
+    dtype = dtype or str(default_dtype(path)).removeprefix("torch.")
     if path.is_dir() and not (path / "config.json").exists():  # a folder holding a .gguf: bench the file
         from ..gguf.loader import gguf_path
 

@@ -6,7 +6,7 @@
 //
 // It computes what layers/block.py's SequentialBlock or ParallelBlock computes with attention.py's Attention
 // and ffn.py's GatedFFN or PlainFFN for one new token, every matrix a GGMLLinear (quant/blocks.py) or a plain
-// bfloat16 weight, every bracketed part optional:
+// bfloat16 or float32 weight, every bracketed part optional:
 //     h       = norm_attn(x)                                          (B, D)
 //     q, k, v = h Wq^T [+ bq], h Wk^T [+ bk], h Wv^T [+ bv]           (B, H*hd), (B, K*hd) x 2
 //               [clamped to +-clip (OLMo)]
@@ -29,7 +29,7 @@
 // work), not by its weights (quant/decode_block.py has the figures). Here a layer is one call and one
 // parallel region: the threads split each product's groups of 8 weight rows (as ggml_mm does) and
 // the attention's heads, and meet at a barrier between the steps above. The products are ggml_mm's
-// (the same 8-bit activations, the same integer sums) or bf16_mv's; the norms, RoPE, softmax and
+// (the same 8-bit activations, the same integer sums) or float_mv's (float_dot.h: bfloat16 or float32 rows); the norms, RoPE, softmax and
 // sums of attention are float32 like torch's, summed in another order, so the results agree to
 // float32 rounding, not bit for bit (tests/test_decode_block.py bounds the difference). A bfloat16
 // model's input and cache are read as bfloat16, everything between computed in float32, and the
@@ -47,14 +47,14 @@
 #include <type_traits>
 #include <vector>
 
-#include "bf16_dot.h"
+#include "float_dot.h"
 #include "ggml_blocks.h"
 
 namespace {
 
-constexpr int64_t BF16 = 5;  // a matrix kind beside ggml_mm's 0..4: a plain (N, K) bfloat16 weight
+constexpr int64_t BF16 = 5, F32 = 6;  // matrix kinds beside ggml_mm's 0..4: a plain (N, K) bfloat16 / float32 weight
 
-struct Matrix {  // one layer's weight: ggml_mm's packed blocks (kinds 0..4) or bfloat16 rows (BF16); N rows of K values
+struct Matrix {  // one layer's weight: ggml_mm's packed blocks (kinds 0..4) or plain rows (BF16, F32); N rows of K values
   const void* data;
   int64_t kind, n, k;
 };
@@ -77,8 +77,11 @@ void products(const Matrix* w, int count, const float* x, const std::vector<cons
     const int64_t groups = (w[j].n + ROWS - 1) / ROWS, g0 = std::max(lo - first, (int64_t)0),
                   g1 = std::min(hi - first, groups);
     if (g0 < g1 && w[j].kind == BF16)
-      bf16_rows((const uint16_t*)w[j].data, g0 * ROWS, std::min(g1 * ROWS, w[j].n), w[j].n, w[j].k, x,
-                (int64_t)xq.size(), y[j]);
+      float_rows((const uint16_t*)w[j].data, g0 * ROWS, std::min(g1 * ROWS, w[j].n), w[j].n, w[j].k, x,
+                 (int64_t)xq.size(), y[j]);
+    else if (g0 < g1 && w[j].kind == F32)
+      float_rows((const float*)w[j].data, g0 * ROWS, std::min(g1 * ROWS, w[j].n), w[j].n, w[j].k, x,
+                 (int64_t)xq.size(), y[j]);
     else if (g0 < g1)
       with_kind(w[j].kind, [&](auto kind_c) {
         mm_groups<decltype(kind_c)::value>((const uint8_t*)w[j].data, g0, g1, w[j].k / QK, xq, y[j], w[j].n);
@@ -87,30 +90,15 @@ void products(const Matrix* w, int count, const float* x, const std::vector<cons
   }
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
-  int64_t i = 0;
-  float sum = 0.f;
-#ifdef TINYSLM_AVX2
-  __m256 acc = _mm256_setzero_ps();
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-  sum = tinyslm::hsum(acc);
-#endif
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
 // y += a * x over n values, x float32 or bfloat16 (widened in registers).
-inline void axpy(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];  // (the compiler vectorizes this loop)
-}
-
-inline void axpy(float a, const uint16_t* x, float* y, int64_t n) {
+template <typename W>
+inline void axpy(float a, const W* x, float* y, int64_t n) {
   int64_t i = 0;
 #ifdef TINYSLM_AVX2
   const __m256 av = _mm256_set1_ps(a);
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, widen(x + i), _mm256_loadu_ps(y + i)));
 #endif
-  for (; i < n; ++i) y[i] += a * bf16_to_f32(x[i]);
+  for (; i < n; ++i) y[i] += a * to_f32(x[i]);
 }
 
 enum Mat { WQ, WK, WV, WO, WG, WU, WD, MATRICES };  // the block's matrices (no WG in a plain FFN)
@@ -322,7 +310,7 @@ const float* vector_or_null(const std::optional<at::Tensor>& t, int64_t n, const
 }
 
 // weights: Wq, Wk, Wv, Wo, [Wg,] Wu, Wd (no Wg: a plain FFN): GGMLLinear.packed (kinds 0..4) or a (N, K) bfloat16
-// weight (kind 5); rows: their N; biases: one per matrix, or None. norms: (weight, bias) for the attention's,
+// (kind 5) or float32 (kind 6) weight; rows: their N; biases: one per matrix, or None. norms: (weight, bias) for the attention's,
 // the FFN's, the two post-norms and the q and k norms, None where absent (the FFN's: a parallel block's shared
 // norm). x and the caches: float32, or bfloat16 (a bfloat16 model); every vector float32. cos, sin: (d,) angles
 // at p, or None (no RoPE); alibi: (H,) slopes or None. options: (norm kind 0 RMSNorm / 1 LayerNorm, parallel 0/1,
@@ -380,10 +368,11 @@ at::Tensor decode_block(const at::Tensor& x, const c10::List<std::optional<at::T
       continue;
     }
     const at::Tensor& wt = weights[j];
-    if (kinds[j] == BF16) {
-      TORCH_CHECK(wt.dim() == 2 && wt.scalar_type() == at::kBFloat16 && wt.is_contiguous() && wt.size(0) == n[m] &&
+    if (kinds[j] == BF16 || kinds[j] == F32) {
+      const auto type = kinds[j] == BF16 ? at::kBFloat16 : at::kFloat;
+      TORCH_CHECK(wt.dim() == 2 && wt.scalar_type() == type && wt.is_contiguous() && wt.size(0) == n[m] &&
                       wt.size(1) == input[m],
-                  op, ": matrix ", j, " must be (", n[m], ", ", input[m], ") contiguous bfloat16");
+                  op, ": matrix ", j, " must be (", n[m], ", ", input[m], ") contiguous ", type);
     } else {
       check_kind(kinds[j], op);
       TORCH_CHECK(packed_k(wt, kinds[j], n[m], op) == input[m], op, ": matrix ", j, " has the wrong width");

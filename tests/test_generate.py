@@ -205,9 +205,11 @@ def test_auto_compiles_long_requests_only(monkeypatch):
     import importlib
 
     gen = importlib.import_module("tinyslm.generate")
+    from tinyslm.quant import quantize
+
     monkeypatch.setattr(gen, "AUTO_COMPILE_TOKENS", 8)  # a short "long" request keeps the test quick
     config = tiny_model().config.replace(n_layers=1)
-    model = CausalLM(config).init_weights(std=0.3, seed=0).eval()
+    model = quantize(CausalLM(config).init_weights(std=0.3, seed=0).eval(), "int8")  # (not the native step's)
     ids = torch.tensor([[1, 2, 3]])
     short = tinyslm.generate(model, ids, 7)
     assert "_tinyslm_compiled_step" not in model.__dict__  # below the threshold: the plain path

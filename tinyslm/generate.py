@@ -110,12 +110,12 @@ def generate(
 
         with decode_path(model, mla_decode):
             return generate(model, input_ids, max_new_tokens, eos_token_id, on_token, fast=fast)
-    from .quant.bf16 import bf16_kernels  # noqa: PLC0415
+    from .quant.float_mv import float_kernels  # noqa: PLC0415
     from .quant.decode_block import native_decode  # noqa: PLC0415
 
     # for this call only: bfloat16 layers use the native kernel, and blocks it can run the native decoding step
     global last_decode_path
-    with bf16_kernels(model, enabled=fast is not False), native_decode(model, enabled=fast is not False) as native:
+    with float_kernels(model, enabled=fast is not False), native_decode(model, enabled=fast is not False) as native:
         last_decode_path = "native step" if native else None  # else set by _greedy
         return _greedy(model, input_ids, max_new_tokens, eos_token_id, on_token, False if native else fast)
 

@@ -9,7 +9,7 @@ of the step: measured on SmolLM2-135M Q4_1 (2 cores of an AMD EPYC, AVX2), ~15 m
 is spent outside the matrix products. kernels/decode_block.cpp computes the same block for one new
 token in one call and one parallel region (the formulas are at the top of that file), with the
 products of ggml_mm (the same 8-bit activations and integer sums) or, for bfloat16 weights, of
-bf16_mv. Measured interleaved in one process (128-token prompt, 32 tokens): SmolLM2-135M Q4_1
+float_mv. Measured interleaved in one process (128-token prompt, 32 tokens): SmolLM2-135M Q4_1
 31.6 -> 79.4 tokens/s; TinyLlama-1.1B shape Q4_0 14.1 -> 18.3, bfloat16 5.2 -> 7.2; Pythia-160M shape Q8_0
 (parallel LayerNorm blocks, plain GELU FFN, biases) 53 -> 119.
 
@@ -45,10 +45,10 @@ from ..layers.ffn import ACTIVATIONS, GatedFFN, PlainFFN
 from ..layers.norms import LayerNorm, LayerNorm1P, PlainLayerNorm, RMSNorm, RMSNorm1P
 from ..layers.positions import ALiBi
 from . import native
-from .bf16 import BF16Linear
+from .float_mv import FloatLinear
 from .blocks import GGMLLinear
 
-BF16_KIND = 5  # decode_block's kind code for a plain bfloat16 weight (0..4: native.KIND_CODES)
+PLAIN_KINDS = {torch.bfloat16: 5, torch.float32: 6}  # decode_block's kind codes for plain weights (0..4: native.KIND_CODES)
 
 # decode_block's one norm formula for each norm class: 0 RMSNorm, 1 LayerNorm; weight (1 + w for the "1p" norms,
 # ones for a parameter-free LayerNorm) and bias are passed as float32 copies (_norm)
@@ -95,8 +95,8 @@ def why_not_native(block: nn.Module) -> str | None:
     if type(ffn) not in (GatedFFN, PlainFFN) or _act_code(ffn) is None:
         return f"a {type(ffn).__name__} (the step has gated and plain FFNs, activations {', '.join(ACT_CODES)})"
     linears = _linears(block)
-    if not all(isinstance(m, GGMLLinear) or _is_bf16(m) for m in linears):
-        return "weights neither GGUF blocks nor bfloat16"
+    if not all(isinstance(m, GGMLLinear) or _is_plain(m) for m in linears):
+        return "weights neither GGUF blocks nor contiguous bfloat16 or float32 on the CPU"
     tensors = [p for m in norms + qk_norms for p in m.parameters()] + [m.bias for m in linears if m.bias is not None]
     if any(t.dtype not in (torch.float32, torch.bfloat16) or t.device.type != "cpu" for t in tensors):
         return "parameters not float32 or bfloat16 on the CPU"
@@ -113,10 +113,11 @@ def _act_code(ffn: nn.Module) -> int | None:
     return next((code for name, code in ACT_CODES.items() if ffn.act is ACTIVATIONS[name]), None)
 
 
-def _is_bf16(linear: nn.Module) -> bool:
-    """A plain linear layer (or its BF16Linear form) with a contiguous bfloat16 weight on the CPU."""
+def _is_plain(linear: nn.Module) -> bool:
+    """A plain linear layer (or its FloatLinear form) with a contiguous bfloat16 or float32 weight on the CPU."""
     w = getattr(linear, "weight", None)
-    return type(linear) in (nn.Linear, BF16Linear) and w.dtype == torch.bfloat16 and w.device.type == "cpu" and w.is_contiguous()
+    return (type(linear) in (nn.Linear, FloatLinear) and w.dtype in PLAIN_KINDS and w.device.type == "cpu"
+            and w.is_contiguous())  # fmt: skip
 
 
 def _norm(norm: nn.Module | None, width: int) -> list[torch.Tensor | None]:
@@ -143,7 +144,7 @@ def _arguments(block: nn.Module) -> NativeArgs:
     norms = [t for m, width in [(block.attn_norm, dim), (block.ffn_norm, dim), (post[0], dim), (post[1], dim),
                                 (attn.q_norm, hd), (attn.k_norm, hd)] for t in _norm(m, width)]  # fmt: skip
     weights = [m.packed if isinstance(m, GGMLLinear) else m.weight.detach() for m in linears]
-    kinds = [native.KIND_CODES[m.kind] if isinstance(m, GGMLLinear) else BF16_KIND for m in linears]
+    kinds = [native.KIND_CODES[m.kind] if isinstance(m, GGMLLinear) else PLAIN_KINDS[m.weight.dtype] for m in linears]
     biases = [None if m.bias is None else m.bias.detach().float().contiguous() for m in linears]
     norm_kind = NORM_KINDS[type(block.attn_norm)]
     scale = block.branch_scale.scale if not parallel and type(block.branch_scale) is Scale else 1.0

@@ -1,10 +1,10 @@
-"""The hand-written CPU kernels (kernels/: ggml_mm.cpp, bf16_mv.cpp, decode_block.cpp), built on first use.
+"""The hand-written CPU kernels (kernels/: ggml_mm.cpp, float_mv.cpp, decode_block.cpp), built on first use.
 
 torch has no CPU kernel for weights in GGUF's own blocks (a float16 scale per 32 values), and its
 int4 kernel reaches a quarter of the memory-bandwidth bound when decoding (measured: 7.7 GB/s on
 a 5632 x 2048 weight, 2 cores of an AMD EPYC with AVX2, where `ggml_mm` reads Q4_0 at 13-18 GB/s
 and Q8_0 at 17-21 GB/s, depending on the hour). So `ggml_pack`, `ggml_mm`, `ggml_dequantize`
-(blocks.py), `bf16_mv` (bf16.py) and `decode_block` (decode_block.py) are compiled from kernels/ the first time a process needs them, with torch's own extension builder
+(blocks.py), `float_mv` (float_mv.py) and `decode_block` (decode_block.py) are compiled from kernels/ the first time a process needs them, with torch's own extension builder
 (the C++ compiler torch.compile uses too; ~12 s on 2 cores), for the CPU it runs on
 (-march=native: AVX2 where there is one, plain loops elsewhere), and cached by torch under
 ~/.cache/torch_extensions by a name carrying the CPU's digest (_cpu_tag), so later processes on the
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 KERNELS = Path(__file__).resolve().parents[2] / "kernels"
-SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "bf16_mv.cpp", KERNELS / "decode_block.cpp"]
+SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "float_mv.cpp", KERNELS / "decode_block.cpp"]
 KIND_CODES = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2, "Q4_K": 3, "Q6_K": 4}  # ggml_mm's `kind` argument
 why_unavailable: str | None = None  # set when available() is False
 
@@ -39,7 +39,7 @@ def available() -> bool:
     if os.environ.get("TINYSLM_NATIVE", "1") == "0":
         why_unavailable = "TINYSLM_NATIVE=0"
         return False
-    if hasattr(torch.ops.tinyslm, "bf16_mv"):  # already loaded in this process
+    if hasattr(torch.ops.tinyslm, "float_mv"):  # already loaded in this process
         return True
     missing = [str(s) for s in SOURCES if not s.exists()]
     if missing:
@@ -56,7 +56,7 @@ def available() -> bool:
                            is_python_module=False, verbose=False)  # fmt: skip
     except Exception as exc:  # noqa: BLE001  (no compiler, a failed build: fall back, say why)
         why_unavailable = f"building the kernels in {KERNELS} failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1:]})"
-        warnings.warn(f"tinyslm: {why_unavailable}; using torch's int8/int4 kernels instead", stacklevel=2)
+        warnings.warn(f"tinyslm: {why_unavailable}; using torch's own kernels instead", stacklevel=2)
         return False
     return True
 
@@ -111,7 +111,7 @@ def register_fake() -> None:
     """Shapes for torch.compile, which traces the kernels as opaque calls: (M, K), (G, _), n -> (M, n)."""
     if available() and not getattr(register_fake, "done", False):
         torch.library.register_fake("tinyslm::ggml_mm")(lambda x, p, kind, n: x.new_empty(x.shape[0], n))
-        torch.library.register_fake("tinyslm::bf16_mv")(lambda x, w: x.new_empty(x.shape[0], w.shape[0]))
+        torch.library.register_fake("tinyslm::float_mv")(lambda x, w: x.new_empty(x.shape[0], w.shape[0]))
         torch.library.register_fake("tinyslm::ggml_dequantize")(
             lambda p, kind, n: p.new_empty(n, p.shape[1] // (144, 160, 272, 1184, 1680)[kind] * (32, 32, 32, 256, 256)[kind],
                                            dtype=torch.float32))  # fmt: skip

@@ -167,10 +167,10 @@ def _prefill(impl: str, model, ids: torch.Tensor) -> float:
         return time.perf_counter() - t0
     with torch.inference_mode():
         if impl == "tinyslm":
-            from ..quant.bf16 import bf16_kernels
+            from ..quant.float_mv import float_kernels
 
             cache = model.new_cache(1, ids.shape[1])
-            with bf16_kernels(model):  # as generate's prefill computes
+            with float_kernels(model):  # as generate's prefill computes
                 t0 = time.perf_counter()
                 model(ids, cache=cache, last_only=True)
         else:

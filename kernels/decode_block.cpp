@@ -29,8 +29,8 @@
 // work), not by its weights (quant/decode_block.py has the figures). Here a layer is one call and one
 // parallel region: the threads split each product's groups of 8 weight rows (as ggml_mm does) and
 // the attention's heads, and meet at a barrier between the steps above. The products are ggml_mm's
-// (the same 8-bit activations, the same integer sums) or float_mv's (float_dot.h: bfloat16 or float32 rows); the norms, RoPE, softmax and
-// sums of attention are float32 like torch's, summed in another order, so the results agree to
+// (the same 8-bit activations, the same integer sums) or float_mv's (float_dot.h: bfloat16 or float32
+// rows); the norms, RoPE, softmax and sums of attention are float32 like torch's, summed in another order, so the results agree to
 // float32 rounding, not bit for bit (tests/test_decode_block.py bounds the difference). A bfloat16
 // model's input and cache are read as bfloat16, everything between computed in float32, and the
 // output and the new key and value rounded to bfloat16 (to nearest even, as torch rounds).

@@ -7,6 +7,7 @@ import pytest
 from hf_models import write_hf_checkpoint
 
 from tinyslm.cli import main
+from tinyslm.quant import native
 from tinyslm.tools.bench import run_bench
 
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -21,8 +22,34 @@ def test_bench_reports_both_implementations_with_identical_greedy_tokens(tmp_pat
     for row in rows.values():
         assert row["load_s"] > 0 and row["prefill_ms"] > 0 and row["decode_tokens_per_s"] > 0
         assert len(row["tokens"]) == 8
+        assert row["weights_in_memory_mb"] > 0 and row["load_rss_vs_weights"] == pytest.approx(
+            row["load_rss_growth_mb"] / row["weights_in_memory_mb"])
     assert rows["tinyslm"]["tokens"] == rows["transformers"]["tokens"]  # float32: same greedy path
-    assert rows["tinyslm"]["decode_path"] == "module path"  # float32 weights: no native step; 8 tokens: no compile
+    assert rows["tinyslm"]["weights_in_memory_mb"] == pytest.approx(rows["transformers"]["weights_in_memory_mb"], rel=1e-2)
+    assert rows["tinyslm"]["decode_path"] == ("native step" if native.available() else "module path")
+
+
+def test_bench_on_a_gguf_runs_every_implementation_installed(tmp_path, capsys):
+    """A .gguf: tinyslm keeps its Q8_0 blocks, transformers dequantizes them, llama.cpp runs the file when
+    llama-cpp-python is installed and can (else its row says why it is skipped: this file has no vocabulary,
+    which llama.cpp needs)."""
+    pytest.importorskip("gguf")
+    write_hf_checkpoint(tmp_path / "hf", "LlamaConfig", **TINY)
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "m.gguf"), "--type", "q8_0"]) == 0
+    capsys.readouterr()
+    args = ["bench", str(tmp_path / "m.gguf"), "--prompt-tokens", "8", "--new-tokens", "4", "--prefill-tokens", "8",
+            "--runs", "1", "--json"]  # fmt: skip
+    assert main(args) == 0
+    rows = {r["implementation"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(rows) == ["tinyslm", "transformers", "llama.cpp"]
+    assert rows["tinyslm"]["decode_path"] == ("native step" if native.available() else "module path")
+    for name, row in rows.items():
+        if "skipped" in row:  # not installed, or (with no tokenizer in this file) failing to load it
+            assert name == "llama.cpp" and ("not installed" in row["skipped"] or "Failed to load" in row["skipped"])
+            continue
+        assert len(row["tokens"]) == 4 and row["decode_tokens_per_s"] > 0 and row["load_rss_vs_weights"] >= 0
+    # transformers holds the dequantized float32 weights, tinyslm the file's blocks: about 8.5 / 32 of them
+    assert rows["tinyslm"]["weights_in_memory_mb"] < rows["transformers"]["weights_in_memory_mb"] / 2
 
 
 def test_bench_says_which_path_decoded(tmp_path, capsys):

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights")
     p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32 (default), 64, 128 or 256")
     p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
-                   help="the fast decoding path. A model whose weights are GGUF blocks or bfloat16 (any family but MLA) decodes "
+                   help="the fast decoding path. A model whose weights are GGUF blocks, bfloat16 or float32 (any family but MLA) decodes "
                    "each block in one native call (kernels/decode_block.cpp; nothing to compile) with on and auto alike. "
                    "Other models: a compiled decoding step over a static cache (torch.compile; same tokens; the compile "
                    "is paid once per process, ~15 s on a 2-core CPU, ~3-5 s with inductor's disk cache warm, shown in the "

@@ -10,11 +10,12 @@ whole sequence at every step would pick (tests/test_generate.py checks that).
 
 The fast path (`fast=`), first choice: the native decoding step (quant/decode_block.py). When every
 block is one it computes (every GGUF family's: sequential or parallel, RMSNorm or LayerNorm, gated or
-plain FFN, RoPE, ALiBi or learned positions; not MLA) with weights held as GGUF blocks or in bfloat16,
+plain FFN, RoPE, ALiBi or learned positions; not MLA) with weights held as GGUF blocks, bfloat16 or float32,
 each block decodes a token in one C++ call (kernels/decode_block.cpp): nothing to compile,
 so `fast=None` and `fast=True` both use it, for every request. Measured interleaved in one process
 on 2 cores of an AMD EPYC (AVX2), 128-token prompt, 32 tokens: SmolLM2-135M Q4_1 31.6 -> 79.4
-tokens/s, a TinyLlama-1.1B-shaped Q4_0 14.1 -> 18.3, the same in bfloat16 5.2 -> 7.2.
+tokens/s, a TinyLlama-1.1B-shaped Q4_0 14.1 -> 18.3, the same in bfloat16 5.2 -> 7.2, SmolLM2-135M
+in float32 12.9 -> 31.4 (its head through quant/float_mv.py's kernel).
 
 Second choice, for every other model: the compiled step. A small model's decoding step is bound
 by Python, not by its weights: SmolLM2-135M runs ~60 ops per layer x 30 layers per token, each a
@@ -95,15 +96,15 @@ def generate(
     that finished earlier are padded with their eos token. `on_token` is called with each new
     column of tokens (B,) as soon as it is decoded (for streaming). For MLA models, `mla_decode`
     picks the attention path for this call: "naive", "absorbed" or "auto" (see layers/mla.py).
-    `fast`: where every block qualifies for the native decoding step (GGUF-block or bfloat16 weights,
+    `fast`: where every block qualifies for the native decoding step (GGUF-block, bfloat16 or float32 weights,
     blocks it computes: quant/decode_block.py), True and None decode with it. Elsewhere True
     decodes with the compiled step over a static cache (compiling it on first use), and None (default)
     compiles for requests of at least AUTO_COMPILE_TOKENS new tokens, or where this model already has
     a compiled step (see the module docstring). False is always the plain module path, the reference.
     The compiled step gives the plain path's tokens in float32; in bfloat16
     fused kernels round differently, which can flip nearly tied picks. Unless fast=False, a
-    bfloat16 model's linear layers compute with the native kernels during the call
-    (quant/bf16.py: the same sums in another order), its forward outside the call unchanged.
+    bfloat16 or float32 model's linear layers compute with the native kernels during the call
+    (quant/float_mv.py: the same sums in another order), its forward outside the call unchanged.
     """
     if mla_decode is not None:
         from .layers.mla import decode_path

@@ -141,6 +141,8 @@ def test_bad_inputs_are_one_clear_error():
         QuantizedLinear.from_float(torch.randn(20, 64), kind="int4", group_size=32)
     with pytest.raises(ConfigError, match="int8, int4.*'int3'"):
         quantize(tiny_model(), "int3")
+    with pytest.raises(ConfigError, match=r"group_size 64 applies to int4 only \(int8: one scale per output row\)"):
+        quantize(tiny_model(), "int8", group_size=64)
 
 
 def tiny_model(**overrides) -> CausalLM:

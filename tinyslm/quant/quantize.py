@@ -28,8 +28,9 @@ def quantize(model: nn.Module, kind: str, group_size: int | None = 32, *, head: 
              dtype: torch.dtype = torch.bfloat16) -> nn.Module:  # fmt: skip
     """Quantize `model`'s linear layers in place and return the same model.
 
-    kind: "int8" (one scale per output row; group_size is ignored) or "int4" (min/max groups of
-    `group_size` input features, 32/64/128/256; default 32, the GGUF Q4 block), both torch's
+    kind: "int8" (one scale per output row) or "int4" (min/max groups of `group_size` input
+    features, 32/64/128/256; default 32, the GGUF Q4 block; another size for another kind is an
+    error: int8 has no groups and llama.cpp's blocks are 32), both torch's
     kernels; or "q8_0" / "q4_0" / "q4_1": llama.cpp's blocks of 32 (GGMLLinear, quantized by the
     gguf package as llama.cpp quantizes), multiplied by the native kernel, the faster path on a
     CPU. head=False keeps the lm-head in float. dtype: the torch kernels' activation dtype
@@ -41,6 +42,9 @@ def quantize(model: nn.Module, kind: str, group_size: int | None = 32, *, head: 
     if kind in BLOCK_KINDS and not native.available():
         raise ConfigError(f"quantization {kind!r} needs tinyslm's native kernel, unavailable here: "
                           f"{native.why_unavailable}; use int8 or int4 (torch's kernels)")  # fmt: skip
+    if kind != "int4" and group_size not in (None, 32):
+        raise ConfigError(f"group_size {group_size} applies to int4 only ({kind}: "
+                          f"{'one scale per output row' if kind == 'int8' else 'blocks of 32'})")  # fmt: skip
     group = None if kind == "int8" else 32 if kind in BLOCK_KINDS else group_size
     done, skipped, before, after = [], [], 0, 0
     for name, parent, attr, linear in list(_targets(model, head)):

@@ -133,6 +133,42 @@ def test_eager_and_sdpa_backends_agree(kind):
     assert (outputs["sdpa"] - outputs["eager"]).abs().max() <= 1e-6 * scale
 
 
+@pytest.mark.parametrize(
+    "window, alibi, start, cached, expected",
+    [
+        (None, False, 0, True, True),
+        (None, False, 0, False, True),
+        (8, False, 0, False, True),
+        (3, False, 0, False, False),
+        (3, False, 0, True, False),
+        (None, True, 0, True, False),
+        (None, False, 2, True, False),
+    ],
+    ids=["prompt", "no-cache", "window-longer-than-prompt", "window-inside-prompt", "window-ring-cache", "alibi", "second-chunk"],
+)
+def test_sdpa_takes_a_prompts_causal_triangle_as_a_flag(window, alibi, start, cached, expected, monkeypatch):
+    """A prompt from position 0 whose keys are its own tokens reaches SDPA as `is_causal` (no mask:
+    the kernel skips the masked half); a window cutting into it, a bias, or a chunk after a cached
+    prefix keeps the explicit mask. Either way the output is the eager path's (1e-6 of its scale)."""
+    torch.manual_seed(0)
+    attn = Attention(24, 4, 2, 8, window=window, pos_bias=ALiBi(4) if alibi else None)
+    rope = {} if alibi else {"global": RotaryEmbedding(8, 10000.0, None, 64)}
+    x = torch.randn(1, 7, 24)
+    outputs, calls = {}, []
+    fused = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(k) or fused(*a, **k))
+    for backend in BACKENDS:
+        attn.backend = backend
+        cache = attn.new_cache(1, 7, torch.float32, "cpu") if cached else None
+        with torch.no_grad():
+            if start:
+                attn(x[:, :start], Step.with_rope(rope, 0, start, "cpu"), cache)
+            outputs[backend] = attn(x[:, start:], Step.with_rope(rope, start, 7 - start, "cpu"), cache)
+    flagged = [k.get("is_causal", False) and k.get("attn_mask") is None for k in calls]
+    assert flagged[-1] == expected
+    assert (outputs["sdpa"] - outputs["eager"]).abs().max() <= 1e-6 * outputs["eager"].abs().max()
+
+
 def test_sdpa_backend_keeps_softcapped_attention_on_the_eager_path():
     """SDPA cannot soft-cap: a capped layer computes the eager result bit for bit under either backend."""
     q, k, v = torch.randn(3, 1, 2, 5, 4)

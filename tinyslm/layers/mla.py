@@ -193,13 +193,14 @@ class MLAttention(nn.Module):
         if cache is not None:
             latent = cache.update(latent, step.start)  # (B, S, r + dr)
         mask = step.mask(None, latent.shape[1], None)  # (T, S) causal, or None for one new token
+        causal = step.causal(None, latent.shape[1], None)  # a prompt from position 0 (attend's flag)
         if self._path(x.shape[1]) == "absorbed":
-            out = self._attend_absorbed(q_nope, q_pe, latent, mask)
+            out = self._attend_absorbed(q_nope, q_pe, latent, mask, causal)
         else:
-            out = self._attend_naive(q_nope, q_pe, latent, mask)
+            out = self._attend_naive(q_nope, q_pe, latent, mask, causal)
         return self.wo(rearrange(out, "b h t d -> b t (h d)"))  # (B, T, D)
 
-    def _attend_naive(self, q_nope, q_pe, latent, mask) -> torch.Tensor:
+    def _attend_naive(self, q_nope, q_pe, latent, mask, causal) -> torch.Tensor:
         """Expand the latents into H keys and values, then ordinary attention with K = H heads."""
         c, k_pe = latent.split([self.kv_lora_rank, self.dr], dim=-1)  # (B, S, r), (B, S, dr)
         kv = rearrange(self.wkv_b(c), "b s (h d) -> b h s d", h=self.n_heads)  # (B, H, S, dn + dv)
@@ -207,9 +208,9 @@ class MLAttention(nn.Module):
         k_pe = k_pe[:, None].expand(-1, self.n_heads, -1, -1)  # (B, H, S, dr): the shared key, every head
         k = torch.cat((k_nope, k_pe), dim=-1)  # (B, H, S, dqk)
         q = torch.cat((q_nope, q_pe), dim=-1)  # (B, H, T, dqk)
-        return attend(q, k, v, scale=self.scale, mask=mask, backend=self.backend)  # (B, H, T, dv)
+        return attend(q, k, v, scale=self.scale, mask=mask, causal=causal, backend=self.backend)  # (B, H, T, dv)
 
-    def _attend_absorbed(self, q_nope, q_pe, latent, mask) -> torch.Tensor:
+    def _attend_absorbed(self, q_nope, q_pe, latent, mask, causal) -> torch.Tensor:
         """Attend in latent space: MQA over the cache itself, with wkv_b folded into q and the output."""
         w = rearrange(self.wkv_b.weight, "(h d) r -> h d r", h=self.n_heads)  # (H, dn + dv, r)
         w_uk, w_uv = w.split([self.dn, self.dv], dim=1)  # (H, dn, r), (H, dv, r)
@@ -217,7 +218,7 @@ class MLAttention(nn.Module):
         q = torch.cat((q_latent, q_pe), dim=-1)  # (B, H, T, r + dr)
         k = latent[:, None]  # (B, 1, S, r + dr): a single key head shared by all H query heads
         v = latent[:, None, :, : self.kv_lora_rank]  # (B, 1, S, r): the latent is the value
-        out = attend(q, k, v, scale=self.scale, mask=mask, backend=self.backend)  # (B, H, T, r)
+        out = attend(q, k, v, scale=self.scale, mask=mask, causal=causal, backend=self.backend)  # (B, H, T, r)
         return torch.einsum("bhtr,hvr->bhtv", out, w_uv)  # (B, H, T, dv): W_uv applied once, after
 
     def _path(self, t: int) -> str:

@@ -64,6 +64,11 @@ class Step:
             return self._masks[key]
         return attention_mask(self.positions, k_pos, window)
 
+    def causal(self, k_pos: torch.Tensor | None, n_keys: int, window: int | None) -> bool:
+        """True when `mask` is the plain causal triangle: a prompt from position 0 whose keys are its own
+        T tokens, no window cutting in. A fused kernel takes that as a flag and skips the masked half."""
+        return k_pos is None and self.start == 0 and n_keys == self.length and (window is None or window >= self.length)
+
 
 class LearnedPositions(nn.Module):
     """A trained table of position vectors added to the token embeddings (GPT-2, OPT).

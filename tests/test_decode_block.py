@@ -20,7 +20,7 @@ import torch
 import tinyslm
 from tinyslm import CausalLM, ModelConfig
 from tinyslm.gguf import loader
-from tinyslm.layers.cache import KVBuffer, RingKVBuffer, StaticKVBuffer
+from tinyslm.layers.cache import KVBuffer, KVCache, RingKVBuffer, StaticKVBuffer
 from tinyslm.layers.norms import RMSNorm
 from tinyslm.layers.positions import Step
 from tinyslm.quant import GGMLLinear, decode_block, native
@@ -115,6 +115,16 @@ def randomize_norms(block, gen) -> None:
                         torch.randn(p.shape, generator=gen) * 0.3)  # fmt: skip
 
 
+def count_native_calls(monkeypatch) -> tuple[list, list]:
+    """Lists that grow by one per native call of one block (decode_block) and of every depth (decode_stack)."""
+    calls = {"decode_block": [], "decode_stack": []}
+    for name, found in calls.items():
+        original = getattr(torch.ops.tinyslm, name)
+        monkeypatch.setattr(torch.ops.tinyslm, name, lambda *a, original=original, found=found: found.append(1)
+                            or original(*a))  # fmt: skip
+    return calls["decode_block"], calls["decode_stack"]
+
+
 def run_block(model, block, x, start: int, cache, native_step: bool) -> torch.Tensor:
     step = Step.with_rope(model.ropes, start, x.shape[1], x.device)
     with decode_block.native_decode(model, enabled=native_step) as switched:
@@ -206,16 +216,16 @@ def test_generate_runs_the_native_step_by_default_and_gives_the_module_paths_tok
     GPT-2- (learned positions) and Bloom-shaped (ALiBi) models, and float32 ones (a float32 folder's model,
     the CLI's default), where nothing rounds to 8 bits: every step within 1e-4."""
     model = quantized_model(shape, kinds, n_layers=3)
-    calls = []
-    original = decode_block._native_forward
-    monkeypatch.setattr(decode_block, "_native_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    calls, stacked = count_native_calls(monkeypatch)
     ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(3))
     plain = tinyslm.generate(model, ids, 12, fast=False)
-    assert not calls
+    assert not calls and not stacked
     fast = tinyslm.generate(model, ids, 12)
     assert fast.tolist() == plain.tolist()
-    assert len(calls) == 3 * 12  # the prompt and 11 decoding steps per block (the prompt: module path inside)
+    assert len(stacked) == 11  # the 11 decoding steps, every depth in one call
+    assert not calls  # (the prompt goes block by block, each by its module path)
     assert all("forward" not in b.__dict__ for b in model.blocks)  # switched back afterwards
+    assert "run_blocks" not in model.__dict__
     errors = []
     with torch.inference_mode():
         caches = [model.new_cache(2, 20) for _ in "ab"]
@@ -239,9 +249,7 @@ def test_sliding_window_models_decode_natively_past_their_window(shape, monkeypa
     one (Gemma-3 shape, position 15) at 1.3e-2, traced to one FFN input of block 0 lying 6.6e-6 of a
     step from an 8-bit rounding tie, so float32 rounding picks its code; hence 5e-2 at every step."""
     model = quantized_model(shape, "Q4_K+Q6_K", n_layers=4)
-    calls = []
-    original = decode_block._native_forward
-    monkeypatch.setattr(decode_block, "_native_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    _, calls = count_native_calls(monkeypatch)
     tokens = torch.randint(0, 64, (1, 20), generator=torch.Generator().manual_seed(5))
     errors = []
     with torch.inference_mode():
@@ -258,8 +266,84 @@ def test_sliding_window_models_decode_natively_past_their_window(shape, monkeypa
             with decode_block.native_decode(model):
                 out = model(tokens[:, t : t + 1], cache=caches[1])
             errors.append(rel(out, ref))
-    assert len(calls) == 4 * 14
+    assert len(calls) == 14  # every step, all 4 depths in one call
     assert max(errors) <= 5e-2 and sorted(errors)[len(errors) // 2] <= 1e-5, errors
+
+
+@pytest.mark.parametrize("shape,kinds", [("gqa", "Q4_0"), ("gemma2", "Q4_K+Q6_K"), ("gemma3", "F32"),
+                                         ("gptneox", "Q4_1+Q8_0"), ("bloom", "F32"), ("gqa", "bfloat16")])
+def test_one_call_for_every_depth_equals_the_blocks_own_native_steps_bit_for_bit(shape, kinds, monkeypatch):
+    """decode_stack runs each depth's block with the kernel decode_block runs, so a decoding step through it
+    equals the step block by block exactly: logits, keys, values and ring-buffer positions (3 layers, a
+    second depth reusing a block: block sharing; ring buffers past their window; a bfloat16 model)."""
+    if kinds == "bfloat16":
+        config = ModelConfig(vocab_size=64, dim=256, n_layers=3, ffn_dim=512, max_seq_len=64, **SHAPES[shape])
+        model = CausalLM(config).init_weights(seed=0).to(torch.bfloat16).eval()
+    else:
+        model = quantized_model(shape, kinds, n_layers=3)
+    monkeypatch.setattr(model, "schedule", [0, 1, 1, 2])  # block 1 at two depths
+    _, stacked = count_native_calls(monkeypatch)
+    tokens = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        caches = [model.new_cache(2, 16) for _ in "ab"]
+        for cache in caches:
+            model(tokens[:, :5], cache=cache)
+        for t in range(5, 11):
+            with decode_block.native_decode(model):
+                out = model(tokens[:, t : t + 1], cache=caches[0])
+                del model.run_blocks  # the blocks one by one, each its own native step
+                one_by_one = model(tokens[:, t : t + 1], cache=caches[1])
+            assert torch.equal(out, one_by_one), t
+    assert len(stacked) == 6
+    for mine, theirs in zip(caches[0].layers, caches[1].layers):
+        for name in ("k", "v", "pos"):
+            if hasattr(theirs, name):
+                assert torch.equal(getattr(mine, name), getattr(theirs, name)), name
+
+
+def test_a_cache_the_stack_cannot_take_sends_the_step_block_by_block(monkeypatch):
+    """Full-length StaticKVBuffers (the compiled step's) on a sliding-window model: past the window the sliding
+    layers need the module path's mask, so the step goes block by block (the others still natively), and its
+    logits follow the module path's."""
+    model = quantized_model("gemma2", "Q4_0", n_layers=2)
+    calls, stacked = count_native_calls(monkeypatch)
+    tokens = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(7))
+
+    def static_cache():
+        attn = model.blocks[0].attn
+        pos = torch.full((16,), -1, dtype=torch.long)
+        layers = [StaticKVBuffer(1, attn.n_kv_heads, 16, attn.head_dim, attn.head_dim, torch.float32, "cpu", positions=pos)
+                  for _ in model.schedule]  # fmt: skip
+        return KVCache(layers, 16)
+
+    with torch.inference_mode():
+        caches = [static_cache() for _ in "ab"]
+        for cache in caches:
+            model(tokens[:, :6], cache=cache)  # past the window of 4
+        ref = model(tokens[:, 6:7], cache=caches[0])
+        with decode_block.native_decode(model):
+            out = model(tokens[:, 6:7], cache=caches[1])
+    assert not stacked and len(calls) == 1  # the global layer natively, the sliding one by its module path
+    assert rel(out, ref) <= 1e-2
+
+
+def test_wrong_arguments_to_the_stack_are_clear_errors():
+    model = quantized_model("gqa", "Q4_0")
+    plan = decode_block._stack_plan(model, {b: decode_block._arguments(b) for b in model.blocks}).plan
+    assert plan.size() == 2
+    x, k, cos = torch.zeros(1, 256), torch.zeros(1, 2, 8, 32), torch.zeros(32)
+
+    def call(caches=(k, k), slots=(0, 0), n_keys=(1, 1)):
+        return torch.ops.tinyslm.decode_stack(x, plan, [c.clone() for c in caches], [c.clone() for c in caches],
+                                              [cos] * len(caches), [cos] * len(caches), list(slots), list(n_keys))  # fmt: skip
+
+    assert call().shape == (1, 256)
+    with pytest.raises(RuntimeError, match="a plan of 2 blocks needs as many caches"):
+        call(caches=(k,))
+    with pytest.raises(RuntimeError, match=r"caches of \[1, 4, 8, 32\] for 1 sequences, 2 KV heads of 32"):
+        call(caches=(k, torch.zeros(1, 4, 8, 32)))
+    with pytest.raises(RuntimeError, match="slot 3 of 2 keys outside a cache of 8 slots"):
+        call(slots=(0, 3), n_keys=(1, 2))
 
 
 def test_blocks_the_step_does_not_compute_keep_the_module_path():

@@ -114,14 +114,19 @@ class CausalLM(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(step.positions)  # (T, D) broadcast over B
         x = self.emb_norm(x)
-        for i, b in enumerate(self.schedule):
-            x = self.blocks[b](x, step, cache[i] if cache is not None else None)
+        x = self.run_blocks(x, step, cache)
         if cache is not None:
             cache.length = start + input_ids.shape[1]
         if last_only:
             x = x[:, -1:]  # (B, 1, D)
         x = self.head_divisor(self.final_norm(x))  # (B, T, D), or (B, 1, D) with last_only
         return self.logit_cap(self.head(x))  # (B, T, V), or (B, 1, V) with last_only
+
+    def run_blocks(self, x: torch.Tensor, step: Step, cache: KVCache | None = None) -> torch.Tensor:
+        """x (B, T, D) through the blocks in depth order (the schedule: a shared block runs at each of its depths)."""
+        for i, b in enumerate(self.schedule):
+            x = self.blocks[b](x, step, cache[i] if cache is not None else None)
+        return x
 
     def new_cache(self, batch: int, capacity: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
         """An empty cache for `batch` sequences of up to `capacity` positions."""

@@ -158,25 +158,77 @@ def _arguments(block: nn.Module) -> NativeArgs:
     )  # fmt: skip
 
 
+def _slot(window: int | None, cache, p: int) -> tuple[int, int] | None:
+    """Where the new position p goes in a layer's cache and how many keys it then holds; None where the step does
+    not take this cache (a full cache past the layer's sliding window: the module path masks it)."""
+    if type(cache) is RingKVBuffer:  # the last W positions, position p in slot p mod W
+        return p % cache.window, min(p + 1, cache.window)
+    if window is not None and p >= window:
+        return None
+    return p, p + 1  # a full cache: position p in slot p, keys 0..p
+
+
+def _takes(x: torch.Tensor, cache) -> bool:
+    """Whether the step can decode x (B, T, D) into this layer cache: one new token, a cache of x's dtype."""
+    return (x.shape[1] == 1 and type(cache) in (KVBuffer, StaticKVBuffer, RingKVBuffer) and cache.k.dtype == x.dtype
+            and x.dtype in (torch.float32, torch.bfloat16))  # fmt: skip
+
+
 def _native_forward(block: nn.Module, args: NativeArgs, x: torch.Tensor, step, cache=None) -> torch.Tensor:
     """block.forward for one new token over a cache of x's dtype (x (B, 1, D) -> (B, 1, D)); else the module path."""
-    if (x.shape[1] != 1 or type(cache) not in (KVBuffer, StaticKVBuffer, RingKVBuffer) or cache.k.dtype != x.dtype
-            or x.dtype not in (torch.float32, torch.bfloat16)):  # fmt: skip
-        return type(block).forward(block, x, step, cache)
     p = step.start
-    window = block.attn.window
-    if window is not None and type(cache) is not RingKVBuffer and p >= window:  # a full cache past the window
+    where = _slot(block.attn.window, cache, p) if _takes(x, cache) else None
+    if where is None:
         return type(block).forward(block, x, step, cache)
     cache.check_room(p, 1)
-    slot, n_keys = p, p + 1  # a full cache: position p in slot p, keys 0..p
-    if type(cache) is RingKVBuffer:  # the last W positions, position p in slot p mod W
-        slot, n_keys = p % cache.window, min(p + 1, cache.window)
+    slot, n_keys = where
     if type(cache) is not KVBuffer:
         cache.pos[slot] = p  # the slot's position (a StaticKVBuffer's is shared by the layers: the same value)
     rope = step.rope(block.attn.rope_key)
     cos, sin = (rope[0][0], rope[1][0]) if rope is not None else (None, None)  # (d,) each: this position's angles
     out = torch.ops.tinyslm.decode_block(x.reshape(x.shape[0], x.shape[2]).contiguous(), *args.head, cos, sin,
                                          args.alibi, cache.k, cache.v, slot, n_keys, *args.tail)  # fmt: skip
+    return out.view(x.shape)  # (B, 1, D)
+
+
+class StackPlan(NamedTuple):
+    """decode_stack's plan (every depth's block, checked once) and each depth's attention, for its window and RoPE."""
+
+    plan: torch.ScriptObject
+    attns: list[Attention]
+
+
+def _stack_plan(model: nn.Module, args: dict[nn.Module, NativeArgs]) -> StackPlan:
+    plan = torch.classes.tinyslm.DecodePlan()
+    blocks = [model.blocks[b] for b in model.schedule]
+    for block in blocks:
+        a = args[block]
+        plan.add(*a.head, a.alibi, *a.tail, block.attn.head_dim)
+    return StackPlan(plan, [block.attn for block in blocks])
+
+
+def _native_stack(model: nn.Module, stack: StackPlan, x: torch.Tensor, step, cache=None) -> torch.Tensor:
+    """model.run_blocks for one new token: every depth in one decode_stack call (x (B, 1, D) -> (B, 1, D)). Else (a
+    prompt, no cache, a layer cache the step does not take) the blocks one by one, each its own native step."""
+    p = step.start
+    layers = cache.layers if cache is not None else []
+    wheres = [_slot(attn.window, layer, p) if _takes(x, layer) else None for attn, layer in zip(stack.attns, layers)]
+    if cache is None or None in wheres:
+        return type(model).run_blocks(model, x, step, cache)
+    positions, angles = set(), {}
+    for layer, (slot, _) in zip(layers, wheres):
+        layer.check_room(p, 1)
+        if type(layer) is not KVBuffer and (id(layer.pos), slot) not in positions:  # (a StaticKVBuffer's pos is shared)
+            layer.pos[slot] = p
+            positions.add((id(layer.pos), slot))
+    for attn in stack.attns:
+        if attn.rope_key not in angles:
+            rope = step.rope(attn.rope_key)
+            angles[attn.rope_key] = (rope[0][0], rope[1][0]) if rope is not None else (None, None)  # (d,) each
+    cos, sin = zip(*(angles[attn.rope_key] for attn in stack.attns))
+    out = torch.ops.tinyslm.decode_stack(x.reshape(x.shape[0], x.shape[2]).contiguous(), stack.plan,
+                                         [layer.k for layer in layers], [layer.v for layer in layers], list(cos),
+                                         list(sin), [w[0] for w in wheres], [w[1] for w in wheres])  # fmt: skip
     return out.view(x.shape)  # (B, 1, D)
 
 
@@ -189,12 +241,17 @@ def native_blocks(model: nn.Module) -> list[nn.Module]:
 @contextlib.contextmanager
 def native_decode(model: nn.Module, enabled: bool = True):
     """Within this block, every block of `model` decodes one token per call with the native step (when all can,
-    see `why_not_native`; else none does); afterwards the module path again. Yields how many blocks it switched."""
+    see `why_not_native`; else none does), all depths in one call where every layer cache allows (the model's
+    run_blocks); afterwards the module path again. Yields how many blocks it switched."""
     blocks = native_blocks(model) if enabled else []
+    args = {block: _arguments(block) for block in blocks}
     for block in blocks:  # an instance attribute shadows the class's forward until it is removed
-        block.forward = functools.partial(_native_forward, block, _arguments(block))
+        block.forward = functools.partial(_native_forward, block, args[block])
+    if blocks:
+        model.run_blocks = functools.partial(_native_stack, model, _stack_plan(model, args))
     try:
         yield len(blocks)
     finally:
         for block in blocks:
             block.__dict__.pop("forward", None)
+        model.__dict__.pop("run_blocks", None)

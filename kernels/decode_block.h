@@ -27,9 +27,10 @@
 //
 // Why a whole block in C++: decoding a small model is bound by the module path's ~40 operator calls
 // per layer (each a dispatch, an allocation, a fork and join of the thread pool, for microseconds of
-// work), not by its weights (quant/decode_block.py has the figures). Here a layer is one call and one
-// parallel region: the threads split each product's groups of 8 weight rows (as ggml_mm does) and
-// the attention's heads, and meet at a barrier between the steps above. The products are ggml_mm's
+// work), not by its weights (quant/decode_block.py has the figures). Here a layer is one parallel
+// region (and a token's layers one call, decode_block.cpp): the threads split each product's groups of
+// 8 weight rows (as ggml_mm does), the attention's heads and the FFN's activations, and meet at a barrier
+// between the steps above. The products are ggml_mm's
 // (the same 8-bit activations, the same integer sums) or float_mv's (float_dot.h: bfloat16 or float32
 // rows); the norms, RoPE, softmax and sums of attention are float32 like torch's, summed in another order, so the results agree to
 // float32 rounding, not bit for bit (tests/test_decode_block.py bounds the difference). A bfloat16

@@ -181,6 +181,12 @@ def _takes(x: torch.Tensor, cache) -> bool:
             and x.dtype in (torch.float32, torch.bfloat16))  # fmt: skip
 
 
+def _angles(step, key: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The new position's RoPE angles cos, sin (d,) each from the step's table `key`; None, None without RoPE."""
+    rope = step.rope(key)
+    return (rope[0][0], rope[1][0]) if rope is not None else (None, None)
+
+
 def _native_forward(block: nn.Module, args: NativeArgs, x: torch.Tensor, step, cache=None) -> torch.Tensor:
     """block.forward for one new token over a cache of x's dtype (x (B, 1, D) -> (B, 1, D)); else the module path."""
     p = step.start
@@ -191,8 +197,7 @@ def _native_forward(block: nn.Module, args: NativeArgs, x: torch.Tensor, step, c
     slot, n_keys = where
     if type(cache) is not KVBuffer:
         cache.pos[slot] = p  # the slot's position (a StaticKVBuffer's is shared by the layers: the same value)
-    rope = step.rope(block.attn.rope_key)
-    cos, sin = (rope[0][0], rope[1][0]) if rope is not None else (None, None)  # (d,) each: this position's angles
+    cos, sin = _angles(step, block.attn.rope_key)
     out = torch.ops.tinyslm.decode_block(x.reshape(x.shape[0], x.shape[2]).contiguous(), *args.head, cos, sin,
                                          args.alibi, cache.k, cache.v, slot, n_keys, *args.tail)  # fmt: skip
     return out.view(x.shape)  # (B, 1, D)
@@ -230,8 +235,7 @@ def _native_stack(model: nn.Module, stack: StackPlan, x: torch.Tensor, step, cac
             positions.add((id(layer.pos), slot))
     for attn in stack.attns:
         if attn.rope_key not in angles:
-            rope = step.rope(attn.rope_key)
-            angles[attn.rope_key] = (rope[0][0], rope[1][0]) if rope is not None else (None, None)  # (d,) each
+            angles[attn.rope_key] = _angles(step, attn.rope_key)
     cos, sin = zip(*(angles[attn.rope_key] for attn in stack.attns))
     out = torch.ops.tinyslm.decode_stack(x.reshape(x.shape[0], x.shape[2]).contiguous(), stack.plan,
                                          [layer.k for layer in layers], [layer.v for layer in layers], list(cos),

@@ -27,10 +27,11 @@
 //
 // Why a whole block in C++: decoding a small model is bound by the module path's ~40 operator calls
 // per layer (each a dispatch, an allocation, a fork and join of the thread pool, for microseconds of
-// work), not by its weights (quant/decode_block.py has the figures). Here a layer is one parallel
-// region (and a token's layers one call, decode_block.cpp): the threads split each product's groups of
-// 8 weight rows (as ggml_mm does), the attention's heads and the FFN's activations, and meet at a barrier
-// between the steps above. The products are ggml_mm's
+// work), not by its weights (quant/decode_block.py has the figures). Here a layer is one run of the kernels'
+// thread pool (threads.h; a token's layers one call, decode_block.cpp): the threads split each product's groups
+// of 8 weight rows (as ggml_mm does), the attention's heads and the FFN's activations, and meet at a barrier
+// between the steps above (a short spin, then sleep: a busy machine's descheduled thread is waited for, not
+// spun for). The products are ggml_mm's
 // (the same 8-bit activations, the same integer sums) or float_mv's (float_dot.h: bfloat16 or float32
 // rows); the norms, RoPE, softmax and sums of attention are float32 like torch's, summed in another order, so the results agree to
 // float32 rounding, not bit for bit (tests/test_decode_block.py bounds the difference). A bfloat16
@@ -39,9 +40,7 @@
 
 #pragma once
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -51,6 +50,7 @@
 
 #include "float_dot.h"
 #include "ggml_blocks.h"
+#include "threads.h"
 
 namespace {
 
@@ -61,20 +61,18 @@ struct Matrix {  // one layer's weight: ggml_mm's packed blocks (kinds 0..4) or 
   int64_t kind, n, k;
 };
 
-// Thread t's share [lo, hi) of n items split among nt threads.
-inline void share(int64_t n, int t, int nt, int64_t* lo, int64_t* hi) {
-  *lo = n * t / nt;
-  *hi = n * (t + 1) / nt;
-}
-
-// y_j = x W_j^T for matrices with the same input (x: B float rows, xq: the same rows as 8-bit blocks): this
-// thread's share of all their groups of 8 rows.
-void products(const Matrix* w, int count, const float* x, const std::vector<const ActBlock*>& xq, float* const* y,
-              int t, int nt) {
+// The groups of 8 rows of several matrices with the same input, numbered one after the other.
+inline int64_t groups_of(const Matrix* w, int count) {
   int64_t total = 0;
   for (int j = 0; j < count; ++j) total += (w[j].n + ROWS - 1) / ROWS;
-  int64_t lo, hi, first = 0;  // first: index of matrix j's group 0 in the list of all groups
-  share(total, t, nt, &lo, &hi);
+  return total;
+}
+
+// y_j = x W_j^T for matrices with the same input (x: B float rows, xq: the same rows as 8-bit blocks): the groups
+// [lo, hi) of groups_of(w, count).
+void products(const Matrix* w, int count, const float* x, const std::vector<const ActBlock*>& xq, float* const* y,
+              int64_t lo, int64_t hi) {
+  int64_t first = 0;  // index of matrix j's group 0 in the list of all groups
   for (int j = 0; j < count; ++j) {
     const int64_t groups = (w[j].n + ROWS - 1) / ROWS, g0 = std::max(lo - first, (int64_t)0),
                   g1 = std::min(hi - first, groups);
@@ -220,111 +218,115 @@ void block_step(const Block& k, const T* xp, T* outp, T* kc, T* vc, int64_t bsz,
       act_rows[b] = &act[b * width / QK];
     }
   };
-  const int nt = at::get_num_threads();
-  std::vector<float> scores(nt * n_keys);
+  const int nt = tinyslm::threads();
+  std::vector<float> scores(nt * n_keys);  // per thread t: one head's scores
+  float* qkv_out[3] = {q.data(), kk.data(), v.data()};
+  float *o_out[1] = {mid.data()}, *gu_out[2] = {gate.data(), up.data()}, *down_out[1] = {down.data()};
+  const Matrix* gu = k.w + (k.gated ? WG : WU);
+  const int n_gu = k.gated ? 2 : 1;
+  const int64_t qkv_groups = groups_of(k.w + WQ, 3), o_groups = groups_of(k.w + WO, 1), gu_groups = groups_of(gu, n_gu),
+                down_groups = groups_of(k.w + WD, 1);
+  auto pieces_of = [nt](int64_t items) { return std::max<int64_t>(1, items / (4 * nt)); };  // ~4 claims a thread
 
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), team = omp_get_num_threads();
-    int64_t lo, hi;
-#pragma omp single
-    {
-      for (int64_t i = 0; i < bsz * dim; ++i) x[i] = to_float(xp[i]);
-      for (int64_t b = 0; b < bsz; ++b) normalize(&x[b * dim], k.norm[ATTN_NORM], k.layer_norm, dim, k.eps, &h[b * dim]);
-      quantize(h.data(), dim);
-    }
-    float* qkv_out[3] = {q.data(), kk.data(), v.data()};
-    products(k.w + WQ, 3, h.data(), act_rows, qkv_out, t, team);
-#pragma omp barrier
-    // Per (sequence, head) of q then of k: bias, clip, QK-norm, RoPE; k and v go into the cache at p.
-    share(bsz * (n_heads + n_kv), t, team, &lo, &hi);
-    for (int64_t i = lo; i < hi; ++i) {
-      const int64_t b = i / (n_heads + n_kv), head = i % (n_heads + n_kv);
-      const bool is_q = head < n_heads;
-      const int64_t kv_head = head - n_heads, at = is_q ? head * hd : kv_head * hd;
-      float* vec = is_q ? &q[b * q_width + at] : &kk[b * kv_width + at];
-      if (const float* add = k.bias[is_q ? WQ : WK])
-        for (int64_t e = 0; e < hd; ++e) vec[e] += add[at + e];
-      clamp(vec, hd, k.clip);
-      const Norm& qk = k.norm[is_q ? Q_NORM : K_NORM];
-      if (qk.w) normalize(vec, qk, k.layer_norm, hd, k.qk_eps, vec);
-      if (k.cos) rope(vec, k.cos, k.sin, k.d_rot);
-      if (!is_q) {
-        float* vv = &v[b * kv_width + at];
-        if (const float* add = k.bias[WV])
-          for (int64_t e = 0; e < hd; ++e) vv[e] += add[at + e];
-        clamp(vv, hd, k.clip);
-        const int64_t to = ((b * n_kv + kv_head) * slots + slot) * hd;
-        for (int64_t e = 0; e < hd; ++e) kc[to + e] = from_float<T>(vec[e]), vc[to + e] = from_float<T>(vv[e]);
-      }
-    }
-#pragma omp barrier
-    // Attention, per (sequence, query head), over the n_keys filled slots of its KV head.
-    share(bsz * n_heads, t, team, &lo, &hi);
-    float* s = &scores[t * n_keys];
-    for (int64_t i = lo; i < hi; ++i) {
-      const int64_t b = i / n_heads, head = i % n_heads;
-      const float* qh = &q[b * q_width + head * hd];
-      const T* keys = kc + (b * n_kv + head / group) * slots * hd;  // (S, hd)
-      const T* values = vc + (b * n_kv + head / group) * slots * hd;
-      float top = -INFINITY, total = 0.f;
-      int64_t j = 0;
-      for (; j + 4 <= n_keys; j += 4) dot4(keys + j * hd, hd, qh, &s[j]);  // four keys a q load (as the products)
-      for (; j < n_keys; ++j) s[j] = dot(keys + j * hd, qh, hd);  // (bfloat16 keys widened in registers)
-      for (j = 0; j < n_keys; ++j) {
-        s[j] *= k.scale;
-        if (k.softcap > 0.f) s[j] = std::tanh(s[j] / k.softcap) * k.softcap;
-        if (k.alibi) s[j] += to_float(from_float<T>(k.alibi[head] * (float)j));  // in the scores' dtype, as Bloom
-        top = std::max(top, s[j]);
-      }
-      // exp(s - top) below -87.3 is a float32 subnormal, < 1.2e-38 of the sum (>= 1): taken as 0, the exact
-      // float32 result to the sum's precision, without the subnormal arithmetic's slow path (2x, measured)
-      for (j = 0; j < n_keys; ++j) total += s[j] = s[j] - top < -87.3f ? 0.f : std::exp(s[j] - top);
-      weighted_sum(s, values, n_keys, hd, 1.f / total, &att[b * q_width + head * hd]);
-    }
-#pragma omp barrier
-#pragma omp single
-    quantize(att.data(), q_width);
-    float* o_out[1] = {mid.data()};
-    products(k.w + WO, 1, att.data(), act_rows, o_out, t, team);
-#pragma omp barrier
-#pragma omp single
-    {
-      add_bias(mid.data(), k.bias[WO], bsz, dim);
-      finish_branch(k, mid.data(), k.norm[ATTN_POST], bsz);
-      for (int64_t i = 0; i < bsz * dim; ++i) mid[i] += x[i];  // x + attention
-      const float* ffn_in = k.parallel ? x.data() : mid.data();  // a parallel block's FFN reads x too
-      for (int64_t b = 0; b < bsz && k.norm[FFN_NORM].w; ++b)  // (no FFN norm: a shared one, h as it is)
-        normalize(&ffn_in[b * dim], k.norm[FFN_NORM], k.layer_norm, dim, k.eps, &h[b * dim]);
-      quantize(h.data(), dim);
-    }
-    float* gu_out[2] = {gate.data(), up.data()};
-    products(k.w + (k.gated ? WG : WU), k.gated ? 2 : 1, h.data(), act_rows, gu_out + (k.gated ? 0 : 1), t, team);
-#pragma omp barrier
-    // act(g + bg) * (u + bu), or act(u + bu), and its 8-bit blocks: each thread a share of the 32-value pieces
-    share(bsz * pieces, t, team, &lo, &hi);
-    for (int64_t i = lo; i < hi; ++i) {
-      const int64_t b = i / pieces, c0 = i % pieces * QK, c1 = std::min(c0 + QK, ffn);
-      float *hb = &h[b * ffn], *ub = &up[b * ffn], *gb = k.gated ? &gate[b * ffn] : nullptr;
-      const float *bu = k.bias[WU], *bg = k.bias[WG];
-      for (int64_t c = c0; c < c1; ++c) {
-        const float u = ub[c] + (bu ? bu[c] : 0.f);
-        hb[c] = k.gated ? activation(k.act, gb[c] + (bg ? bg[c] : 0.f)) * u : activation(k.act, u);
-      }
-      if (k.blocks) quantize_row(&hb[c0], QK, &act[(b * ffn + c0) / QK]);  // (ffn a multiple of 32 here)
-    }
-#pragma omp barrier
-    float* down_out[1] = {down.data()};
-    products(k.w + WD, 1, h.data(), ffn_rows, down_out, t, team);
-#pragma omp barrier
-#pragma omp single
-    {
-      add_bias(down.data(), k.bias[WD], bsz, dim);
-      finish_branch(k, down.data(), k.norm[FFN_POST], bsz);
-    }
-    share(bsz * dim, t, team, &lo, &hi);
-    for (int64_t i = lo; i < hi; ++i) outp[i] = from_float<T>(mid[i] + down[i]);  // + the residual
-  }
+  // The steps, in order, each a phase of the kernels' pool (threads.h): (items, items a claim, the work on
+  // items [lo, hi) by thread t). A step of one item is done by one thread while the others wait.
+  const tinyslm::Phase phases[] = {
+      {1, 1, [&](int64_t, int64_t, int) {  // h = norm_attn(x), and its 8-bit blocks
+         for (int64_t i = 0; i < bsz * dim; ++i) x[i] = to_float(xp[i]);
+         for (int64_t b = 0; b < bsz; ++b) normalize(&x[b * dim], k.norm[ATTN_NORM], k.layer_norm, dim, k.eps, &h[b * dim]);
+         quantize(h.data(), dim);
+       }},
+      {qkv_groups, pieces_of(qkv_groups), [&](int64_t lo, int64_t hi, int) {  // q, k, v
+         products(k.w + WQ, 3, h.data(), act_rows, qkv_out, lo, hi);
+       }},
+      // Per (sequence, head) of q then of k: bias, clip, QK-norm, RoPE; k and v go into the cache at p.
+      {bsz * (n_heads + n_kv), 1, [&](int64_t lo, int64_t hi, int) {
+         for (int64_t i = lo; i < hi; ++i) {
+           const int64_t b = i / (n_heads + n_kv), head = i % (n_heads + n_kv);
+           const bool is_q = head < n_heads;
+           const int64_t kv_head = head - n_heads, at = is_q ? head * hd : kv_head * hd;
+           float* vec = is_q ? &q[b * q_width + at] : &kk[b * kv_width + at];
+           if (const float* add = k.bias[is_q ? WQ : WK])
+             for (int64_t e = 0; e < hd; ++e) vec[e] += add[at + e];
+           clamp(vec, hd, k.clip);
+           const Norm& qk = k.norm[is_q ? Q_NORM : K_NORM];
+           if (qk.w) normalize(vec, qk, k.layer_norm, hd, k.qk_eps, vec);
+           if (k.cos) rope(vec, k.cos, k.sin, k.d_rot);
+           if (!is_q) {
+             float* vv = &v[b * kv_width + at];
+             if (const float* add = k.bias[WV])
+               for (int64_t e = 0; e < hd; ++e) vv[e] += add[at + e];
+             clamp(vv, hd, k.clip);
+             const int64_t to = ((b * n_kv + kv_head) * slots + slot) * hd;
+             for (int64_t e = 0; e < hd; ++e) kc[to + e] = from_float<T>(vec[e]), vc[to + e] = from_float<T>(vv[e]);
+           }
+         }
+       }},
+      // Attention, per (sequence, query head), over the n_keys filled slots of its KV head.
+      {bsz * n_heads, 1, [&](int64_t lo, int64_t hi, int t) {
+         float* s = &scores[t * n_keys];
+         for (int64_t i = lo; i < hi; ++i) {
+           const int64_t b = i / n_heads, head = i % n_heads;
+           const float* qh = &q[b * q_width + head * hd];
+           const T* keys = kc + (b * n_kv + head / group) * slots * hd;  // (S, hd)
+           const T* values = vc + (b * n_kv + head / group) * slots * hd;
+           float top = -INFINITY, total = 0.f;
+           int64_t j = 0;
+           for (; j + 4 <= n_keys; j += 4) dot4(keys + j * hd, hd, qh, &s[j]);  // four keys a q load (as the products)
+           for (; j < n_keys; ++j) s[j] = dot(keys + j * hd, qh, hd);  // (bfloat16 keys widened in registers)
+           for (j = 0; j < n_keys; ++j) {
+             s[j] *= k.scale;
+             if (k.softcap > 0.f) s[j] = std::tanh(s[j] / k.softcap) * k.softcap;
+             if (k.alibi) s[j] += to_float(from_float<T>(k.alibi[head] * (float)j));  // in the scores' dtype, as Bloom
+             top = std::max(top, s[j]);
+           }
+           // exp(s - top) below -87.3 is a float32 subnormal, < 1.2e-38 of the sum (>= 1): taken as 0, the exact
+           // float32 result to the sum's precision, without the subnormal arithmetic's slow path (2x, measured)
+           for (j = 0; j < n_keys; ++j) total += s[j] = s[j] - top < -87.3f ? 0.f : std::exp(s[j] - top);
+           weighted_sum(s, values, n_keys, hd, 1.f / total, &att[b * q_width + head * hd]);
+         }
+       }},
+      {1, 1, [&](int64_t, int64_t, int) { quantize(att.data(), q_width); }},
+      {o_groups, pieces_of(o_groups), [&](int64_t lo, int64_t hi, int) {  // o
+         products(k.w + WO, 1, att.data(), act_rows, o_out, lo, hi);
+       }},
+      {1, 1, [&](int64_t, int64_t, int) {  // x + attention, the FFN's input h and its 8-bit blocks
+         add_bias(mid.data(), k.bias[WO], bsz, dim);
+         finish_branch(k, mid.data(), k.norm[ATTN_POST], bsz);
+         for (int64_t i = 0; i < bsz * dim; ++i) mid[i] += x[i];
+         const float* ffn_in = k.parallel ? x.data() : mid.data();  // a parallel block's FFN reads x too
+         for (int64_t b = 0; b < bsz && k.norm[FFN_NORM].w; ++b)  // (no FFN norm: a shared one, h as it is)
+           normalize(&ffn_in[b * dim], k.norm[FFN_NORM], k.layer_norm, dim, k.eps, &h[b * dim]);
+         quantize(h.data(), dim);
+       }},
+      {gu_groups, pieces_of(gu_groups), [&](int64_t lo, int64_t hi, int) {  // gate and up, or up
+         products(gu, n_gu, h.data(), act_rows, gu_out + (k.gated ? 0 : 1), lo, hi);
+       }},
+      // act(g + bg) * (u + bu), or act(u + bu), and its 8-bit blocks, by pieces of 32 values
+      {bsz * pieces, 1, [&](int64_t lo, int64_t hi, int) {
+         for (int64_t i = lo; i < hi; ++i) {
+           const int64_t b = i / pieces, c0 = i % pieces * QK, c1 = std::min(c0 + QK, ffn);
+           float *hb = &h[b * ffn], *ub = &up[b * ffn], *gb = k.gated ? &gate[b * ffn] : nullptr;
+           const float *bu = k.bias[WU], *bg = k.bias[WG];
+           for (int64_t c = c0; c < c1; ++c) {
+             const float u = ub[c] + (bu ? bu[c] : 0.f);
+             hb[c] = k.gated ? activation(k.act, gb[c] + (bg ? bg[c] : 0.f)) * u : activation(k.act, u);
+           }
+           if (k.blocks) quantize_row(&hb[c0], QK, &act[(b * ffn + c0) / QK]);  // (ffn a multiple of 32 here)
+         }
+       }},
+      {down_groups, pieces_of(down_groups), [&](int64_t lo, int64_t hi, int) {  // down
+         products(k.w + WD, 1, h.data(), ffn_rows, down_out, lo, hi);
+       }},
+      {1, 1, [&](int64_t, int64_t, int) {
+         add_bias(down.data(), k.bias[WD], bsz, dim);
+         finish_branch(k, down.data(), k.norm[FFN_POST], bsz);
+       }},
+      {bsz * dim, pieces_of(bsz * dim), [&](int64_t lo, int64_t hi, int) {  // + the residual
+         for (int64_t i = lo; i < hi; ++i) outp[i] = from_float<T>(mid[i] + down[i]);
+       }},
+  };
+  tinyslm::pool().run(nt, phases, (int)(sizeof(phases) / sizeof(phases[0])));
 }
 
 // A float32 vector of n values, or null for None.

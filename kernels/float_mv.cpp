@@ -11,7 +11,6 @@
 // accumulators: y[m, n] = sum_k x[m, k] * w[n, k], summed in float32 as torch does, returned in
 // float32. Threads split the N rows.
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -20,6 +19,7 @@
 #include <cstring>
 
 #include "float_dot.h"
+#include "threads.h"
 
 namespace {
 
@@ -35,16 +35,25 @@ at::Tensor float_mv(const at::Tensor& x, const at::Tensor& w) {
   float* yp = y.data_ptr<float>();
   if (w.scalar_type() == at::kFloat) {
     const float* wp = w.data_ptr<float>();
-    at::parallel_for(0, n, 16, [&](int64_t n0, int64_t n1) { float_rows(wp, n0, n1, n, k, xp, m, yp); });
+    tinyslm::parallel_for(n, 16, [&](int64_t n0, int64_t n1) { float_rows(wp, n0, n1, n, k, xp, m, yp); });
   } else {
     const uint16_t* wp = (const uint16_t*)w.data_ptr<at::BFloat16>();
-    at::parallel_for(0, n, 16, [&](int64_t n0, int64_t n1) { float_rows(wp, n0, n1, n, k, xp, m, yp); });
+    tinyslm::parallel_for(n, 16, [&](int64_t n0, int64_t n1) { float_rows(wp, n0, n1, n, k, xp, m, yp); });
   }
   return y;
 }
 
+// The kernels' own thread count (threads.h): n > 0, or 0 for torch's intra-op setting; returns the previous setting.
+int64_t set_threads(int64_t n) {
+  TORCH_CHECK(n >= 0, "set_threads: n must be >= 0, found ", n);
+  return tinyslm::threads_setting().exchange((int)n);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(tinyslm, m) { m.def("float_mv(Tensor x, Tensor w) -> Tensor"); }
+TORCH_LIBRARY_FRAGMENT(tinyslm, m) {
+  m.def("float_mv(Tensor x, Tensor w) -> Tensor");
+  m.def("set_threads(int n) -> int", &set_threads);  // no tensor: one kernel for every backend
+}
 
 TORCH_LIBRARY_IMPL(tinyslm, CPU, m) { m.impl("float_mv", &float_mv); }

@@ -2,7 +2,6 @@
 // into the interleaved layout and back, the product, and the dequantization. The layout and the
 // arithmetic are described in ggml_blocks.h.
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -10,6 +9,7 @@
 #include <vector>
 
 #include "ggml_blocks.h"
+#include "threads.h"
 
 namespace {
 
@@ -138,7 +138,7 @@ at::Tensor ggml_pack(const at::Tensor& w, int64_t kind) {
   if (n % ROWS) std::memset(dst + (groups - 1) * row_bytes, 0, row_bytes);  // the padding rows: zero blocks
   with_kind(kind, [&](auto kind_c) {
     constexpr int Kind = decltype(kind_c)::value;
-    at::parallel_for(0, groups, 16, [&](int64_t g0, int64_t g1) {
+    tinyslm::parallel_for(groups, 16, [&](int64_t g0, int64_t g1) {
       for (int64_t g = g0; g < g1; ++g)
         for (int r = 0; r < ROWS && g * ROWS + r < n; ++r)
           pack_row<Kind>(src + (g * ROWS + r) * w.size(1), n_blocks, dst + g * row_bytes, r);
@@ -157,7 +157,7 @@ at::Tensor ggml_unpack(const at::Tensor& p, int64_t kind, int64_t n) {
   uint8_t* dst = out.data_ptr<uint8_t>();
   with_kind(kind, [&](auto kind_c) {
     constexpr int Kind = decltype(kind_c)::value;
-    at::parallel_for(0, n, 64, [&](int64_t n0, int64_t n1) {
+    tinyslm::parallel_for(n, 64, [&](int64_t n0, int64_t n1) {
       for (int64_t row = n0; row < n1; ++row)
         unpack_row<Kind>(src + row / ROWS * p.size(1), n_blocks, dst + row * n_blocks * bytes, (int)(row % ROWS));
     });
@@ -174,7 +174,7 @@ at::Tensor ggml_mm(const at::Tensor& x, const at::Tensor& p, int64_t kind, int64
   TORCH_CHECK(columns == k, "ggml_mm: the packed weight has ", columns, " columns, x has K = ", k);
   std::vector<ActBlock> act(m * nb);
   const float* xp = x.data_ptr<float>();
-  at::parallel_for(0, m, 16, [&](int64_t r0, int64_t r1) {  // a few rows: on this thread (no fork / join)
+  tinyslm::parallel_for(m, 16, [&](int64_t r0, int64_t r1) {  // a few rows: on this thread (no fork / join)
     for (int64_t r = r0; r < r1; ++r) quantize_row(xp + r * k, k, &act[r * nb]);
   });
   std::vector<const ActBlock*> rows(m);
@@ -184,7 +184,7 @@ at::Tensor ggml_mm(const at::Tensor& x, const at::Tensor& p, int64_t kind, int64
   const uint8_t* wp = p.data_ptr<uint8_t>();
   with_kind(kind, [&](auto kind_c) {
     constexpr int Kind = decltype(kind_c)::value;
-    at::parallel_for(0, p.size(0), 2, [&](int64_t g0, int64_t g1) { mm_groups<Kind>(wp, g0, g1, nb, rows, yp, n); });
+    tinyslm::parallel_for(p.size(0), 2, [&](int64_t g0, int64_t g1) { mm_groups<Kind>(wp, g0, g1, nb, rows, yp, n); });
   });
   return y;
 }
@@ -198,7 +198,7 @@ at::Tensor ggml_dequantize(const at::Tensor& p, int64_t kind, int64_t n) {
   float* op = out.data_ptr<float>();
   with_kind(kind, [&](auto kind_c) {
     constexpr int Kind = decltype(kind_c)::value;
-    at::parallel_for(0, n, 16, [&](int64_t n0, int64_t n1) {
+    tinyslm::parallel_for(n, 16, [&](int64_t n0, int64_t n1) {
       for (int64_t row = n0; row < n1; ++row) {
         const uint8_t* group = src + row / ROWS * p.size(1);
         const int r = (int)(row % ROWS);

@@ -185,16 +185,20 @@ def test_compiled_layer_equals_eager():
     assert torch.equal(compiled(x), torch.nn.functional.silu(layer(x)))
 
 
-def test_a_build_is_named_for_the_cpu_it_was_made_for(monkeypatch, tmp_path):
+def test_a_build_is_named_for_the_cpu_and_instruction_set_it_was_made_for(monkeypatch):
     # -march=native builds for the build machine's extensions: a cached build must not load on another CPU
-    def tag(flags):
-        cpuinfo = tmp_path / "cpuinfo"
-        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-        monkeypatch.setattr(native, "Path", lambda _: cpuinfo)
+    from tinyslm import machine
+
+    def tag(flags, isa=""):
+        monkeypatch.setattr(machine, "_cpuinfo", lambda: {"model name": "Some CPU", "flags": flags})
+        monkeypatch.setenv("TINYSLM_KERNEL_ISA", isa)
         return native._cpu_tag()
 
     assert tag("fpu avx2 avx512f") != tag("fpu avx2 avx512f amx_tile")
     assert tag("fpu avx2") == tag("fpu avx2")
+    # each forced instruction set is a build of its own
+    assert len({tag("fpu avx2 fma f16c", isa) for isa in ("", "native", "avx2", "generic")}) == 3
+    assert tag("fpu avx2 fma f16c", "") == tag("fpu avx2 fma f16c", "native")
 
 
 def test_tinyslm_native_0_turns_the_kernels_off_and_says_so():

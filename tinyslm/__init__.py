@@ -11,9 +11,20 @@
     tinyslm.quantize(model, "int8")                                     # or quantize a float model in place
 """
 
-from .checkpoint import load_config, load_pretrained, save_pretrained
-from .config import LayerShape, LayerSpec, ModelConfig
-from .errors import (
+import os as _os
+import sys as _sys
+
+# torch's OpenMP threads (libgomp) spin for up to GOMP_SPINCOUNT `pause` instructions before they sleep: 300,000
+# by default, milliseconds, which on a busy machine are spent waiting for a partner thread that the OS has
+# descheduled (training and prompts then slow down by far more than the load). libgomp reads this once, when
+# torch loads it: a shorter spin is set here when tinyslm is imported before torch (the CLI always is) and the
+# user chose no wait policy of their own. The native kernels wait in their own way (kernels/threads.h).
+if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & _os.environ.keys():
+    _os.environ["GOMP_SPINCOUNT"] = "10000"
+
+from .checkpoint import load_config, load_pretrained, save_pretrained  # noqa: E402
+from .config import LayerShape, LayerSpec, ModelConfig  # noqa: E402
+from .errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
     GenerationError,
@@ -21,10 +32,10 @@ from .errors import (
     TokenizerError,
     UnsupportedModelError,
 )
-from .generate import generate
-from .model import CausalLM
-from .quant import QuantizedLinear, quantize
-from .tokenizer import load_tokenizer
+from .generate import generate  # noqa: E402
+from .model import CausalLM  # noqa: E402
+from .quant import QuantizedLinear, quantize  # noqa: E402
+from .tokenizer import load_tokenizer  # noqa: E402
 
 __all__ = [
     "CausalLM", "ModelConfig", "LayerSpec", "LayerShape", "load_config", "load_pretrained", "save_pretrained", "generate",

@@ -226,7 +226,8 @@ def _native_stack(model: nn.Module, stack: StackPlan, x: torch.Tensor, step, cac
     layers = cache.layers if cache is not None else []
     wheres = [_slot(attn.window, layer, p) if _takes(x, layer) else None for attn, layer in zip(stack.attns, layers)]
     if cache is None or None in wheres:
-        return type(model).run_blocks(model, x, step, cache)
+        with native.torch_threads():  # a prompt's products are torch's: its threads back for them
+            return type(model).run_blocks(model, x, step, cache)
     positions, angles = set(), {}
     for layer, (slot, _) in zip(layers, wheres):
         layer.check_room(p, 1)
@@ -261,7 +262,8 @@ def native_decode(model: nn.Module, enabled: bool = True):
     if blocks:
         model.run_blocks = functools.partial(_native_stack, model, _stack_plan(model, args))
     try:
-        yield len(blocks)
+        with native.own_threads() if blocks else contextlib.nullcontext():
+            yield len(blocks)
     finally:
         for block in blocks:
             block.__dict__.pop("forward", None)

@@ -6,9 +6,10 @@ a 5632 x 2048 weight, 2 cores of an AMD EPYC with AVX2, where `ggml_mm` reads Q4
 and Q8_0 at 17-21 GB/s, depending on the hour). So `ggml_pack`, `ggml_mm`, `ggml_dequantize`
 (blocks.py), `float_mv` (float_mv.py) and `decode_block` (decode_block.py) are compiled from kernels/ the first time a process needs them, with torch's own extension builder
 (the C++ compiler torch.compile uses too; ~12 s on 2 cores), for the CPU it runs on
-(-march=native: AVX2 where there is one, plain loops elsewhere), and cached by torch under
-~/.cache/torch_extensions by a name carrying the CPU's digest (_cpu_tag), so later processes on the
-same CPU load them in a fraction of a second.
+(-march=native: AVX2 intrinsics where there is AVX2, plain loops elsewhere; TINYSLM_KERNEL_ISA=avx2 or
+generic forces either, machine.py), and cached by torch under ~/.cache/torch_extensions by a name
+carrying the instruction set and the CPU's digest (_cpu_tag), so later processes on the same CPU load
+them in a fraction of a second. They run on their own threads (kernels/threads.h), as many as torch's.
 
 If they cannot be built (no compiler, no source in a non-editable install) or TINYSLM_NATIVE=0 is
 set, `available()` is False, says why once, and callers fall back to torch's own kernels (and the
@@ -17,6 +18,7 @@ module path, or the compiled step, for decoding).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -25,6 +27,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from .. import machine
 
 KERNELS = Path(__file__).resolve().parents[2] / "kernels"
 SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "float_mv.cpp", KERNELS / "decode_block.cpp"]
@@ -41,6 +45,7 @@ def available() -> bool:
         return False
     if hasattr(torch.ops.tinyslm, "float_mv"):  # already loaded in this process
         return True
+    isa = machine.kernel_isa()  # (a bad TINYSLM_KERNEL_ISA is the user's error: raised, not a fallback)
     missing = [str(s) for s in SOURCES if not s.exists()]
     if missing:
         why_unavailable = f"kernel source {missing[0]} not found (install tinyslm with `pip install -e .`)"
@@ -48,10 +53,10 @@ def available() -> bool:
     try:
         from torch.utils import cpp_extension  # noqa: PLC0415
 
-        # -fopenmp: at::parallel_for and decode_block's parallel region use torch's OpenMP threads; the headers'
+        # the headers'
         # digest is a flag so that editing a header rebuilds too (torch's builder hashes only the sources)
         headers = hashlib.sha1(b"".join(h.read_bytes() for h in sorted(KERNELS.glob("*.h")))).hexdigest()[:12]
-        flags = ["-O3", "-march=native", "-fopenmp", f"-DTINYSLM_HEADERS={headers}"]
+        flags = ["-O3", isa[1], f"-DTINYSLM_HEADERS={headers}"]
         cpp_extension.load(name=f"tinyslm_ggml_{_cpu_tag()}", sources=[str(s) for s in SOURCES], extra_cflags=flags,
                            is_python_module=False, verbose=False)  # fmt: skip
     except Exception as exc:  # noqa: BLE001  (no compiler, a failed build: fall back, say why)
@@ -61,11 +66,11 @@ def available() -> bool:
     return True
 
 
-@functools.cache
 def has_native_bf16() -> bool:
     """Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX), which make torch's
-    bfloat16 GEMM fast; without them (AVX2) a float32 GEMM is several times faster."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    bfloat16 GEMM fast; without them (AVX2) a float32 GEMM is several times faster. TINYSLM_NATIVE_BF16=1|0
+    forces the answer (machine.native_bf16)."""
+    return machine.native_bf16()
 
 
 def _cpu_tag() -> str:
@@ -73,14 +78,11 @@ def _cpu_tag() -> str:
     compiles for every instruction set extension the build machine has, so the name carries a digest
     of the CPU's model and feature flags (where /proc/cpuinfo tells them), not just torch's capability
     class: two AVX-512 CPUs, one with AMX, must not share a build (a home directory shared by a
-    cluster's machines would otherwise load one's build on the other and die of an illegal instruction)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-        described = "\n".join(line for line in cpuinfo.splitlines() if line.startswith(("model name", "flags")))
-    except OSError:  # no /proc (macOS, Windows): the platform's own description
-        described = platform.processor() + platform.machine()
+    cluster's machines would otherwise load one's build on the other and die of an illegal instruction).
+    It names the instruction set the build is for too (TINYSLM_KERNEL_ISA): each is its own build."""
+    described = f"{machine.cpu_model()}\n{' '.join(sorted(machine.cpu_flags()))}\n{platform.machine()}"
     digest = hashlib.sha1(described.encode()).hexdigest()[:8]
-    return f"{torch.backends.cpu.get_cpu_capability().lower()}_{digest}"
+    return f"{machine.kernel_isa()[0]}_{torch.backends.cpu.get_cpu_capability().lower()}_{digest}"
 
 
 def ggml_pack(blocks: torch.Tensor, kind: str) -> torch.Tensor:
@@ -105,6 +107,42 @@ def ggml_mm(x: torch.Tensor, packed: torch.Tensor, kind: str, n: int) -> torch.T
 def ggml_dequantize(packed: torch.Tensor, kind: str, n: int) -> torch.Tensor:
     """The (n, K) float32 weight that packed `kind` blocks hold, computed as llama.cpp does."""
     return torch.ops.tinyslm.ggml_dequantize(packed, KIND_CODES[kind], n)
+
+
+@contextlib.contextmanager
+def own_threads():
+    """Within this block the kernels run on torch's thread count with their own pool (kernels/threads.h) and torch's
+    own operations on one thread; `torch_threads()` lends torch its threads back for work of its own (a prompt).
+
+    Why: a decoding step is one kernel call and a few small torch operations (the embedding row, an argmax over
+    the vocabulary). An argmax of 49,152 values is one of torch's parallel regions, after which torch's OpenMP
+    threads spin for milliseconds (libgomp's default), taking the core that the kernels' next call needs: 15%
+    of a quiet token (SmolLM2-135M), far more on a busy machine. On one thread torch forks nothing."""
+    if not available():
+        yield
+        return
+    n = torch.get_num_threads()
+    previous = torch.ops.tinyslm.set_threads(n)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+        torch.ops.tinyslm.set_threads(previous)
+
+
+@contextlib.contextmanager
+def torch_threads():
+    """Inside `own_threads`: torch's thread count as it was, for the duration of this block (a prompt's forward)."""
+    kernels = torch.ops.tinyslm.set_threads(0) if available() else 0
+    if kernels > 0:
+        torch.ops.tinyslm.set_threads(kernels)
+        torch.set_num_threads(kernels)
+    try:
+        yield
+    finally:
+        if kernels > 0:
+            torch.set_num_threads(1)
 
 
 def register_fake() -> None:

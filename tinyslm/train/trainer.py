@@ -17,7 +17,9 @@ up to the order of float additions.
 Mixed precision: under `precision="bf16"` the forward runs in torch.autocast(bfloat16); weights,
 gradients and AdamW moments stay float32, and the loss is computed from float32 logits. "auto"
 picks bf16 only where the hardware computes in it natively (CUDA with bf16, or a CPU with
-AVX512-BF16/AMX); elsewhere bf16 is emulated and slower than float32.
+AVX512-BF16/AMX; TINYSLM_NATIVE_BF16=1|0 forces the CPU's answer, machine.py); elsewhere bf16 is emulated
+and slower than float32. So "auto" computes in another precision on another CPU: results that must agree
+across machines pin precision="fp32".
 
 Validation runs every `eval_every` steps on the first `eval_batches` batches of `val()`: the mean
 loss over every counted target, and bits per byte, loss / (ln 2 x UTF-8 bytes per token), which
@@ -38,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import machine
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError, TinySLMError
 from ..layers.attention import set_attention_backend
@@ -141,8 +144,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # AVX512-BF16 / AMX in oneDNN's words
-    return torch.bfloat16 if native is not None and native() else None
+    return torch.bfloat16 if machine.native_bf16() else None  # AVX512-BF16 / AMX, or TINYSLM_NATIVE_BF16
 
 
 def loss_sum(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

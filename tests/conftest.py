@@ -9,6 +9,10 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# The machine notes (a busy machine, a slow step: machine.py) depend on what else the machine runs; tests that
+# compare a command's exact output must not see them. tests/test_machine.py turns them on where it tests them.
+os.environ["TINYSLM_NOTES"] = "0"
+
 settings.register_profile("tinyslm", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", parent=settings.get_profile("tinyslm"), derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "tinyslm")

@@ -530,3 +530,39 @@ def test_generate_on_a_config_it_refuses_exits_2_with_the_reason(reference, tmp_
     (folder / "config.json").write_text(json.dumps({k: v for k, v in {**config, **edit}.items() if v is not None}))
     code, _, err = run(capsys, "generate", folder, "--ids", "1,2", "--max-new-tokens", "2")
     assert code == 2 and message in err, err
+
+
+# --- a busy machine ----------------------------------------------------------------------------------------------
+
+
+def test_generate_says_once_when_the_machine_is_busy_and_what_helps(reference, capsys, monkeypatch):
+    from tinyslm import machine
+
+    _, folder = reference
+    monkeypatch.setenv("TINYSLM_NOTES", "1")
+    monkeypatch.setattr(machine, "runnable_others", lambda: 8.0)  # eight other threads want a CPU
+    threads = torch.get_num_threads()  # (--threads sets this process's torch: restored below)
+    try:
+        _busy_generate(folder, capsys, monkeypatch, machine)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _busy_generate(folder, capsys, monkeypatch, machine):
+    code, out, err = run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "3", "--threads", "2")
+    assert code == 0 and "2 threads" in out
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "the machine is busy (8 other runnable threads" in notes[0]
+    assert "--threads 1" in notes[0] and "OMP_WAIT_POLICY=passive" in notes[0]
+    monkeypatch.setattr(machine, "runnable_others", lambda: 0.0)
+    code, _, err = run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "3", "--threads", "1")
+    assert code == 0 and "note:" not in err
+    code, _, err = run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "3", "--threads", "0")
+    assert code == 2 and err.strip() == "error: --threads must be >= 1, found 0"
+
+
+def test_demo_names_the_cpu_its_figures_come_from(capsys):
+    from tinyslm import machine
+
+    code, out, _ = run(capsys, "demo", "--tokens", "2", "--no-train")
+    assert code == 0 and out.splitlines()[0].startswith(f"machine: {machine.describe()}, ")

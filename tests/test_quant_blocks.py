@@ -182,7 +182,11 @@ def test_compiled_layer_equals_eager():
     layer = GGMLLinear.from_gguf("Q4_1", raw, (64, 128))
     x = torch.randn(3, 128)
     compiled = torch.compile(lambda t: torch.nn.functional.silu(layer(t)), fullgraph=True)
-    assert torch.equal(compiled(x), torch.nn.functional.silu(layer(x)))
+    # the kernel is an opaque call in the graph: its output the same bits; the fused SiLU is inductor's own code,
+    # vectorized for the CPU inductor detects, eager's for the one torch dispatches to (ATEN_CPU_CAPABILITY can
+    # make them differ): the same function to float32 rounding
+    assert torch.equal(torch.compile(layer, fullgraph=True)(x), layer(x))
+    torch.testing.assert_close(compiled(x), torch.nn.functional.silu(layer(x)), rtol=1e-6, atol=1e-7)
 
 
 def test_a_build_is_named_for_the_cpu_and_instruction_set_it_was_made_for(monkeypatch):

@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from . import machine
+
 QUANT_CHOICES = ["q8_0", "q4_0", "q4_1", "int8", "int4"]  # tinyslm.quantize kinds (quant/quantize.py)
 
 EPILOG = """examples:
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "group of --group-size inputs) with torch's kernels and bfloat16 activations. Default: keep the "
                    "weights")
     p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32 (default), 64, 128 or 256")
+    machine.add_threads_option(p)
     p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
                    help="the fast decoding path. A model whose weights are GGUF blocks, bfloat16 or float32 (any family but MLA) decodes "
                    "each block in one native call (kernels/decode_block.cpp; nothing to compile) with on and auto alike. "
@@ -144,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "tinyslm's precisions on one machine)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for every implementation and the "
                    "bandwidth probe (default: torch's default, usually the core count)")
+    p.add_argument("--contention", type=int, default=None, metavar="N",
+                   help="instead: decode speed quiet and beside N busy processes (one per core is a busy shared "
+                   "machine), tinyslm and llama.cpp (a .gguf, when installed) side by side, with the ratios")
+    p.add_argument("--timeout", type=float, default=600.0, help="with --contention: seconds a loaded run may take "
+                   "before it is reported as unfinished (default 600)")
     p.add_argument("--json", action="store_true", help="print the measurements as JSON (one object per implementation)")
 
     p = sub.add_parser(
@@ -158,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=32, help="greedy tokens to decode per model (default 32)")
     p.add_argument("--no-train", action="store_true", help="skip the short training run on the embedded corpus "
                    "(about half a minute on a 2-core CPU) that follows the table")
+    machine.add_threads_option(p)
 
     for name in COMMAND_MODULES:  # commands that live beside their subject: add_parser(sub) + run(args)
         importlib.import_module(name).add_parser(sub)
@@ -222,6 +231,7 @@ def cmd_generate(args) -> int:
     from .layers.attention import set_attention_backend  # noqa: PLC0415
     from .tokenizer import load_tokenizer  # noqa: PLC0415
 
+    machine.say(machine.busy_note(machine.use_threads(args.threads)))
     tokenizer = None
     if args.ids is not None:
         try:
@@ -274,8 +284,16 @@ def cmd_generate(args) -> int:
     from .generate import FAST_CHOICES  # noqa: PLC0415
 
     fast = FAST_CHOICES[args.fast]
+    slow = machine.SlowSteps("token", torch.get_num_threads())
+
+    def timed(token) -> None:
+        on_token(token)
+        if len(times) > 1 and (note := slow.add(times[-1] - times[-2])):
+            print(file=sys.stderr)
+            machine.say(note)
+
     t0 = time.perf_counter()
-    generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=on_token, mla_decode=args.mla_decode, fast=fast)
+    generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=timed, mla_decode=args.mla_decode, fast=fast)
     print()
     if times:
         from .generate import last_compile_s, last_decode_path  # noqa: PLC0415  (set by this run)
@@ -323,6 +341,15 @@ def cmd_bench(args) -> int:
             f"--prompt-tokens + --new-tokens = {args.prompt_tokens + args.new_tokens} exceeds the model's context "
             f"of {config.max_seq_len}"
         )
+    if args.contention is not None:
+        from .tools.bench import format_contention, run_contention  # noqa: PLC0415
+
+        rows = run_contention(args.checkpoint, args.contention, args.dtype, args.prompt_tokens, args.new_tokens,
+                              runs=args.runs, threads=args.threads, llama_cpp=not args.no_llama_cpp,
+                              timeout=args.timeout, rounds=args.rounds)  # fmt: skip
+        print(json.dumps(rows, indent=2) if args.json else
+              format_contention(rows, args.checkpoint, args.new_tokens, args.prompt_tokens))  # fmt: skip
+        return 0
     try:
         sizes = tuple(int(n) for n in args.prefill_tokens.split(","))
     except ValueError:
@@ -339,6 +366,9 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     from .tools.demo import run_demo  # noqa: PLC0415
 
+    threads = machine.use_threads(args.threads)
+    print(f"machine: {machine.describe()}, {threads} thread{'s' if threads != 1 else ''}")
+    machine.say(machine.busy_note(threads), print)
     t0 = time.perf_counter()
     run_demo(new_tokens=args.tokens, train=not args.no_train)
     print(f"demo finished in {time.perf_counter() - t0:.1f} s")

@@ -18,7 +18,7 @@ machine that can execute it at all:
 
 A busy machine: threads that wait for each other by spinning (OpenMP's default) lose whole time slices when
 another process holds the core their partner needs; `busy_note` and `SlowSteps` tell the user when that is
-likely, and what to do (docs/performance.md has the measurements).
+likely, and what to do (docs/performance.md has the measurements); TINYSLM_NOTES=0 silences them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import time
 from functools import cache
 from pathlib import Path
 
@@ -115,23 +116,49 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def runnable_others(samples: int = 5, interval: float = 0.01) -> float | None:
+    """How many other threads want a CPU right now: Linux's count of runnable threads (/proc/stat procs_running,
+    which includes the reading one), the least of a few samples; the one-minute load average elsewhere (which
+    also counts what ran in the last minute, this process's earlier work included); None where neither exists."""
+    counts = []
+    for i in range(samples):
+        try:
+            line = next(x for x in Path("/proc/stat").read_text().splitlines() if x.startswith("procs_running"))
+            counts.append(int(line.split()[1]) - 1)
+        except (OSError, StopIteration, ValueError, IndexError):
+            break
+        if i + 1 < samples:
+            time.sleep(interval)
+    if counts:
+        return float(min(counts))
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows)
+        return None
+
+
+def notes_enabled() -> bool:
+    """Machine notes (busy machine, slow steps) are on unless TINYSLM_NOTES=0."""
+    return env_flag("TINYSLM_NOTES") is not False
+
+
 def busy_note(threads: int, load: float | None = None) -> str | None:
     """One line of advice when other work already occupies the cores this run's `threads` would need, else None.
 
-    `load`: the number of runnable processes (default: the OS's one-minute load average, taken before this run
-    adds its own). Threads that wait for each other then wait for a core too, and can run several times slower
-    than fewer threads would."""
+    `load`: how many other threads want a CPU (default: `runnable_others()`, measured now). Threads that wait
+    for each other then wait for a core too, and can run several times slower than fewer threads would."""
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # no load average (Windows)
+        if not notes_enabled():
+            return None
+        load = runnable_others()
+        if load is None:
             return None
     cpus = usable_cpus()
     if load + threads <= cpus + 0.5:
         return None
     fewer = max(1, min(threads - 1, round(cpus - load)))
-    return (f"the machine is busy (load average {load:.1f} on {cpus} CPUs) and this run uses {threads} threads: "
-            f"expect it to run slower than on a quiet machine; fewer threads (--threads {fewer}) or "
+    return (f"the machine is busy ({load:.0f} other runnable threads on {cpus} CPUs) and this run uses {threads} "
+            f"threads: expect it to run slower than on a quiet machine; fewer threads (--threads {fewer}) or "
             "OMP_WAIT_POLICY=passive in the environment may help")  # fmt: skip
 
 
@@ -148,9 +175,34 @@ class SlowSteps:
         """Record one step; returns the line to print the first time a step is `factor` x the usual, else None."""
         usual = statistics.median(self.seconds) if len(self.seconds) >= self.after else None
         self.seconds.append(seconds)
-        if self.told or usual is None or seconds <= self.factor * usual:
+        if self.told or usual is None or seconds <= self.factor * usual or not notes_enabled():
             return None
         self.told = True
         return (f"a {self.what} took {seconds:.2f} s, {seconds / usual:.0f}x the usual {usual * 1000:.0f} ms: the "
                 f"machine is probably busy with other work; with {self.threads} threads, fewer (--threads) or "
                 "OMP_WAIT_POLICY=passive in the environment may help")  # fmt: skip
+
+
+def add_threads_option(parser) -> None:
+    """The commands' --threads N (generate, train, demo; bench has its own)."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads (default: torch's, usually one per core); fewer help on a busy machine")  # fmt: skip
+
+
+def use_threads(n: int | None) -> int:
+    """Set torch's (and so the kernels') thread count when n is given; returns the count in use."""
+    import torch  # noqa: PLC0415
+
+    if n is not None:
+        if n < 1:
+            raise ConfigError(f"--threads must be >= 1, found {n}")
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def say(note: str | None, out=None) -> None:
+    """Print a machine note as one line on stderr (or through `out`)."""
+    if note:
+        import sys  # noqa: PLC0415
+
+        (out or (lambda line: print(line, file=sys.stderr, flush=True)))(f"note: {note}")

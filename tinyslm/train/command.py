@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import machine
+
 DESCRIPTION = """Train a model of any tinyslm architecture from scratch on a text corpus.
 
 The model comes from CONFIG.toml (any file in configs/, or your own); its vocab_size is set to
@@ -61,6 +63,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fsdp", action="store_true", help="shard parameters and optimizer state across processes (FSDP2)")
     p.add_argument("--device", default=d.device, help="auto (default: cuda when available), cpu, cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    machine.add_threads_option(p)
     p.set_defaults(run=run)
 
 
@@ -70,6 +73,7 @@ def run(args) -> int:
     from . import distributed as D  # noqa: PLC0415
     from .trainer import TrainConfig, train  # noqa: PLC0415
 
+    machine.use_threads(args.threads)
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, min_lr=args.min_lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -227,6 +228,11 @@ def train(
     n_params = sum(p.numel() for p in model.parameters())
     bar = _progress_bar(cfg.steps, start, enabled=progress and world.is_main)
     bar.set_description(f"train {n_params / 1e6:.2f}M params, {'bf16' if dtype else 'fp32'}")
+    tell = bar.write if progress else (lambda line: warnings.warn(line, RuntimeWarning, stacklevel=3))
+    threads = torch.get_num_threads()
+    slow = machine.SlowSteps("training step", threads)
+    if world.is_main and world.device.type == "cpu":
+        machine.say(machine.busy_note(threads), tell)
     train_time, last = 0.0, None
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
@@ -251,6 +257,8 @@ def train(
         loss = D.all_reduce_sum([total.item()], world)[0] / max(counted, 1.0)
         dt = time.perf_counter() - t0
         train_time += dt
+        if world.is_main and world.device.type == "cpu":
+            machine.say(slow.add(dt), tell)
         grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         last = {"step": step + 1, "loss": loss, "lr": lr, "tokens_per_s": tokens_per_step / dt, "grad_norm": grad_norm}
         history.append(last)

@@ -129,3 +129,35 @@ def test_bench_rounds_interleave_the_implementations_and_pool_their_runs(tmp_pat
     assert "median of 4 runs (min..max) in 2 interleaved rounds" in text
     with pytest.raises(bench.TinySLMError, match="--rounds must be >= 1"):
         run_bench(tmp_path, rounds=0)
+
+
+def test_bench_contention_measures_quiet_and_loaded_side_by_side_and_cleans_up(tmp_path, capsys, monkeypatch):
+    import subprocess
+
+    from tinyslm import machine
+    from tinyslm.tools import bench
+
+    started: list = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):  # the busy loops: counted, and checked to be gone afterwards
+        p = real_popen(*args, **kwargs)
+        started.append(p)
+        return p
+
+    monkeypatch.setattr(bench.subprocess, "Popen", popen)
+    write_hf_checkpoint(tmp_path, "LlamaConfig", **TINY)
+    capsys.readouterr()
+    args = ["bench", str(tmp_path), "--contention", "2", "--prompt-tokens", "8", "--new-tokens", "4", "--runs", "2",
+            "--rounds", "2", "--json"]  # fmt: skip  (4 worker processes: quiet and loaded, 2 rounds)
+    assert main(args) == 0
+    (row,) = json.loads(capsys.readouterr().out)  # a folder: tinyslm only (llama.cpp reads GGUF files)
+    assert row["implementation"] == "tinyslm" and row["busy"] == 2
+    assert len(row["quiet_runs"]) == len(row["loaded_runs"]) == 4  # 2 runs x 2 rounds each
+    assert row["loaded_vs_quiet"] == pytest.approx(row["loaded_tokens_per_s"] / row["quiet_tokens_per_s"])
+    loops = [p for p in started if p.args[1:2] == ["-c"]]  # (the workers are Popens too)
+    assert len(loops) == 2 * 2 and all(p.poll() is not None for p in loops)  # 2 loops a loaded run, all ended
+    table = bench.format_contention([row], str(tmp_path), 4, 8)
+    assert machine.describe() in table and "loaded/quiet" in table and "beside 2 busy processes" in table
+    assert main(["bench", str(tmp_path), "--contention", "0", "--prompt-tokens", "8"]) == 2
+    assert "--contention" in capsys.readouterr().err

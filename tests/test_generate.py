@@ -216,3 +216,31 @@ def test_auto_compiles_long_requests_only(monkeypatch):
     long = tinyslm.generate(model, ids, 8)
     assert "_tinyslm_compiled_step" in model.__dict__ and gen.last_compile_s is not None
     assert torch.equal(long[:, :10], short) and torch.equal(long, tinyslm.generate(model, ids, 8, fast=False))
+
+
+# --- every step's logits are checked ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast", [False, None, True], ids=["module-path", "native-step", "compiled-step"])
+@pytest.mark.parametrize("at", [1, 3])
+def test_non_finite_logits_at_any_step_stop_with_an_error_naming_the_step(fast, at):
+    from tinyslm.errors import GenerationError
+
+    model = CausalLM(ModelConfig(vocab_size=97, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=64,
+                                 tie_embeddings=False)).init_weights(std=0.3, seed=0).eval()  # fmt: skip
+    ids = torch.tensor([[5, 6, 7]])
+    tokens = tinyslm.generate(model, ids, at, fast=False)[0, 3:].tolist()
+    with torch.no_grad():  # the embedding row of the token fed at step `at`: NaN (a damaged checkpoint)
+        model.tok_emb.weight[tokens[at - 1]] = float("nan")
+    if tokens[at - 1] in ids[0].tolist() + tokens[: at - 1]:
+        pytest.skip("precondition: the poisoned token must appear first at that step")
+    with pytest.raises(GenerationError, match=f"logits at decoding step {at} \\(after {at} new tokens\\) are NaN"):
+        tinyslm.generate(model, ids, 6, fast=fast)
+
+
+def test_logits_that_are_all_equal_are_worth_a_warning():
+    model = tiny_model().float()
+    with torch.no_grad():
+        model.head.weight.zero_() if not model.config.tie_embeddings else model.final_norm.weight.zero_()
+    with pytest.warns(RuntimeWarning, match="every logit after the prompt is equal"):
+        tinyslm.generate(model, torch.tensor([[1, 2]]), 2)

@@ -148,11 +148,11 @@ def _greedy(model, input_ids, max_new_tokens, eos_token_id, on_token, fast) -> t
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
     logits = model(input_ids, cache=cache, last_only=True)  # prefill: (B, 1, V), not (B, T, V)
-    if not bool(torch.isfinite(logits).all()):  # else argmax would "decode" token 0 forever
-        raise GenerationError(
-            "the model's logits for the prompt are NaN or infinite: the weights hold NaN/Inf values, or the "
-            "config breaks the arithmetic (an extreme rope_theta, norm eps or scaling factor); check the checkpoint"
-        )
+    check_logits(logits, 0)
+    if bool((logits.amax(dim=-1) == logits.amin(dim=-1)).any()):
+        warnings.warn("tinyslm: every logit after the prompt is equal (the model's output carries no information: "
+                      "an extreme norm eps or a zeroed weight?); greedy decoding picks token 0", RuntimeWarning,
+                      stacklevel=3)  # fmt: skip
     for i in range(max_new_tokens):
         token = logits[:, -1].argmax(dim=-1)  # (B,)
         if eos is not None:
@@ -164,7 +164,19 @@ def _greedy(model, input_ids, max_new_tokens, eos_token_id, on_token, fast) -> t
         if i == max_new_tokens - 1 or (eos is not None and bool(finished.all())):
             return out[:, : prompt_len + i + 1]
         logits = step(token[:, None], cache=cache, last_only=True)  # decode: (B, 1, V)
+        check_logits(logits, i + 1)
     return out
+
+
+def check_logits(logits: torch.Tensor, step: int) -> None:
+    """Refuse NaN or infinite logits (else argmax would "decode" token 0 from them): one reduction a step."""
+    if not bool(torch.isfinite(logits).all()):
+        where = "for the prompt" if step == 0 else f"at decoding step {step} (after {step} new tokens)"
+        raise GenerationError(
+            f"the model's logits {where} are NaN or infinite: the weights hold NaN/Inf values (an embedding row, "
+            "a layer), a layer overflows its dtype, or the config breaks the arithmetic (an extreme rope_theta, "
+            "norm eps or scaling factor); check the checkpoint"
+        )
 
 
 def supports_fast(model) -> bool:

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import os
 import platform
+import time
 import warnings
 from pathlib import Path
 
@@ -34,6 +35,11 @@ KERNELS = Path(__file__).resolve().parents[2] / "kernels"
 SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "float_mv.cpp", KERNELS / "decode_block.cpp"]
 KIND_CODES = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2, "Q4_K": 3, "Q6_K": 4}  # ggml_mm's `kind` argument
 why_unavailable: str | None = None  # set when available() is False
+
+
+OPS = ("ggml_pack", "ggml_unpack", "ggml_mm", "ggml_dequantize", "float_mv", "set_threads", "decode_block",
+       "decode_stack")  # what a build of these sources registers: checked after every load
+BUILD_WAIT_S = 600.0  # how long to wait for another process's build of the same kernels (TINYSLM_BUILD_WAIT_S)
 
 
 @functools.cache
@@ -51,19 +57,130 @@ def available() -> bool:
         why_unavailable = f"kernel source {missing[0]} not found (install tinyslm with `pip install -e .`)"
         return False
     try:
-        from torch.utils import cpp_extension  # noqa: PLC0415
-
-        # the headers'
-        # digest is a flag so that editing a header rebuilds too (torch's builder hashes only the sources)
-        headers = hashlib.sha1(b"".join(h.read_bytes() for h in sorted(KERNELS.glob("*.h")))).hexdigest()[:12]
-        flags = ["-O3", isa[1], f"-DTINYSLM_HEADERS={headers}"]
-        cpp_extension.load(name=f"tinyslm_ggml_{_cpu_tag()}", sources=[str(s) for s in SOURCES], extra_cflags=flags,
-                           is_python_module=False, verbose=False)  # fmt: skip
+        _build_and_load(isa[1])
+    except _Unavailable as exc:
+        why_unavailable = str(exc)
     except Exception as exc:  # noqa: BLE001  (no compiler, a failed build: fall back, say why)
         why_unavailable = f"building the kernels in {KERNELS} failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1:]})"
+    if why_unavailable is not None:
         warnings.warn(f"tinyslm: {why_unavailable}; using torch's own kernels instead", stacklevel=2)
         return False
     return True
+
+
+class _Unavailable(Exception):
+    """Why the kernels cannot be loaded this time (one line; the caller falls back to torch's kernels)."""
+
+
+def _build_and_load(march: str) -> None:
+    """Build (if needed) and load the kernels, safely when other processes do the same or did it and were stopped.
+
+    The build folder is torch's (~/.cache/torch_extensions/..., or TORCH_EXTENSIONS_DIR), named for the CPU and
+    instruction set (_cpu_tag). Three guards:
+    - a lock that the OS releases when its holder dies (flock), held while building and loading: a stopped
+      build cannot block later runs, and a live one is waited for at most TINYSLM_BUILD_WAIT_S seconds, saying so.
+      Under it no other tinyslm process builds here, so torch's own lock file, which an interrupted build leaves
+      behind (and torch would wait on forever), is removed;
+    - the library is loaded only if it is the one a completed build of ours recorded (size and SHA-256 in a
+      file beside it): a truncated or half-written library (which would kill the process when loaded) or one of
+      another build is deleted with its folder's build files, and built again;
+    - after loading, every op of these sources must be there, or the build is deleted and torch's kernels used.
+    """
+    from torch.utils import cpp_extension  # noqa: PLC0415
+
+    name = f"tinyslm_ggml_{_cpu_tag()}"
+    try:  # (torch's own folder for `name`, made if missing; a private helper of torch's, stable since torch 1.x)
+        build = Path(cpp_extension._get_build_directory(name, verbose=False))
+    except OSError as exc:
+        raise _Unavailable(f"cannot create the kernel cache ({exc.strerror}: {exc.filename})") from None
+    library = build / f"{name}.so"
+    with _build_lock(build) as writable:
+        if not writable:  # a read-only cache: load a verified build as it is, build nothing
+            if not _verified(library):
+                raise _Unavailable(f"the kernel cache {build} is not writable and holds no complete build")
+            torch.ops.load_library(str(library))
+        else:
+            if library.exists() and not _verified(library):
+                _clear(build)
+                machine.say(f"the kernel build in {build} was incomplete or not this one: building it again")
+            with contextlib.suppress(FileNotFoundError):
+                (build / "lock").unlink()  # torch's own lock, left by an interrupted build (see the docstring)
+            if not library.exists():
+                machine.say("compiling tinyslm's native kernels for this CPU (once; about a minute on 2 cores)")
+            # the headers' digest is a flag so that editing a header rebuilds too (torch hashes only the sources)
+            headers = hashlib.sha1(b"".join(h.read_bytes() for h in sorted(KERNELS.glob("*.h")))).hexdigest()[:12]
+            cpp_extension.load(name=name, sources=[str(s) for s in SOURCES], build_directory=str(build),
+                               extra_cflags=["-O3", march, f"-DTINYSLM_HEADERS={headers}"], is_python_module=False,
+                               verbose=False)  # fmt: skip
+        absent = [op for op in OPS if not hasattr(torch.ops.tinyslm, op)]
+        if absent:
+            if writable:
+                _clear(build)
+            raise _Unavailable(f"the kernel build {library} lacks tinyslm::{absent[0]} (another version's): "
+                               "deleted, built again by the next run")  # fmt: skip
+        if writable:
+            _record(library)
+
+
+@contextlib.contextmanager
+def _build_lock(build: Path):
+    """Holds `build`/tinyslm.lock (flock: released by the OS if this process dies); yields whether the folder is
+    writable. Waits at most TINYSLM_BUILD_WAIT_S for another process's build, saying so once."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # (Windows: no flock; torch's own lock only)
+        yield os.access(build, os.W_OK)
+        return
+    try:
+        fd = os.open(build / "tinyslm.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        wait = float(os.environ.get("TINYSLM_BUILD_WAIT_S", BUILD_WAIT_S))
+        deadline, told = time.monotonic() + wait, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _Unavailable(f"another process has been building the kernels in {build} for over "
+                                       f"{wait:.0f} s (TINYSLM_BUILD_WAIT_S)") from None  # fmt: skip
+                if not told:
+                    machine.say(f"waiting for another process's build of the kernels in {build} (at most {wait:.0f} s)")
+                    told = True
+                time.sleep(0.2)
+        yield True
+    finally:
+        os.close(fd)  # (releases the lock)
+
+
+def _digest(library: Path) -> str:
+    data = library.read_bytes()
+    return f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+
+
+def _verified(library: Path) -> bool:
+    """Whether `library` is the complete build recorded beside it (a read, never a load: loading a truncated
+    library kills the process)."""
+    try:
+        return library.with_suffix(".ok").read_text().strip() == _digest(library)
+    except OSError:
+        return False
+
+
+def _record(library: Path) -> None:
+    tmp = library.with_suffix(".ok.tmp")
+    tmp.write_text(_digest(library) + "\n")
+    tmp.replace(library.with_suffix(".ok"))
+
+
+def _clear(build: Path) -> None:
+    """Delete a build folder's outputs (the library, objects, ninja's records); its lock file stays."""
+    for f in build.iterdir():
+        if f.name != "tinyslm.lock" and f.is_file():
+            f.unlink()
 
 
 def has_native_bf16() -> bool:

@@ -570,13 +570,13 @@ def test_resaving_over_a_sharded_checkpoint_reloads_the_new_weights(sharded):
 def test_leftovers_of_a_killed_save_are_cleaned_and_an_orphaned_old_checkpoint_restored(tmp_path):
     model = seeded_model(SAVE_CASES["llama"])
     target = tmp_path / "out"
-    stale = tmp_path / ".out.tinyslm-save-abc"  # a save killed while writing its staging folder
+    stale = tmp_path / ".out.tinyslm-save-abcd1234"  # a save killed while writing its staging folder
     stale.mkdir()
     (stale / SAFETENSORS_FILE).write_bytes(b"x" * 1000)
     tinyslm.save_pretrained(model, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     # a save killed between its two renames: the previous checkpoint sits in an "-old-" folder, none at target
-    old = tmp_path / ".out.tinyslm-old-xyz"
+    old = tmp_path / ".out.tinyslm-old-wxyz5678"
     old.mkdir()
     os.rename(target, old / "out")
     from tinyslm.checkpoint import _remove_leftovers  # noqa: PLC0415  (what the next save runs first)
@@ -586,6 +586,108 @@ def test_leftovers_of_a_killed_save_are_cleaned_and_an_orphaned_old_checkpoint_r
     ids = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
         assert torch.equal(tinyslm.load_pretrained(target)(ids), model.eval()(ids))
+
+
+@pytest.mark.parametrize("name, other", [("run[12]", "run1"), ("run*", "run2"), ("run?", "runX"), ("[ab]", "a"),
+                                         ("run", "run-b")])  # fmt: skip
+def test_cleaning_leftovers_touches_only_this_folders_own(tmp_path, name, other):
+    # a folder name is text, not a pattern: saving to "run[12]" once deleted ".run1.tinyslm-old-*", another
+    # checkpoint's only copy (killed between its renames)
+    model = seeded_model(SAVE_CASES["llama"])
+    theirs = [tmp_path / f".{other}.tinyslm-old-abcd1234", tmp_path / f".{other}.tinyslm-save-abcd1234",
+              tmp_path / f".{name}.tinyslm-old-abc"]  # (the last: not a name mkdtemp makes)  # fmt: skip
+    for folder in theirs:
+        folder.mkdir()
+        (folder / "weights").write_text("someone else's")
+    tinyslm.save_pretrained(model, tmp_path / name)
+    assert all((folder / "weights").read_text() == "someone else's" for folder in theirs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name] + [f.name for f in theirs])
+
+
+def test_saving_through_a_link_writes_into_the_folder_it_names_and_keeps_the_link(tmp_path):
+    real = tmp_path / "real"
+    tinyslm.save_pretrained(seeded_model(SAVE_CASES["llama"], seed=0), real)
+    (tmp_path / "link").symlink_to(real)
+    second = seeded_model(SAVE_CASES["llama"], seed=1)
+    tinyslm.save_pretrained(second, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == real
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert torch.equal(tinyslm.load_pretrained(real)(ids), second.eval()(ids))
+
+
+def test_saving_into_the_working_directory_is_refused_not_deleted_under_the_process(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    for target in (".", str(work), ".."):
+        with pytest.raises(CheckpointError, match="is the working directory \\(or holds it\\)"):
+            tinyslm.save_pretrained(seeded_model(SAVE_CASES["llama"]), target)
+    assert Path.cwd() == work and (work / "notes.txt").read_text() == "mine"
+    tinyslm.save_pretrained(seeded_model(SAVE_CASES["llama"]), "sub")  # a subfolder is fine
+    assert (work / "sub" / "config.json").is_file()
+
+
+def test_the_target_holds_the_old_or_the_new_checkpoint_at_every_instant(tmp_path):
+    # the swap is one atomic exchange where the OS has one (Linux): a reader polling the folder never finds it
+    # missing or mixed while saves replace it
+    import threading
+
+    target = tmp_path / "out"
+    models = [seeded_model(SAVE_CASES["llama"], seed=i) for i in range(2)]
+    tinyslm.save_pretrained(models[0], target)
+    expected = {(target / "model.safetensors").read_bytes()}
+    tinyslm.save_pretrained(models[1], target)
+    expected.add((target / "model.safetensors").read_bytes())
+    seen, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            try:
+                seen.append((target / "model.safetensors").read_bytes())
+            except OSError as exc:  # absent between two renames: what must not happen
+                seen.append(exc)
+
+    from tinyslm.checkpoint import _exchange  # noqa: PLC0415
+
+    probe_a, probe_b = tmp_path / "a", tmp_path / "b"
+    probe_a.mkdir(), probe_b.mkdir()
+    if not _exchange(probe_a, probe_b):
+        pytest.skip("this OS or file system has no atomic exchange of two folders")
+    reader = threading.Thread(target=watch)
+    reader.start()
+    try:
+        for i in range(6):
+            tinyslm.save_pretrained(models[i % 2], target)
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    assert seen and all(not isinstance(s, Exception) and s in expected for s in seen), {type(s) for s in seen}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "out"]
+
+
+def test_concurrent_saves_into_one_folder_are_serialised(tmp_path):
+    import multiprocessing
+
+    target = tmp_path / "out"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_save_seeded, args=(str(target), seed)) for seed in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    loaded = tinyslm.load_pretrained(target)  # one complete checkpoint, whichever came last
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert any(torch.equal(loaded(ids), seeded_model(SAVE_CASES["llama"], seed=s).eval()(ids)) for s in range(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _save_seeded(target: str, seed: int) -> None:
+    for _ in range(3):
+        tinyslm.save_pretrained(seeded_model(SAVE_CASES["llama"], seed=seed), target)
 
 
 def test_save_expands_the_home_folder_like_load(tmp_path, monkeypatch):

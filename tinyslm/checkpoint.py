@@ -19,10 +19,14 @@ and swapped in by renaming, so the target holds the old checkpoint or the new on
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -227,8 +231,6 @@ def save_pretrained(model: CausalLM, path: str | Path) -> Path:
     files already in `path` (a tokenizer, a README) are linked in, and the folder is swapped in by
     renaming. Files of an earlier checkpoint in `path` (shards, an index, pickles) do not survive.
     """
-    from safetensors.torch import save_file  # noqa: PLC0415
-
     config = model.config
     family = get_family(config.family, f"config {config.name!r}")
     # refuses a config the family's config.json cannot express (it would load as another model)
@@ -239,27 +241,71 @@ def save_pretrained(model: CausalLM, path: str | Path) -> Path:
         for hf_key, entry in family.key_map(model).entries.items()
     }
     folder = Path(path).expanduser().absolute()
+    if folder.is_symlink() and folder.is_dir():  # a link to a folder: save into the folder it names, keep the link
+        folder = folder.resolve()
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder}: exists and is not a folder; cannot save a checkpoint there")
+    cwd = Path.cwd().resolve()
+    if folder.exists() and (cwd == folder.resolve() or folder.resolve() in cwd.parents):
+        raise CheckpointError(f"{folder}: is the working directory (or holds it), which a save replaces as a whole; "
+                              "save into a subfolder, or from another directory")  # fmt: skip
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        _remove_leftovers(folder)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tinyslm-save-", dir=folder.parent))
-        try:
-            save_file(tensors, staging / SAFETENSORS_FILE, metadata={"format": "pt"})
-            (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes the folder private; give it the usual permissions
-            for f in staging.iterdir():
-                os.chmod(f, 0o666 & ~umask)
-            _swap_in(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # an interrupt or a failure leaves no half-written files
-            raise
+        with save_lock(folder):
+            _save_locked(tensors, hf_config, folder)
     except OSError as exc:
         raise CheckpointError(f"{folder}: cannot save the checkpoint ({exc.strerror or exc})") from None
     return folder
+
+
+SAVE_WAIT_S = 600.0  # how long a save waits for another save into the same folder to finish
+
+
+@contextlib.contextmanager
+def save_lock(folder: Path):
+    """One save into `folder` at a time, across processes: a lock on the folder that holds it (flock on the
+    directory itself: no file left behind; released by the OS if its holder dies); a save that waits more than
+    SAVE_WAIT_S for another is refused. (Saves into other folders of the same parent wait for each other too.)"""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # (Windows)
+        yield
+        return
+    fd = os.open(folder.parent, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + SAVE_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CheckpointError(f"{folder}: another process has been saving into it for over "
+                                          f"{SAVE_WAIT_S:.0f} s") from None  # fmt: skip
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _save_locked(tensors: dict, hf_config: dict, folder: Path) -> None:
+    """save_pretrained's writing, under its lock: a staging folder beside `folder`, swapped in when complete."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    _remove_leftovers(folder)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tinyslm-save-", dir=folder.parent))
+    try:
+        save_file(tensors, staging / SAFETENSORS_FILE, metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes the folder private; give it the usual permissions
+        for f in staging.iterdir():
+            os.chmod(f, 0o666 & ~umask)
+        _swap_in(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # an interrupt or a failure leaves no half-written files
+        raise
 
 
 def _swap_in(staging: Path, folder: Path) -> None:
@@ -274,10 +320,30 @@ def _swap_in(staging: Path, folder: Path) -> None:
                 shutil.copytree(entry, target, symlinks=True, copy_function=_link_or_copy)
             else:
                 _link_or_copy(entry, target)
+    if _exchange(staging, folder):  # one atomic step: `folder` holds the old checkpoint, then the new one
+        shutil.rmtree(staging, ignore_errors=True)  # (now the old checkpoint; a leftover if interrupted here)
+        return
     old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tinyslm-old-", dir=folder.parent))
     os.rename(folder, old / folder.name)  # from here until the next rename the old checkpoint sits in `old`
     os.rename(staging, folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders' names in one atomic step (Linux's renameat2 RENAME_EXCHANGE); False where the OS or the
+    file system cannot (the caller then renames twice, with a moment where `b` is absent)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _link_or_copy(src, dst) -> None:
@@ -293,9 +359,17 @@ def _remove_leftovers(folder: Path) -> None:
     A save killed between its two renames left the previous checkpoint in an "-old-" folder and
     none at `folder`: that one is put back, not deleted.
     """
-    for stale in folder.parent.glob(f".{folder.name}.tinyslm-save-*"):
+    for stale in _leftovers(folder, "save"):
         shutil.rmtree(stale, ignore_errors=True)
-    for old in folder.parent.glob(f".{folder.name}.tinyslm-old-*"):
+    for old in _leftovers(folder, "old"):
         if not folder.exists() and (old / folder.name).is_dir():
             os.rename(old / folder.name, folder)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _leftovers(folder: Path, kind: str) -> list[Path]:
+    """The temporary folders a save into `folder` makes: exactly ".NAME.tinyslm-KIND-" and mkdtemp's 8 characters
+    (compared as text: a name like "run[12]" is not a pattern that matches another checkpoint's)."""
+    prefix = f".{folder.name}.tinyslm-{kind}-"
+    return [p for p in folder.parent.iterdir() if p.name.startswith(prefix) and len(p.name) == len(prefix) + 8
+            and p.is_dir() and not p.is_symlink()]  # fmt: skip

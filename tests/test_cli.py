@@ -566,3 +566,23 @@ def test_demo_names_the_cpu_its_figures_come_from(capsys):
 
     code, out, _ = run(capsys, "demo", "--tokens", "2", "--no-train")
     assert code == 0 and out.splitlines()[0].startswith(f"machine: {machine.describe()}, ")
+
+
+# --- text from files reaches the terminal escaped -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["\x1b]0;pwned\x07", "evil\x1b[2J\x1b[H", "csi\x9b31m", "bell\x07\x00nul"])
+def test_strings_from_files_are_printed_escaped(reference, tmp_path, capsys, name):
+    _, folder = reference
+    target = copy_checkpoint(Path(folder), tmp_path / "ckpt")
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps(dict(config, _name_or_path=name)))
+    code, out, err = run(capsys, "inspect", str(target))
+    assert code == 0 and "model" in out
+    for text in (out, err):
+        assert not any(c in text for c in "\x1b\x07\x00\x9b")  # no control sequence reached the terminal
+    assert "\\x1b" in out or "\\x9b" in out or "\\x07" in out
+    # errors that name a file's strings too: an unknown model_type
+    (target / "config.json").write_text(json.dumps(dict(config, model_type=name)))
+    code, out, err = run(capsys, "inspect", str(target))
+    assert code == 2 and not any(c in err for c in "\x1b\x07\x00\x9b")

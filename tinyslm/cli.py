@@ -380,6 +380,19 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .files import EscapedStream  # noqa: PLC0415
+
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapedStream(sys.stdout), EscapedStream(sys.stderr)  # text from files, escaped
+    try:
+        return _main(argv)
+    finally:
+        if isinstance(sys.stdout, EscapedStream):  # (not when a broken pipe replaced it)
+            sys.stdout = streams[0]
+        sys.stderr = streams[1]
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import TinySLMError  # noqa: PLC0415
 

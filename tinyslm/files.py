@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import struct
 from pathlib import Path
@@ -41,6 +42,31 @@ LOADABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 def shown(name: str) -> str:
     """A name from a file, safe to print: control characters (terminal escapes) are escaped."""
     return name if name.isprintable() else ascii(name)
+
+
+# C0 controls but tab, newline and carriage return (progress bars redraw with it), DEL, and C1 controls (0x9b is
+# a one-byte escape sequence introducer): what lets text change a terminal's title, clear it or move its cursor
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """Text with every terminal control character written as \\xNN, e.g. ESC as \\x1b."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class EscapedStream:
+    """A text stream (stdout, stderr) whose every write is escaped (`escape_controls`): the CLI prints through
+    it, so no string from a file (a GGUF's general.name, a config's _name_or_path, a token's text) reaches the
+    terminal as a control sequence, wherever it is printed."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(escape_controls(text))
+
+    def __getattr__(self, name: str):  # flush, isatty, encoding, fileno, ... as the stream has them
+        return getattr(self.stream, name)
 
 
 def regular_file(path: Path, error: type[TinySLMError] = CheckpointError) -> Path:

@@ -91,7 +91,8 @@ def _summary(values: list[float]) -> dict:
 # ---- the workers (each in its own process) ------------------------------------------------------
 
 
-def _load(impl: str, path: Path, dtype_name: str, quantize: str | None, threads: int, attention: str = "sdpa"):
+def _load(impl: str, path: Path, dtype_name: str, quantize: str | None, threads: int, attention: str = "sdpa",
+          extra_buffers: bool = True):  # fmt: skip
     """-> (an object to measure, weight bytes per decoded token, notes)."""
     from ..config import dtype_from_name
 
@@ -128,13 +129,26 @@ def _load(impl: str, path: Path, dtype_name: str, quantize: str | None, threads:
         from llama_cpp import Llama
     except ImportError:
         raise TinySLMError("llama-cpp-python is not installed (pip install llama-cpp-python)") from None
+    notes = []
+    if not extra_buffers:  # (llama-cpp-python has no argument for it: its default model parameters, changed)
+        import llama_cpp.llama as llama_module
+
+        defaults = llama_module.llama_cpp.llama_model_default_params
+
+        def without_extra_buffers():
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        llama_module.llama_cpp.llama_model_default_params = without_extra_buffers
+        notes.append("without its extra buffer types (AMX, repacked weights): with them it crashed on this CPU")
     llm = Llama(model_path=str(path), n_ctx=4096, n_batch=512, n_threads=threads, n_threads_batch=threads,
                 verbose=False, logits_all=False)  # fmt: skip
     from ..gguf.reader import GGUFFile
 
     tensors = GGUFFile(path).tensors
     nbytes = sum(t.data.nbytes for name, t in tensors.items() if name != "token_embd.weight" or "output.weight" not in tensors)
-    return llm, nbytes, sum(t.data.nbytes for t in tensors.values()), []
+    return llm, nbytes, sum(t.data.nbytes for t in tensors.values()), notes
 
 
 def _greedy(impl: str, model, ids: torch.Tensor, new_tokens: int, fast: bool | None) -> tuple[float, float, list[int]]:
@@ -213,7 +227,7 @@ def _measure(impl: str, path: str, opts: dict) -> dict:
     base = _peak_rss_mb()
     t0 = time.perf_counter()
     model, nbytes, held, notes = _load(impl, Path(path), opts["dtype"], opts.get("quantize"), threads,
-                                 opts.get("attention", "sdpa"))  # fmt: skip
+                                       opts.get("attention", "sdpa"), opts.get("extra_buffers", True))  # fmt: skip
     load_s = time.perf_counter() - t0
     load_rss = _peak_rss_mb() - base
     vocab, prompt, new = opts["vocab_size"], opts["prompt_tokens"], opts["new_tokens"]
@@ -342,8 +356,12 @@ def _run_worker(impl: str, path: Path, opts: dict, timeout: float | None = None)
     except subprocess.TimeoutExpired:
         return None, f"did not finish in {timeout:.0f} s"
     lines = proc.stdout.strip().splitlines()
+    if impl == "llama.cpp" and proc.returncode < 0 and opts.get("extra_buffers", True):
+        # killed by a signal: llama-cpp-python 0.3.36's AMX buffers crash on a Xeon with AMX (SIGSEGV, measured);
+        # measured again without its extra buffer types, and the row says so
+        return _run_worker(impl, path, {**opts, "extra_buffers": False}, timeout)
     if proc.returncode != 0 or not lines:
-        return None, (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, (proc.stderr.strip().splitlines() or [f"no output (exit status {proc.returncode})"])[-1]
     return json.loads(lines[-1]), ""
 
 
@@ -382,7 +400,8 @@ def run_contention(folder: str | Path, busy: int, dtype: str | None = None, prom
             "quantize": None, "fast": "auto", "vocab_size": config.vocab_size, "threads": threads, "attention": "sdpa"}  # fmt: skip
     impls = ["tinyslm"] + (["llama.cpp"] if path.suffix == ".gguf" and llama_cpp else [])
     runs_of: dict[str, dict[str, list[float]]] = {impl: {"quiet": [], "loaded": []} for impl in impls}
-    notes: dict[str, str] = {}
+    notes: dict[str, str] = {}  # what failed (a run that did not finish, a reference not installed)
+    remarks: dict[str, str] = {}  # how it was measured (the workers' notes)
     for r in range(rounds):
         for impl in impls if r % 2 == 0 else impls[::-1]:
             if impl in notes and not runs_of[impl]["quiet"]:
@@ -397,13 +416,15 @@ def run_contention(folder: str | Path, busy: int, dtype: str | None = None, prom
                     continue
                 runs_of[impl][state].extend(row["decode_runs"])
                 runs_of[impl]["threads"] = row["threads"]
+                if row.get("notes"):
+                    remarks[impl] = "; ".join(row["notes"])
     rows = []
     for impl in impls:
         quiet, loaded = runs_of[impl]["quiet"], runs_of[impl]["loaded"]
         row = {"implementation": impl, "busy": busy, "threads": runs_of[impl].get("threads"),
                "quiet_tokens_per_s": statistics.median(quiet) if quiet else None,
                "loaded_tokens_per_s": statistics.median(loaded) if loaded else None, "quiet_runs": quiet,
-               "loaded_runs": loaded, "note": notes.get(impl)}  # fmt: skip
+               "loaded_runs": loaded, "note": "; ".join(n for n in (notes.get(impl), remarks.get(impl)) if n) or None}  # fmt: skip
         row["loaded_vs_quiet"] = (row["loaded_tokens_per_s"] / row["quiet_tokens_per_s"]
                                   if quiet and loaded else None)  # fmt: skip
         rows.append(row)

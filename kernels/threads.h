@@ -44,7 +44,7 @@
 
 namespace tinyslm {
 
-constexpr int64_t SPIN_US = 50;  // default spin before sleeping: far above a quiet barrier's wait, far below a time slice
+constexpr int64_t SPIN_US = 20;  // default spin before sleeping: above a quiet phase end's wait, far below a time slice
 
 inline int64_t spin_ns() {
   static const int64_t ns = [] {

@@ -854,3 +854,27 @@ def test_inspect_of_a_gguf_adds_the_bytes_its_tensors_take_as_stored(hf_folders,
     assert json.loads(capsys.readouterr().out)["gguf_tensor_bytes"] == expected and "Q4_0" in expected
     assert main(["inspect", str(tmp_path / "m.gguf")]) == 0
     assert f"{sum(expected.values()):,} B in the GGUF" in capsys.readouterr().out
+
+
+def test_convert_force_into_a_folder_keeps_everything_but_the_old_checkpoint(hf_folders, tmp_path, monkeypatch):
+    # `tinyslm convert FILE.gguf DIR --force` once deleted the source GGUF and every unrelated file in DIR
+    folder, _ = hf_folders["qwen2"]
+    target = tmp_path / "work"
+    target.mkdir()
+    gguf_file = target / "model.gguf"
+    assert convert(folder, gguf_file, "--type", "f32") == 0
+    (target / "notes.txt").write_text("mine")
+    (target / "data").mkdir()
+    (target / "data" / "corpus.txt").write_text("also mine")
+    (target / "model-00001-of-00002.safetensors").write_bytes(b"an old shard")  # an old checkpoint's: replaced
+    assert convert(gguf_file, target, "--force") == 0
+    assert gguf_file.is_file() and (target / "notes.txt").read_text() == "mine"
+    assert (target / "data" / "corpus.txt").read_text() == "also mine"
+    assert not (target / "model-00001-of-00002.safetensors").exists()
+    reference = tinyslm.load_pretrained(folder, dtype="float32")
+    with torch.no_grad():
+        assert rel(tinyslm.load_pretrained(target)(IDS), reference(IDS)) <= 1e-5
+    monkeypatch.chdir(target)  # "." is the working directory: refused, nothing touched
+    with pytest.raises(tinyslm.CheckpointError, match="is the working directory"):
+        convert(gguf_file, ".", "--force")
+    assert gguf_file.is_file() and (target / "notes.txt").read_text() == "mine"

@@ -126,7 +126,7 @@ def _busy_loops() -> list[subprocess.Popen]:
 def test_the_native_steps_waits_yield_their_core_on_a_busy_machine():
     # Threads that spin while waiting for a descheduled partner lose a time slice at each of a token's ~100
     # phases: before kernels/threads.h (OpenMP's spinning barriers) this decode took 3x to 40x its quiet time
-    # beside one busy process per core, measured; with waits that spin 50 us and then sleep, about 3-4x
+    # beside one busy process per core, measured; with waits that spin 20 us and then sleep, about 3-4x
     # (threads that share cores with as many busy processes get about half of them). A bound far below the
     # old spread and far above the new: a correctness bound on waiting, not a speed target.
     config = tinyslm.ModelConfig(name="tiny", vocab_size=256, dim=256, n_layers=8, n_heads=4, n_kv_heads=2, ffn_dim=512,

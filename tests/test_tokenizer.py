@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import tinyslm
 from tinyslm.errors import TokenizerError
 from tinyslm.tokenizer import JSONTokenizer, SentencePieceTokenizer, load_tokenizer
 
@@ -214,3 +215,48 @@ def test_llama2_tokenizer_encodes_the_published_ids(llama2):
 def test_llama2_tokenizer_decodes_the_published_ids_back(llama2):
     assert llama2.decode(LLAMA2_IDS) == LLAMA2_TEXT
     assert llama2.decode([1] + LLAMA2_IDS + [2]) == LLAMA2_TEXT
+
+
+# --- booleans from files are booleans ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["false", "true", "0", 0, 1, 1.0, [], {"x": 1}])
+def test_add_bos_token_that_is_not_a_boolean_is_refused_naming_the_file(tmp_path, value):
+    # Python's bool("false") is True: read as a truthy value, "false" prepended BOS
+    from tinyslm.files import file_bool
+
+    with pytest.raises(TokenizerError, match=r"tokenizer_config\.json: add_bos_token must be true or false, found"):
+        file_bool(value, True, str(tmp_path / "tokenizer_config.json"), "add_bos_token", TokenizerError)
+    assert file_bool(None, True, "f", "k") is True and file_bool(False, True, "f", "k") is False
+
+
+def test_a_tokenizer_config_with_a_string_add_bos_token_is_one_clear_error(tmp_path):
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "llama2-tokenizer.model"
+    if not shared.is_file():
+        pytest.skip("the Llama-2 tokenizer is not in ../shared/data")
+    import shutil
+
+    shutil.copy(shared, tmp_path / "tokenizer.model")
+    (tmp_path / "tokenizer_config.json").write_text('{"add_bos_token": "false"}')
+    with pytest.raises(TokenizerError, match="add_bos_token must be true or false, found 'false'"):
+        tinyslm.load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text('{"add_bos_token": false}')
+    assert tinyslm.load_tokenizer(tmp_path).encode("Once upon a time")[0] == 9038  # no BOS (1) in front
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "dangling-link"])
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer.model"])
+def test_a_tokenizer_file_that_is_not_a_file_is_named_for_what_it_is(tmp_path, kind, name):
+    import os
+
+    target = tmp_path / name
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "folder":
+        target.mkdir()
+    else:
+        target.symlink_to(tmp_path / "gone")
+    expected = {"fifo": "is not a regular file \\(a FIFO", "folder": "is a folder, expected a file",
+                "dangling-link": "no such file"}[kind]  # fmt: skip
+    with pytest.raises(TokenizerError, match=f"{name}: {expected}"):
+        load_tokenizer(tmp_path)

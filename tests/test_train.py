@@ -307,3 +307,43 @@ def test_train_command_refuses_bad_input_with_one_line_and_writes_nothing(tmp_pa
     argv = ["train", config, "--steps", 2, "--seq-len", 65, *common[:-3], "--out", new_out]
     refused(argv, "--seq-len 65 exceeds the model's context", "max_seq_len=64")
     assert not new_out.exists()
+
+
+# --- the output folder: checked before training, never losing a finished model --------------------------------------
+
+
+def test_an_output_that_is_a_file_or_holds_another_runs_model_is_refused_before_training(tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=4, seq_len=8, eval_every=0)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(TrainError, match="file: exists and is not a folder"):
+        train(tiny_config(), Batches(random_tokens(), 8, 4, seed=0), cfg, out=tmp_path / "file", progress=False)
+    train(tiny_config(), Batches(random_tokens(), 8, 4, seed=0), cfg, out=tmp_path / "run", progress=False)
+    for step_folder in (tmp_path / "run").glob("step-*"):  # only final/ left, as a user might keep it
+        import shutil
+
+        shutil.rmtree(step_folder)
+    before = (tmp_path / "run" / "final" / "model.safetensors").read_bytes()
+    with pytest.raises(TrainError, match="holds final/ of an earlier run"):
+        train(tiny_config(), Batches(random_tokens(), 8, 4, seed=1), cfg, out=tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "final" / "model.safetensors").read_bytes() == before
+
+
+def test_a_final_save_that_fails_keeps_the_trained_model_beside_and_says_where(tmp_path, monkeypatch):
+    import tinyslm.train.trainer as trainer
+
+    real = trainer.write_checkpoint
+
+    def full_disk_at_out(out, *args, **kwargs):
+        if Path(out) == tmp_path / "run":
+            raise tinyslm.CheckpointError(f"{out}: cannot save the checkpoint (No space left on device)")
+        return real(out, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "write_checkpoint", full_disk_at_out)
+    cfg = TrainConfig(steps=3, batch_size=4, seq_len=8, eval_every=0)
+    with pytest.raises(tinyslm.CheckpointError, match=r"No space left.*the trained model was saved to (\S+) instead") as info:
+        train(tiny_config(), Batches(random_tokens(), 8, 4, seed=0), cfg, out=tmp_path / "run", progress=False)
+    import re
+
+    rescued = Path(re.search(r"saved to (\S+) instead", str(info.value)).group(1))
+    assert rescued.parent.name.startswith("run-rescued-") and (rescued / "model.safetensors").is_file()
+    assert tinyslm.load_pretrained(rescued).config.vocab_size == 64

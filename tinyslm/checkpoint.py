@@ -240,6 +240,31 @@ def save_pretrained(model: CausalLM, path: str | Path) -> Path:
         hf_key: entry.pack([params[o].detach().to("cpu") for o in entry.ours]).contiguous()
         for hf_key, entry in family.key_map(model).entries.items()
     }
+    folder = _save_target(path)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with save_lock(folder):
+            _save_locked(tensors, hf_config, folder)
+    except OSError as exc:
+        raise CheckpointError(f"{folder}: cannot save the checkpoint ({exc.strerror or exc})") from None
+    return folder
+
+
+def install_folder(prepared: Path, path: str | Path) -> Path:
+    """Put a complete checkpoint folder `prepared` (beside `path`, on its file system) at `path` as save_pretrained
+    puts its own: in one step, the other files already at `path` kept, one writer at a time (tinyslm convert)."""
+    folder = _save_target(path)
+    try:
+        with save_lock(folder):
+            _remove_leftovers(folder)
+            _swap_in(prepared, folder)
+    except OSError as exc:
+        raise CheckpointError(f"{folder}: cannot write the checkpoint ({exc.strerror or exc})") from None
+    return folder
+
+
+def _save_target(path: str | Path) -> Path:
+    """The folder a save writes: through a link to a folder; never a file, nor the working directory."""
     folder = Path(path).expanduser().absolute()
     if folder.is_symlink() and folder.is_dir():  # a link to a folder: save into the folder it names, keep the link
         folder = folder.resolve()
@@ -249,12 +274,6 @@ def save_pretrained(model: CausalLM, path: str | Path) -> Path:
     if folder.exists() and (cwd == folder.resolve() or folder.resolve() in cwd.parents):
         raise CheckpointError(f"{folder}: is the working directory (or holds it), which a save replaces as a whole; "
                               "save into a subfolder, or from another directory")  # fmt: skip
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with save_lock(folder):
-            _save_locked(tensors, hf_config, folder)
-    except OSError as exc:
-        raise CheckpointError(f"{folder}: cannot save the checkpoint ({exc.strerror or exc})") from None
     return folder
 
 
@@ -314,8 +333,8 @@ def _swap_in(staging: Path, folder: Path) -> None:
         os.rename(staging, folder)
         return
     for entry in folder.iterdir():  # what is not part of a checkpoint stays: hard links cost no copy
-        if not any(entry.match(p) for p in CHECKPOINT_PATTERNS):
-            target = staging / entry.name
+        if not any(entry.match(p) for p in CHECKPOINT_PATTERNS) and not (staging / entry.name).exists():
+            target = staging / entry.name  # (a file the new checkpoint brings, its tokenizer, wins over the old one)
             if entry.is_dir() and not entry.is_symlink():
                 shutil.copytree(entry, target, symlinks=True, copy_function=_link_or_copy)
             else:

@@ -44,6 +44,16 @@ def shown(name: str) -> str:
     return name if name.isprintable() else ascii(name)
 
 
+def file_bool(value: Any, default: bool, where: str, key: str, error: type[TinySLMError] = CheckpointError) -> bool:
+    """A boolean read from a file (JSON true/false, GGUF's bool): `default` when absent (None); anything else, the
+    string "false" above all (which Python's bool() reads as True), is refused naming the file and the key."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or type(value).__name__ == "bool_":  # (numpy's, as GGUF readers return it)
+        return bool(value)
+    raise error(f"{where}: {key} must be true or false, found {shown(repr(value))}")
+
+
 # C0 controls but tab, newline and carriage return (progress bars redraw with it), DEL, and C1 controls (0x9b is
 # a one-byte escape sequence introducer): what lets text change a terminal's title, clear it or move its cursor
 _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import TokenizerError
-from .files import read_json
+from .files import file_bool, read_json, regular_file
 
 
 class Tokenizer:
@@ -108,8 +108,12 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
                 raise TokenizerError(f"{folder / 'tokenizer_config.json'}: {key} must be a token string, found {token!r}")
     candidates = [path] if path.is_file() else [folder / "tokenizer.json", folder / "tokenizer.model"]
     for file in candidates:
+        if file.exists() or file.is_symlink():  # there, but perhaps a FIFO, a device, a folder, a dangling link:
+            regular_file(file, TokenizerError)  # say what it is, not "not found"
         if file.is_file() and file.suffix == ".json":
             return JSONTokenizer(file, special)
         if file.is_file() and file.suffix == ".model":
-            return SentencePieceTokenizer(file, add_bos=bool(special.get("add_bos_token", True)))
+            add_bos = file_bool(special.get("add_bos_token"), True, str(folder / "tokenizer_config.json"), "add_bos_token",
+                                TokenizerError)  # fmt: skip
+            return SentencePieceTokenizer(file, add_bos=add_bos)
     raise TokenizerError(f"{path}: no tokenizer.json or tokenizer.model found")

@@ -12,7 +12,6 @@ is built beside the target and renamed into place.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -90,20 +89,22 @@ def run(args) -> int:
 
 
 def _gguf_to_folder(src: Path, dst: Path, dtype: str, load_gguf, GGUFFile) -> None:  # noqa: N803
-    from ..checkpoint import save_pretrained  # noqa: PLC0415
+    from ..checkpoint import install_folder, save_pretrained  # noqa: PLC0415
     from .tokenizer import write_tokenizer_files  # noqa: PLC0415
 
     model = load_gguf(src, dtype=dtype, keep_quantized=False)
     meta = GGUFFile(src).metadata
     dst = dst.absolute()
+    if dst.exists() and not dst.is_dir():
+        raise CheckpointError(f"{dst}: exists and is not a folder; cannot write an HF folder there")
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tinyslm-convert-", dir=dst.parent))
     try:
         save_pretrained(model, staging / "out")
         if "tokenizer.ggml.tokens" in meta:
             write_tokenizer_files(meta, staging / "out", str(src))
-        if dst.exists():
-            os.rename(dst, staging / "old")
-        os.rename(staging / "out", dst)
+        # swapped in as save_pretrained swaps: in one step, and every other file of an existing DST (the source
+        # GGUF itself, a README, folders) kept; only the old checkpoint's own files are replaced
+        install_folder(staging / "out", dst)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

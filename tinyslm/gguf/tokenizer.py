@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TokenizerError
+from ..files import file_bool
 from ..tokenizer import JSONTokenizer, Tokenizer
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -76,7 +77,8 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
         )  # fmt: skip
         tok.decoder = decoders.ByteLevel()
         control_ok = lambda t: set(t) <= alphabet  # noqa: E731  (a control token outside the byte alphabet is a mislabel)
-        add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
+        add_bos = file_bool(meta.get("tokenizer.ggml.add_bos_token"), False, str(source), "tokenizer.ggml.add_bos_token",
+                            TokenizerError)  # fmt: skip
     elif kind == "llama":
         vocab = {t: i for i, t in enumerate(tokens)}
         pairs = [tuple(m.split(" ", 1)) for m in merges] if merges else _merges_from_scores(tokens, meta, source)
@@ -86,7 +88,8 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
             [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(content=" ", left=1)]
         )
         control_ok = lambda t: True  # noqa: E731
-        add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", True))  # llama.cpp's default for sentencepiece
+        add_bos = file_bool(meta.get("tokenizer.ggml.add_bos_token"), True, str(source), "tokenizer.ggml.add_bos_token",
+                            TokenizerError)  # (True: llama.cpp's default for sentencepiece)  # fmt: skip
     else:
         raise TokenizerError(f"{source}: tokenizer.ggml.model {kind!r} is not supported (tinyslm reads 'llama' and 'gpt2')")
 
@@ -155,7 +158,8 @@ def tokenizer_metadata(folder: Path) -> dict[str, Any]:
         meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default",
                 "tokenizer.ggml.tokens": [sp.id_to_piece(i) for i in range(n)],
                 "tokenizer.ggml.scores": [float(sp.get_score(i)) for i in range(n)], "tokenizer.ggml.token_type": kinds,
-                "tokenizer.ggml.add_bos_token": bool(config.get("add_bos_token", True))}  # fmt: skip
+                "tokenizer.ggml.add_bos_token": file_bool(config.get("add_bos_token"), True, str(folder / "tokenizer_config.json"),
+                                                          "add_bos_token", TokenizerError)}  # fmt: skip
         for name, i in (("bos", sp.bos_id()), ("eos", sp.eos_id()), ("unknown", sp.unk_id()), ("padding", sp.pad_id())):
             if i >= 0:
                 meta[f"tokenizer.ggml.{name}_token_id"] = i
@@ -177,7 +181,8 @@ def tokenizer_metadata(folder: Path) -> dict[str, Any]:
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
     meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": _pre_name(data.get("pre_tokenizer"), folder),
             "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": kinds, "tokenizer.ggml.merges": merges,
-            "tokenizer.ggml.add_bos_token": bool(config.get("add_bos_token", False))}  # fmt: skip
+            "tokenizer.ggml.add_bos_token": file_bool(config.get("add_bos_token"), False, str(folder / "tokenizer_config.json"),
+                                                      "add_bos_token", TokenizerError)}  # fmt: skip
     for name, key in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
         if special.get(key) in vocab:
             meta[f"tokenizer.ggml.{name}_token_id"] = vocab[special[key]]

@@ -350,9 +350,11 @@ def run_bench(folder: str | Path, dtype: str | None = None, prompt_tokens: int =
 def _run_worker(impl: str, path: Path, opts: dict, timeout: float | None = None) -> tuple[dict | None, str]:
     """One implementation measured in a fresh process: (its row, "") or (None, why not)."""
     cmd = [sys.executable, "-m", "tinyslm.tools.bench", impl, str(path), json.dumps(opts)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if impl != "tinyslm" and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & os.environ.keys():
+        env["GOMP_SPINCOUNT"] = "300000"  # libgomp's own default for the references (tinyslm's import sets 10000)
     try:
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return None, f"did not finish in {timeout:.0f} s"
     lines = proc.stdout.strip().splitlines()

@@ -182,10 +182,15 @@ def train(
         raise ConfigError(f"sequence length {cfg.seq_len} exceeds the model's context: config {model_config.name!r} "
                           f"has max_seq_len={model_config.max_seq_len}")  # fmt: skip
     out = Path(out).expanduser() if out is not None else None
+    if out is not None and out.exists() and not out.is_dir():  # checked now, not after the training it would lose
+        raise TrainError(f"{out}: exists and is not a folder; --out names the folder for step-N/ and final/")
     resume_from = _resume_folder(out, resume)
     if resume_from is None and out is not None and checkpoints(out):
         raise TrainError(f"{out}: holds checkpoints of an earlier run ({checkpoints(out)[-1][1].name}); resume it "
                          "(--resume) or train into another --out")  # fmt: skip
+    if resume_from is None and out is not None and (out / "final").exists():
+        raise TrainError(f"{out}: holds final/ of an earlier run, which this one would replace; train into another "
+                         "--out, or move it away first")  # fmt: skip
     state = None
     if resume_from is not None:
         state = read_state(resume_from)
@@ -392,9 +397,25 @@ def _save(out, step, model, wrapped, optimizer, batches, cfg, model_config, hist
             write_checkpoint(out, step, to_save, state, extra_files, final=final, keep=cfg.keep_checkpoints)
         except TinySLMError as exc:
             error = str(exc)
+            if final:  # the finished model is not lost to an output error: saved beside, and the error says where
+                error += _save_elsewhere(out, step, to_save, state, extra_files)
     error = D.broadcast_object(error, world)
     if error:
         raise CheckpointError(error)
+
+
+def _save_elsewhere(out: Path, step: int, model, state: dict, extra_files) -> str:
+    """The final checkpoint in a new folder beside `out` (else in the temporary folder), for when `out` failed."""
+    import tempfile  # noqa: PLC0415
+
+    for parent in (out.parent, Path(tempfile.gettempdir())):
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix=f"{out.name}-rescued-", dir=parent))
+            write_checkpoint(rescue, step, model, state, extra_files, final=True)
+            return f"; the trained model was saved to {rescue / 'final'} instead"
+        except (OSError, TinySLMError):
+            continue
+    return "; saving it elsewhere failed too"
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

@@ -23,6 +23,7 @@ from hf_models import DEEPSEEK_V2_LITE_TINY, hf_greedy, write_hf_checkpoint
 from safetensors.torch import load_file, save_file
 
 import tinyslm
+import tinyslm.cli as cli
 import tinyslm.tools.parity
 from tinyslm.cli import main
 from tinyslm.config import ModelConfig
@@ -586,3 +587,43 @@ def test_strings_from_files_are_printed_escaped(reference, tmp_path, capsys, nam
     (target / "config.json").write_text(json.dumps(dict(config, model_type=name)))
     code, out, err = run(capsys, "inspect", str(target))
     assert code == 2 and not any(c in err for c in "\x1b\x07\x00\x9b")
+
+
+# --- refusals are one line with exit 2; only a true TINYSLM_DEBUG shows a traceback --------------------------------
+
+
+@pytest.mark.parametrize("debug", ["0", "false", "", "no"])
+def test_tinyslm_debug_turns_tracebacks_on_only_when_true(reference, capsys, monkeypatch, debug):
+    _, folder = reference
+    monkeypatch.setenv("TINYSLM_DEBUG", debug)
+    monkeypatch.setattr(cli, "cmd_inspect", lambda args: 1 / 0)  # an unexpected failure
+    code, _, err = run(capsys, "inspect", folder)
+    assert code == 1 and "Traceback" not in err and err.startswith("error: unexpected ZeroDivisionError")
+    monkeypatch.setenv("TINYSLM_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["inspect", str(folder)])
+
+
+@pytest.mark.parametrize("errno_, strerror", [(13, "Permission denied"), (30, "Read-only file system"),
+                                              (28, "No space left on device")])  # fmt: skip
+def test_an_environment_that_refuses_a_write_is_one_line_exit_2(reference, capsys, monkeypatch, tmp_path, errno_, strerror):
+    _, folder = reference
+    import tinyslm.gguf.command as convert_command
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno_, strerror, str(tmp_path / "out.gguf"))
+
+    monkeypatch.setattr(convert_command, "run", refuse)
+    parser_args = ["convert", folder, str(tmp_path / "out.gguf")]
+    code, _, err = run(capsys, *parser_args)
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'out.gguf'}: {strerror}"
+
+
+def test_a_config_with_a_number_of_thousands_of_digits_is_one_clear_line(reference, tmp_path, capsys):
+    _, folder = reference
+    target = copy_checkpoint(Path(folder), tmp_path / "ckpt")
+    text = (target / "config.json").read_text()
+    (target / "config.json").write_text(text.replace('"vocab_size":', '"vocab_size": 1' + "0" * 5000 + ', "x":', 1))
+    code, _, err = run(capsys, "inspect", str(target))
+    assert code == 2 and err.startswith(f"error: {target / 'config.json'}: a value cannot be read")
+    assert len(err.strip().splitlines()) == 1

@@ -6,6 +6,7 @@ is sized to finish well under a minute there.
 
 import math
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -347,3 +348,65 @@ def test_a_final_save_that_fails_keeps_the_trained_model_beside_and_says_where(t
     rescued = Path(re.search(r"saved to (\S+) instead", str(info.value)).group(1))
     assert rescued.parent.name.startswith("run-rescued-") and (rescued / "model.safetensors").is_file()
     assert tinyslm.load_pretrained(rescued).config.vocab_size == 64
+
+
+STOPPABLE = """
+import sys, time
+import numpy as np
+import tinyslm
+from tinyslm.data import Batches
+from tinyslm.train.trainer import TrainConfig, TrainInterrupted, train
+
+class Slow(Batches):
+    def __next__(self):
+        batch = super().__next__()
+        print("step", flush=True)
+        time.sleep(0.05)
+        return batch
+
+config = tinyslm.ModelConfig(name="tiny", vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64,
+                             max_seq_len=64, tie_embeddings=True)
+tokens = np.random.default_rng(0).integers(0, 64, 20_000).astype(np.uint16)
+try:
+    train(config, Slow(tokens, 16, 8, seed=0), TrainConfig(steps=10_000, batch_size=8, seq_len=16, eval_every=0),
+          out=sys.argv[1], progress=False)
+except TrainInterrupted as stopped:
+    print("stopped", stopped.step, stopped.checkpoint, flush=True)
+    sys.exit(128 + stopped.signum)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_the_step_in_progress_and_stops_with_the_path_to_resume(tmp_path, signum):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for _ in range(3):  # a few steps in
+            assert proc.stdout.readline().strip() == "step"
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum, err
+    step, path = out.strip().splitlines()[-1].split()[1:]
+    assert Path(path) == tmp_path / "run" / f"step-{int(step):06d}" and int(step) >= 2
+    assert f"{signal.Signals(signum).name}: finishing this step and saving it" in err
+    # it resumes from there
+    cfg = TrainConfig(steps=int(step) + 2, batch_size=8, seq_len=16, eval_every=0)
+    more = train(tiny_config(), Batches(random_tokens(), 16, 8, seed=0), cfg, out=tmp_path / "run", resume=True,
+                 progress=False)  # fmt: skip
+    assert [h["step"] for h in more.history][-2:] == [int(step) + 1, int(step) + 2]
+
+
+def test_checkpoints_are_written_by_wall_time_by_default(tmp_path, monkeypatch):
+    import tinyslm.train.trainer as trainer
+
+    clock = iter(range(0, 10**6, 400))  # every reading 400 s later than the one before: a save is due every step
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: float(next(clock)))
+    cfg = TrainConfig(steps=3, batch_size=4, seq_len=8, eval_every=0, keep_checkpoints=0)
+    assert cfg.save_every == 0 and cfg.save_minutes == 10.0
+    train(tiny_config(), Batches(random_tokens(), 8, 4, seed=0), cfg, out=tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "step-000001", "step-000002", "step-000003"]

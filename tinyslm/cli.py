@@ -375,6 +375,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _debug() -> bool:
+    """TINYSLM_DEBUG set to a true value (1, true, yes, on): tracebacks instead of one line."""
+    try:
+        return machine.env_flag("TINYSLM_DEBUG") is True
+    except Exception:  # noqa: BLE001  (an unreadable value: no debugging)
+        return False
+
+
 class UsageError(Exception):
     """A bad option value that argparse's types cannot catch."""
 
@@ -411,8 +419,14 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the environment refused (permission denied, a read-only or full disk): not a bug
+        if _debug():
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001  (one clear line, never a raw traceback)
-        if os.environ.get("TINYSLM_DEBUG"):
+        if _debug():
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (set TINYSLM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1

@@ -117,6 +117,8 @@ def read_json(path: Path, error: type[TinySLMError] = CheckpointError) -> dict[s
         raise error(f"{path}: not valid JSON ({exc})") from None
     except RecursionError:
         raise error(f"{path}: JSON nested too deeply to read") from None
+    except ValueError as exc:  # a number of thousands of digits (Python's int limit), and the like
+        raise error(f"{path}: a value cannot be read ({str(exc).split(';')[0]})") from None
     if not isinstance(values, dict):
         raise error(f"{path}: expected a JSON object, found {type(values).__name__}")
     return values

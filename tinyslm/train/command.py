@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .. import machine
@@ -53,7 +54,10 @@ def add_parser(sub) -> None:
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per step (default 1)")
     p.add_argument("--eval-every", type=int, default=None, help="validate every N steps (default: --steps / 10; 0: at the end only)")
     p.add_argument("--eval-batches", type=int, default=d.eval_batches, help=f"validation batches per evaluation (default {d.eval_batches})")
-    p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps (default 0: only final/)")
+    p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps (default 0: by time only)")
+    p.add_argument("--save-minutes", type=float, default=d.save_minutes, help="and at least every M minutes of "
+                   f"training (default {d.save_minutes:g}; 0: never by time). Ctrl-C or SIGTERM saves the step in "
+                   "progress, then stops with the path to --resume from")
     p.add_argument("--keep", type=int, default=d.keep_checkpoints, help=f"step-N checkpoints kept, 0 = all (default {d.keep_checkpoints})")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from the newest checkpoint in --out, or from the CHECKPOINT folder given")
@@ -71,14 +75,14 @@ def run(args) -> int:
     from ..config import ModelConfig  # noqa: PLC0415
     from ..errors import ConfigError  # noqa: PLC0415
     from . import distributed as D  # noqa: PLC0415
-    from .trainer import TrainConfig, train  # noqa: PLC0415
+    from .trainer import TrainConfig, TrainInterrupted, train  # noqa: PLC0415
 
     machine.use_threads(args.threads)
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, min_lr=args.min_lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
         grad_accum=args.grad_accum, eval_every=args.eval_every, eval_batches=args.eval_batches,
-        save_every=args.save_every, keep_checkpoints=args.keep, seed=args.seed, precision=args.precision,
+        save_every=args.save_every, save_minutes=args.save_minutes, keep_checkpoints=args.keep, seed=args.seed, precision=args.precision,
         fsdp=args.fsdp, device=args.device,
     )  # fmt: skip
     config = ModelConfig.from_toml(args.config)
@@ -93,6 +97,9 @@ def run(args) -> int:
         result = train(config, batches, cfg, val=val, bytes_per_token=data.bytes_per_token, out=args.out,
                        resume=args.resume if args.resume is True or not args.resume else Path(args.resume),
                        progress=not args.no_progress, extra_files=data.tokenizer_files)  # fmt: skip
+    except TrainInterrupted as stopped:  # saved: 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+        print(f"error: {stopped}", file=sys.stderr)
+        return 128 + stopped.signum
     finally:
         _shutdown()
     if world.is_main:

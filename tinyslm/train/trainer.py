@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -54,6 +57,7 @@ from .state import (
     checkpoints,
     load_weights,
     read_state,
+    step_dir,
     write_checkpoint,
 )
 
@@ -83,7 +87,8 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per step: batch_size must be a multiple of grad_accum x ranks
     eval_every: int | None = None  # None -> steps // 10; 0 -> only after the last step
     eval_batches: int = 20  # validation batches per evaluation
-    save_every: int = 0  # checkpoint every N steps (0: only the final one); needs `out`
+    save_every: int = 0  # checkpoint every N steps (0: by time only, save_minutes); needs `out`
+    save_minutes: float = 10.0  # and at least this often by wall time (0: never by time); needs `out`
     keep_checkpoints: int = 2  # step-N folders kept (0: all); OUT/final is always kept
     seed: int = 0  # model initialisation (and the data stream, which the caller seeds)
     precision: str = "auto"  # auto | bf16 | fp32
@@ -101,7 +106,7 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key in positive else 0):
                 raise ConfigError(f"train config: {key} must be an integer >= {1 if key in positive else 0}, "
                                   f"found {value!r}")  # fmt: skip
-        for key in ("lr", "min_lr", "weight_decay", "grad_clip"):
+        for key in ("lr", "min_lr", "weight_decay", "grad_clip", "save_minutes"):
             value = getattr(self, key)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"train config: {key} must be a finite number >= 0, found {value!r}")
@@ -238,45 +243,54 @@ def train(
     slow = machine.SlowSteps("training step", threads)
     if world.is_main and world.device.type == "cpu":
         machine.say(machine.busy_note(threads), tell)
-    train_time, last = 0.0, None
-    for step in range(start, cfg.steps):
-        t0 = time.perf_counter()
-        lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, steps=cfg.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        inputs, targets = _checked_batch(next(batches), rows, cfg.seq_len, model_config.vocab_size)
-        inputs, targets = inputs.to(world.device), targets.to(world.device)
-        counted = D.all_reduce_sum([float((targets != IGNORE).sum())], world)[0]
-        scale = world.world_size / max(counted, 1.0)
-        total = torch.zeros((), dtype=torch.float64, device=world.device)
-        chunks = list(zip(inputs.chunk(cfg.grad_accum), targets.chunk(cfg.grad_accum)))
-        for i, (x, y) in enumerate(chunks):
-            with D.no_grad_sync(wrapped, sync=i == len(chunks) - 1):
-                with autocast():
-                    s = loss_sum(wrapped, x, y)
-                (s * scale).backward()
-            total += s.detach()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss = D.all_reduce_sum([total.item()], world)[0] / max(counted, 1.0)
-        dt = time.perf_counter() - t0
-        train_time += dt
-        if world.is_main and world.device.type == "cpu":
-            machine.say(slow.add(dt), tell)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        last = {"step": step + 1, "loss": loss, "lr": lr, "tokens_per_s": tokens_per_step / dt, "grad_norm": grad_norm}
-        history.append(last)
-        if not math.isfinite(loss):
-            bar.close()
-            raise TrainError(f"step {step + 1}: the loss is {loss} (diverged); lower --lr (now {cfg.lr:g}) or check the data")
-        done = step + 1 == cfg.steps
-        if val is not None and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done):
-            last.update(_validate(model, val, cfg, world, autocast, bytes_per_token))
-        if out is not None and ((cfg.save_every and (step + 1) % cfg.save_every == 0) or done):
-            _save(out, step + 1, model, wrapped, optimizer, batches, cfg, model_config, history, world, extra_files, done)
-        bar.update(1)
-        bar.set_postfix_str(_postfix(history))
+    train_time, last, last_save = 0.0, None, time.perf_counter()
+    # SIGINT/SIGTERM (one process, with `out`): the step in progress finishes, is saved, then TrainInterrupted
+    with _StopSignals(enabled=world.world_size == 1 and out is not None) as stops:
+        for step in range(start, cfg.steps):
+            t0 = time.perf_counter()
+            lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, steps=cfg.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inputs, targets = _checked_batch(next(batches), rows, cfg.seq_len, model_config.vocab_size)
+            inputs, targets = inputs.to(world.device), targets.to(world.device)
+            counted = D.all_reduce_sum([float((targets != IGNORE).sum())], world)[0]
+            scale = world.world_size / max(counted, 1.0)
+            total = torch.zeros((), dtype=torch.float64, device=world.device)
+            chunks = list(zip(inputs.chunk(cfg.grad_accum), targets.chunk(cfg.grad_accum)))
+            for i, (x, y) in enumerate(chunks):
+                with D.no_grad_sync(wrapped, sync=i == len(chunks) - 1):
+                    with autocast():
+                        s = loss_sum(wrapped, x, y)
+                    (s * scale).backward()
+                total += s.detach()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = D.all_reduce_sum([total.item()], world)[0] / max(counted, 1.0)
+            dt = time.perf_counter() - t0
+            train_time += dt
+            if world.is_main and world.device.type == "cpu":
+                machine.say(slow.add(dt), tell)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            last = {"step": step + 1, "loss": loss, "lr": lr, "tokens_per_s": tokens_per_step / dt, "grad_norm": grad_norm}
+            history.append(last)
+            if not math.isfinite(loss):
+                bar.close()
+                raise TrainError(f"step {step + 1}: the loss is {loss} (diverged); lower --lr (now {cfg.lr:g}) or check the data")
+            done = step + 1 == cfg.steps
+            if val is not None and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done):
+                last.update(_validate(model, val, cfg, world, autocast, bytes_per_token))
+            due = (cfg.save_every and (step + 1) % cfg.save_every == 0) or (
+                cfg.save_minutes and time.perf_counter() - last_save > 60 * cfg.save_minutes)
+            stop = stops.signal is not None and not done  # asked to stop (SIGINT, SIGTERM): save this step, then stop
+            if out is not None and (due or done or stop):
+                _save(out, step + 1, model, wrapped, optimizer, batches, cfg, model_config, history, world, extra_files, done)
+                last_save = time.perf_counter()
+            bar.update(1)
+            bar.set_postfix_str(_postfix(history))
+            if stop:
+                bar.close()
+                raise TrainInterrupted(stops.signal, step + 1, step_dir(out, step + 1) if out is not None else None)
     bar.close()
 
     evaluated = next((h for h in reversed(history) if "val_loss" in h), {})
@@ -416,6 +430,43 @@ def _save_elsewhere(out: Path, step: int, model, state: dict, extra_files) -> st
         except (OSError, TinySLMError):
             continue
     return "; saving it elsewhere failed too"
+
+
+class TrainInterrupted(TrainError):
+    """Training stopped by SIGINT or SIGTERM after saving the step it was in: `checkpoint` resumes it."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name
+        where = f"; saved {checkpoint}, continue with --resume" if checkpoint is not None else ""
+        super().__init__(f"{name}: stopped after step {step}{where}")
+
+
+class _StopSignals:
+    """Within this block SIGINT and SIGTERM set `signal` instead of stopping the process at once (the training
+    loop saves and stops at the end of the step); a second one stops at once (KeyboardInterrupt, SystemExit)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signal: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self):
+        if self.enabled:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # the second: now
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name}: finishing this step and saving it (again to stop at once)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

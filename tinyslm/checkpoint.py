@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -41,6 +40,7 @@ from .files import (
     LOADABLE_DTYPES,
     SAFETENSORS_FILE,
     SAFETENSORS_INDEX,
+    lock_within,
     open_weights,
     shown,
     weight_files as _weight_files,
@@ -285,23 +285,10 @@ def save_lock(folder: Path):
     """One save into `folder` at a time, across processes: a lock on the folder that holds it (flock on the
     directory itself: no file left behind; released by the OS if its holder dies); a save that waits more than
     SAVE_WAIT_S for another is refused. (Saves into other folders of the same parent wait for each other too.)"""
-    try:
-        import fcntl  # noqa: PLC0415
-    except ImportError:  # (Windows)
-        yield
-        return
     fd = os.open(folder.parent, os.O_RDONLY)
     try:
-        deadline = time.monotonic() + SAVE_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CheckpointError(f"{folder}: another process has been saving into it for over "
-                                          f"{SAVE_WAIT_S:.0f} s") from None  # fmt: skip
-                time.sleep(0.05)
+        if not lock_within(fd, SAVE_WAIT_S):
+            raise CheckpointError(f"{folder}: another process has been saving into it for over {SAVE_WAIT_S:.0f} s")
         yield
     finally:
         os.close(fd)

@@ -23,6 +23,8 @@ import os
 import re
 import stat
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,28 @@ def file_bool(value: Any, default: bool, where: str, key: str, error: type[TinyS
     if isinstance(value, bool) or type(value).__name__ == "bool_":  # (numpy's, as GGUF readers return it)
         return bool(value)
     raise error(f"{where}: {key} must be true or false, found {shown(repr(value))}")
+
+
+def lock_within(fd: int, seconds: float, waiting: Callable[[], None] | None = None) -> bool:
+    """An exclusive flock on `fd` (released by the OS if this process dies), waiting at most `seconds` for another
+    process's; `waiting()` is called once if it must wait. False when the time ran out; True where there is no
+    flock (Windows)."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:
+        return True
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            if waiting is not None:
+                waiting()
+                waiting = None
+            time.sleep(0.05)
 
 
 # C0 controls but tab, newline and carriage return (progress bars redraw with it), DEL, and C1 controls (0x9b is

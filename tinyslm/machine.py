@@ -157,8 +157,9 @@ def busy_note(threads: int, load: float | None = None) -> str | None:
     if load + threads <= cpus + 0.5:
         return None
     fewer = max(1, min(threads - 1, round(cpus - load)))
-    return (f"the machine is busy ({load:.0f} other runnable threads on {cpus} CPUs) and this run uses {threads} "
-            f"threads: expect it to run slower than on a quiet machine; fewer threads (--threads {fewer}) or "
+    others = f"{load:.0f} other runnable thread{'' if round(load) == 1 else 's'}"
+    return (f"the machine is busy ({others} on {cpus} CPUs) and this run uses {threads} threads: expect it to "
+            f"run slower than on a quiet machine; fewer threads (--threads {fewer}) or "
             "OMP_WAIT_POLICY=passive in the environment may help")  # fmt: skip
 
 

@@ -23,13 +23,13 @@ import functools
 import hashlib
 import os
 import platform
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
 from .. import machine
+from ..files import lock_within
 
 KERNELS = Path(__file__).resolve().parents[2] / "kernels"
 SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "float_mv.cpp", KERNELS / "decode_block.cpp"]
@@ -127,30 +127,16 @@ def _build_lock(build: Path):
     """Holds `build`/tinyslm.lock (flock: released by the OS if this process dies); yields whether the folder is
     writable. Waits at most TINYSLM_BUILD_WAIT_S for another process's build, saying so once."""
     try:
-        import fcntl  # noqa: PLC0415
-    except ImportError:  # (Windows: no flock; torch's own lock only)
-        yield os.access(build, os.W_OK)
-        return
-    try:
         fd = os.open(build / "tinyslm.lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         yield False
         return
     try:
         wait = float(os.environ.get("TINYSLM_BUILD_WAIT_S", BUILD_WAIT_S))
-        deadline, told = time.monotonic() + wait, False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise _Unavailable(f"another process has been building the kernels in {build} for over "
-                                       f"{wait:.0f} s (TINYSLM_BUILD_WAIT_S)") from None  # fmt: skip
-                if not told:
-                    machine.say(f"waiting for another process's build of the kernels in {build} (at most {wait:.0f} s)")
-                    told = True
-                time.sleep(0.2)
+        say = lambda: machine.say(f"waiting for another process's build of the kernels in {build} (at most {wait:.0f} s)")  # noqa: E731
+        if not lock_within(fd, wait, say):
+            raise _Unavailable(f"another process has been building the kernels in {build} for over {wait:.0f} s "
+                               "(TINYSLM_BUILD_WAIT_S)")  # fmt: skip
         yield True
     finally:
         os.close(fd)  # (releases the lock)

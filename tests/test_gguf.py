@@ -25,7 +25,7 @@ from hf_models import build_hf_model
 import tinyslm
 
 gguf = pytest.importorskip("gguf")
-from tinyslm.errors import UnsupportedModelError  # noqa: E402
+from tinyslm.errors import TokenizerError, UnsupportedModelError  # noqa: E402
 from tinyslm.gguf import command, gguf_tokenizer, load_gguf, loader, writer  # noqa: E402
 from tinyslm.gguf.reader import GGUFFile  # noqa: E402
 
@@ -878,3 +878,86 @@ def test_convert_force_into_a_folder_keeps_everything_but_the_old_checkpoint(hf_
     with pytest.raises(tinyslm.CheckpointError, match="is the working directory"):
         convert(gguf_file, ".", "--force")
     assert gguf_file.is_file() and (target / "notes.txt").read_text() == "mine"
+
+
+# --- hostile headers: one clear line, bounded memory ---------------------------------------------------------------
+
+
+def _raw_gguf(path: Path, kvs: list[bytes], tensors: list[bytes] = ()) -> Path:
+    """A GGUF v3 file written byte by byte (what the gguf package's writer cannot make): kvs and tensor infos as
+    their encoded bytes."""
+    import struct
+
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs) + b"".join(tensors)
+                     + b"\0" * 64)  # fmt: skip
+    return path
+
+
+def _gguf_string(text: str) -> bytes:
+    import struct
+
+    raw = text.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+@pytest.mark.parametrize("depth", [9, 3000])
+def test_metadata_nested_too_deep_is_one_clear_line(tmp_path, depth, capsys):
+    import struct
+
+    from tinyslm.cli import main
+    from tinyslm.gguf.reader import GGUFFile
+
+    value = struct.pack("<I", 9) + b"".join(struct.pack("<IQ", 9, 1) for _ in range(depth)) + struct.pack("<IQ", 4, 0)
+    path = _raw_gguf(tmp_path / "deep.gguf", [_gguf_string("junk") + value])
+    with pytest.raises(tinyslm.CheckpointError, match="metadata key 'junk' nests arrays more than 8 deep"):
+        GGUFFile(path)
+    assert main(["inspect", str(path)]) == 2 and "nests arrays" in capsys.readouterr().err
+
+
+def test_a_long_numeric_metadata_array_is_not_copied_into_python_objects(tmp_path):
+    import struct
+
+    import numpy as np
+
+    from tinyslm.gguf.reader import LIST_LIMIT, GGUFFile
+
+    count = 4 * LIST_LIMIT  # 16 MB of uint32 junk: as Python ints it would take ~9x that
+    kv = _gguf_string("junk") + struct.pack("<IIQ", 9, 4, count) + np.arange(count, dtype="<u4").tobytes()
+    meta = GGUFFile(_raw_gguf(tmp_path / "junk.gguf", [kv, _gguf_string("short") + struct.pack("<IIQ", 9, 4, 3)
+                                                        + np.arange(3, dtype="<u4").tobytes()])).metadata  # fmt: skip
+    junk = meta["junk"]
+    assert isinstance(junk, np.ndarray) and not junk.flags.owndata and len(junk) == count and int(junk[-1]) == count - 1
+    assert meta["short"] == [0, 1, 2]  # short arrays (token types, scores) stay lists
+
+
+@pytest.mark.parametrize("dims", [[0, 4], [32, 0], [32, 1 << 62], [1 << 41]])
+def test_a_tensor_with_a_zero_or_absurd_dimension_is_one_clear_line(tmp_path, dims):
+    import struct
+
+    from tinyslm.gguf.reader import GGUFFile
+
+    arch = _gguf_string("general.architecture") + struct.pack("<I", 8) + _gguf_string("llama")
+    info = _gguf_string("x") + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims) \
+        + struct.pack("<IQ", 0, 0)
+    with pytest.raises(tinyslm.CheckpointError, match="a dimension of 0 or beyond 2\\^40"):
+        GGUFFile(_raw_gguf(tmp_path / "dims.gguf", [arch], [info]))
+
+
+@pytest.mark.parametrize("fault", ["int-token", "merge-without-space", "int-merge", "types-too-short"])
+def test_tokenizer_arrays_of_the_wrong_kind_are_one_clear_line(fault):
+    from tinyslm.gguf.tokenizer import _check_vocabulary
+
+    tokens, types, merges = ["a", "b", "ab"], [1, 1, 1], ["a b"]
+    if fault == "int-token":
+        tokens = ["a", 7, "ab"]
+    elif fault == "merge-without-space":
+        merges = ["ab"]
+    elif fault == "int-merge":
+        merges = [3]
+    else:
+        types = [1]
+    message = {"int-token": "tokens must be strings; token 1 is 7", "merge-without-space": r"merges\[0\] must be two tokens",
+               "int-merge": r"merges\[0\] must be two tokens", "types-too-short": "token_type must hold one integer per token"}
+    with pytest.raises(TokenizerError, match=message[fault]):
+        _check_vocabulary(tokens, types, merges, "f.gguf")
+    _check_vocabulary(["a", "b", "ab"], [1, 1, 1], ["a b"], "f.gguf")  # the well-formed arrays pass

@@ -125,6 +125,10 @@ _SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4)
 _NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
 
 
+MAX_NESTING = 8  # arrays of arrays: none of llama.cpp's keys nests at all
+LIST_LIMIT = 1 << 20  # numeric arrays longer than this stay numpy views of the file (a vocabulary is ~150k)
+
+
 class _Header:
     """One pass over the header: metadata values as Python values, tensor infos as tuples; bounds-checked."""
 
@@ -178,20 +182,26 @@ class _Header:
         except UnicodeDecodeError:
             raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} holds a string that is not UTF-8") from None
 
-    def value(self, kind: int):
+    def value(self, kind: int, depth: int = 0):
         if kind in _SCALARS:
             return self.scalar(kind)
         if kind == 8:
             return self.string()
         if kind == 9:
+            if depth >= MAX_NESTING:
+                raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} nests arrays more than "
+                                      f"{MAX_NESTING} deep")  # fmt: skip
             item, count = self.scalar(4), self.scalar(10)
             if item in _NUMPY:
                 size = np.dtype(_NUMPY[item]).itemsize
-                return np.frombuffer(self.take(count * size), dtype=_NUMPY[item]).tolist()
+                values = np.frombuffer(self.take(count * size), dtype=_NUMPY[item])
+                # a long one stays a read-only view of the file (no copy: a 50 MB array of junk cost 440 MB as
+                # Python ints); the short ones every model has (token types, scores) become lists
+                return values.tolist() if count <= LIST_LIMIT else values
             if item == 8:
                 return [self.string() for _ in range(count)]
             if item == 9:
-                return [self.value(9) for _ in range(count)]
+                return [self.value(9, depth + 1) for _ in range(count)]
         raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} has value type {kind}, which GGUF does not define")
 
 
@@ -219,6 +229,9 @@ def _check_tensor_infos(gguf, path: Path, data_start: int, infos: list, file_siz
                 f"(supported: {', '.join(SUPPORTED_TYPES)})"
             )
         block, type_size = gguf.GGML_QUANT_SIZES[kind]
+        if any(d == 0 or d >= 1 << 40 for d in dims):
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {list(shape)}: a dimension of 0 or beyond 2^40 "
+                                  "is no tensor a model holds (a corrupt header)")  # fmt: skip
         if dims and dims[0] % block:
             raise CheckpointError(
                 f"{path}: tensor {name!r} ({kind.name}, shape {list(shape)}) has rows of {dims[0]} values, not a whole "

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TokenizerError
-from ..files import file_bool
+from ..files import file_bool, shown
 from ..tokenizer import JSONTokenizer, Tokenizer
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -61,8 +61,10 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
     tokens = meta.get("tokenizer.ggml.tokens")
     if not isinstance(tokens, list) or not tokens:
         raise TokenizerError(f"{source}: no tokenizer.ggml.tokens in the GGUF metadata")
-    types = meta.get("tokenizer.ggml.token_type") or [NORMAL] * len(tokens)
+    types = meta.get("tokenizer.ggml.token_type")
+    types = [NORMAL] * len(tokens) if types is None else types
     merges = meta.get("tokenizer.ggml.merges")
+    _check_vocabulary(tokens, types, merges, source)
     if kind == "gpt2":
         spelling = bytes_to_unicode()
         alphabet = set(spelling.values())
@@ -110,6 +112,22 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
         )  # fmt: skip
     eos = ids["eos"] if isinstance(ids["eos"], int) and 0 <= ids["eos"] < len(tokens) else None
     return JSONTokenizer.wrap(tok, bos_id=bos, eos_id=eos, source=source)
+
+
+def _check_vocabulary(tokens: list, types, merges, source: str) -> None:
+    """The tokenizer's arrays as GGUF defines them, or one clear error naming the key (not a TypeError later)."""
+    bad = next((i for i, t in enumerate(tokens) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TokenizerError(f"{source}: tokenizer.ggml.tokens must be strings; token {bad} is {shown(repr(tokens[bad]))}")
+    if not isinstance(types, list) or len(types) != len(tokens) or not all(type(k) is int for k in types):
+        raise TokenizerError(f"{source}: tokenizer.ggml.token_type must hold one integer per token ({len(tokens)})")
+    if merges is not None:
+        if not isinstance(merges, list):
+            raise TokenizerError(f"{source}: tokenizer.ggml.merges must be a list of strings")
+        bad = next((i for i, m in enumerate(merges) if not isinstance(m, str) or " " not in m.strip(" ")), None)
+        if bad is not None:
+            raise TokenizerError(f"{source}: tokenizer.ggml.merges[{bad}] must be two tokens separated by a space, "
+                                 f"found {shown(repr(merges[bad]))}")  # fmt: skip
 
 
 def _merges_from_scores(tokens: list[str], meta: dict, source: str) -> list[tuple[str, str]]:

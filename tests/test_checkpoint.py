@@ -785,3 +785,15 @@ def test_a_failure_writing_config_json_leaves_the_old_checkpoint_whole(tmp_path,
     monkeypatch.undo()
     assert {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(tmp_path / "out")} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("kind", ["q8_0", "int8"])
+def test_saving_a_quantized_model_is_refused_with_what_to_do(tmp_path, kind):
+    model = seeded_model(SAVE_CASES["llama"])
+    try:
+        tinyslm.quantize(model, kind)
+    except Exception as exc:  # noqa: BLE001  (q8_0 needs the native kernels or the gguf package)
+        pytest.skip(f"cannot quantize to {kind} here: {exc}")
+    with pytest.raises(CheckpointError, match="holds quantized layers .* cannot hold; save the float model"):
+        tinyslm.save_pretrained(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -627,3 +627,10 @@ def test_a_config_with_a_number_of_thousands_of_digits_is_one_clear_line(referen
     code, _, err = run(capsys, "inspect", str(target))
     assert code == 2 and err.startswith(f"error: {target / 'config.json'}: a value cannot be read")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_prompt_that_is_not_utf8_is_one_clear_line(reference, capsys):
+    _, folder = reference
+    code, _, err = run(capsys, "generate", str(folder), "--prompt", "caf\udce9", "--max-new-tokens", "2")
+    assert code == 2 and err.strip() == "error: --prompt is not valid UTF-8 text (at character 3); check the " \
+        "terminal's or the file's encoding"

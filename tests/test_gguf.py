@@ -961,3 +961,22 @@ def test_tokenizer_arrays_of_the_wrong_kind_are_one_clear_line(fault):
     with pytest.raises(TokenizerError, match=message[fault]):
         _check_vocabulary(tokens, types, merges, "f.gguf")
     _check_vocabulary(["a", "b", "ab"], [1, 1, 1], ["a b"], "f.gguf")  # the well-formed arrays pass
+
+
+@pytest.mark.parametrize("value", ["nan", "float", "negative"])
+def test_an_eos_id_that_is_not_an_integer_is_one_clear_line(hf_folders, tmp_path, capsys, value):
+    folder, _ = hf_folders["llama"]
+    path = tmp_path / "m.gguf"
+    assert convert(folder, path, "--type", "f32") == 0
+    data = bytearray(path.read_bytes())
+    key = b"tokenizer.ggml.eos_token_id"
+    at = data.find(key) + len(key)
+    kind, raw = {"nan": (6, struct.pack("<f", float("nan"))), "float": (6, struct.pack("<f", 2.0)),
+                 "negative": (5, struct.pack("<i", -1))}[value]  # fmt: skip
+    if struct.unpack("<I", data[at : at + 4])[0] != 4:
+        pytest.skip("precondition: the writer stores the eos id as uint32")
+    data[at : at + 4] = struct.pack("<I", kind)
+    data[at + 4 : at + 4 + len(raw)] = raw
+    path.write_bytes(bytes(data))
+    err = _cli_error(path, capsys)
+    assert "tokenizer.ggml.eos_token_id must be a token id (an integer >= 0), found" in err

@@ -410,3 +410,8 @@ def test_checkpoints_are_written_by_wall_time_by_default(tmp_path, monkeypatch):
     assert cfg.save_every == 0 and cfg.save_minutes == 10.0
     train(tiny_config(), Batches(random_tokens(), 8, 4, seed=0), cfg, out=tmp_path, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "step-000001", "step-000002", "step-000003"]
+
+
+def test_a_seed_beyond_64_bits_is_refused_in_the_config():
+    with pytest.raises(tinyslm.ConfigError, match="seed must be below 2\\^63, found 1180591620717411303424"):
+        TrainConfig(steps=1, seed=2**70)

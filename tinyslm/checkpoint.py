@@ -233,6 +233,13 @@ def save_pretrained(model: CausalLM, path: str | Path) -> Path:
     """
     config = model.config
     family = get_family(config.family, f"config {config.name!r}")
+    quantized = [name for name, m in model.named_modules() if hasattr(m, "dequantize") and not isinstance(m, nn.Linear)]
+    if quantized:
+        raise CheckpointError(
+            f"{path}: the model holds quantized layers ({quantized[0]}, and {len(quantized) - 1} more), which an HF "
+            "safetensors folder cannot hold; save the float model (load the GGUF with keep_quantized=False, or save "
+            "before tinyslm.quantize), or write a GGUF with `tinyslm convert`"
+        )
     # refuses a config the family's config.json cannot express (it would load as another model)
     hf_config = check_expressible(family, config.replace(dtype=str(model.tok_emb.weight.dtype).removeprefix("torch.")))
     params = dict(model.named_parameters())

@@ -250,6 +250,11 @@ def cmd_generate(args) -> int:
     t_load = time.perf_counter() - t_load
     set_attention_backend(model, args.attention)
     if args.prompt is not None:
+        try:  # (bytes that are not UTF-8 reach Python's argv as lone surrogates: no tokenizer encodes them)
+            args.prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UsageError(f"--prompt is not valid UTF-8 text (at character {exc.start}); check the terminal's "
+                             "or the file's encoding") from None  # fmt: skip
         tokenizer = load_tokenizer(args.checkpoint)
         ids = tokenizer.encode(args.prompt)
     prompt = check_request(model, torch.tensor([ids], dtype=torch.long), args.max_new_tokens)

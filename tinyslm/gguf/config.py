@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import CheckpointError, ConfigError, UnsupportedModelError
 from ..families.hf_config import HFConfig
+from ..files import shown
 from .reader import GGUFFile
 from .rope import ROPE_TENSORS, scaling_from_gguf
 
@@ -255,8 +256,12 @@ def hf_config_from_gguf(gguf_file: GGUFFile) -> HFConfig:
             raise CheckpointError(f"{gguf_file.path}: neither {arch.name}.vocab_size nor tokenizer.ggml.tokens is set")
         values["vocab_size"] = len(tokens)
     for key, hf_key in TOKEN_ID_KEYS:
-        if gguf_file.get(key) is not None:
-            values[hf_key] = int(gguf_file.get(key))
+        value = gguf_file.get(key)
+        if value is not None:  # an integer type of GGUF's; a string, a float (NaN), a bool is refused by name
+            if type(value) is not int or value < 0:
+                raise CheckpointError(f"{gguf_file.path}: {key} must be a token id (an integer >= 0), found "
+                                      f"{shown(repr(value))}")  # fmt: skip
+            values[hf_key] = value
     names = set(gguf_file.tensors)
     values["tie_word_embeddings"] = "output.weight" not in names
     values.update(arch.from_tensors(names))

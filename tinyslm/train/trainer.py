@@ -106,6 +106,8 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key in positive else 0):
                 raise ConfigError(f"train config: {key} must be an integer >= {1 if key in positive else 0}, "
                                   f"found {value!r}")  # fmt: skip
+        if self.seed >= 2**63:  # torch.manual_seed takes a 64-bit seed
+            raise ConfigError(f"train config: seed must be below 2^63, found {self.seed}")
         for key in ("lr", "min_lr", "weight_decay", "grad_clip", "save_minutes"):
             value = getattr(self, key)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):

@@ -797,3 +797,52 @@ def test_saving_a_quantized_model_is_refused_with_what_to_do(tmp_path, kind):
     with pytest.raises(CheckpointError, match="holds quantized layers .* cannot hold; save the float model"):
         tinyslm.save_pretrained(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+SAVER = """
+import sys
+import tinyslm
+from tinyslm import CausalLM, ModelConfig
+config = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=32)
+models = [CausalLM(config).init_weights(seed=s) for s in (0, 1)]
+print("ready", flush=True)
+i = 0
+while True:
+    tinyslm.save_pretrained(models[i % 2], sys.argv[1])
+    i += 1
+"""
+
+
+def test_a_save_stopped_at_any_point_leaves_the_old_or_the_new_checkpoint_and_loses_nothing(tmp_path):
+    # SIGKILL and SIGINT at many points of back-to-back saves: after each, the target holds one complete
+    # checkpoint of the two, the user's own file beside it is intact, and the next save cleans every leftover
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tinyslm import CausalLM, ModelConfig
+
+    config = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=32)
+    expected = [CausalLM(config).init_weights(seed=s).eval() for s in (0, 1)]
+    target = tmp_path / "out"
+    tinyslm.save_pretrained(expected[0], target)
+    (target / "notes.txt").write_text("mine")
+    ids = torch.tensor([[1, 2, 3]])
+    delays = [0.0, 0.013, 0.029, 0.047, 0.071, 0.097, 0.131, 0.173]
+    for n, delay in enumerate(delays):
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(target)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL if n % 2 == 0 else signal.SIGINT)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+        with torch.no_grad():
+            loaded = tinyslm.load_pretrained(target).eval()(ids)
+            assert any(torch.equal(loaded, m(ids)) for m in expected), f"stopped after {delay} s: a mixed checkpoint"
+        assert (target / "notes.txt").read_text() == "mine"
+    tinyslm.save_pretrained(expected[1], target)  # cleans whatever the stopped saves left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]

@@ -359,3 +359,15 @@ def test_mqar_accuracy_and_chance_level():
     untrained = torch.nn.Linear(1, 1)
     untrained.forward = lambda ids: torch.zeros(*ids.shape, 64)  # argmax 0: never a value
     assert task.accuracy(untrained, n_examples=16) == 0.0
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**70])
+def test_a_tokenizer_seed_sentencepiece_cannot_take_is_one_clear_line(tmp_path, seed, capsys):
+    from tinyslm.cli import main
+
+    (tmp_path / "c.txt").write_text("hello world\n" * 10)
+    assert main(["tokenizer", "train", "--data", str(tmp_path / "c.txt"), "--out", str(tmp_path / "tk"),
+                 "--vocab-size", "300", "--seed", str(seed)]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: seed must be an integer in 0..2^32-1, found {seed}"
+    assert not (tmp_path / "tk").exists()

@@ -47,6 +47,8 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int, out_dir: str | Pa
         raise TokenizerError(f"vocab_size must be an integer >= {MIN_VOCAB} (256 byte pieces + specials), found {vocab_size!r}")
     if vocab_size >= 2**31:
         raise TokenizerError(f"vocab_size {vocab_size} is too large")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:  # sentencepiece's: 32 bits
+        raise TokenizerError(f"seed must be an integer in 0..2^32-1, found {seed!r}")
     lines = (line for doc in documents for line in doc.split("\n") if line.strip())
     model = io.BytesIO()
     spm.set_random_generator_seed(seed)  # the sample of lines drawn from a large corpus

@@ -201,9 +201,13 @@ def use_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
+_said: set[str] = set()  # the notes this process has printed: each one once (the demo's training would repeat it)
+
+
 def say(note: str | None, out=None) -> None:
-    """Print a machine note as one line on stderr (or through `out`)."""
-    if note:
+    """Print a machine note as one line on stderr (or through `out`), once per process."""
+    if note and note not in _said:
         import sys  # noqa: PLC0415
 
+        _said.add(note)
         (out or (lambda line: print(line, file=sys.stderr, flush=True)))(f"note: {note}")

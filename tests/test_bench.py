@@ -135,7 +135,7 @@ def test_bench_contention_measures_quiet_and_loaded_side_by_side_and_cleans_up(t
     import subprocess
 
     from tinyslm import machine
-    from tinyslm.tools import bench
+    from tinyslm.tools import contention
 
     started: list = []
     real_popen = subprocess.Popen
@@ -145,7 +145,7 @@ def test_bench_contention_measures_quiet_and_loaded_side_by_side_and_cleans_up(t
         started.append(p)
         return p
 
-    monkeypatch.setattr(bench.subprocess, "Popen", popen)
+    monkeypatch.setattr(contention.subprocess, "Popen", popen)
     write_hf_checkpoint(tmp_path, "LlamaConfig", **TINY)
     capsys.readouterr()
     args = ["bench", str(tmp_path), "--contention", "2", "--prompt-tokens", "8", "--new-tokens", "4", "--runs", "2",
@@ -157,7 +157,7 @@ def test_bench_contention_measures_quiet_and_loaded_side_by_side_and_cleans_up(t
     assert row["loaded_vs_quiet"] == pytest.approx(row["loaded_tokens_per_s"] / row["quiet_tokens_per_s"])
     loops = [p for p in started if p.args[1:2] == ["-c"]]  # (the workers are Popens too)
     assert len(loops) == 2 * 2 and all(p.poll() is not None for p in loops)  # 2 loops a loaded run, all ended
-    table = bench.format_contention([row], str(tmp_path), 4, 8)
+    table = contention.format_contention([row], str(tmp_path), 4, 8)
     assert machine.describe() in table and "loaded/quiet" in table and "beside 2 busy processes" in table
     assert main(["bench", str(tmp_path), "--contention", "0", "--prompt-tokens", "8"]) == 2
     assert "--contention" in capsys.readouterr().err

@@ -347,7 +347,7 @@ def cmd_bench(args) -> int:
             f"of {config.max_seq_len}"
         )
     if args.contention is not None:
-        from .tools.bench import format_contention, run_contention  # noqa: PLC0415
+        from .tools.contention import format_contention, run_contention  # noqa: PLC0415
 
         rows = run_contention(args.checkpoint, args.contention, args.dtype, args.prompt_tokens, args.new_tokens,
                               runs=args.runs, threads=args.threads, llama_cpp=not args.no_llama_cpp,

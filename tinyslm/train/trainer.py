@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
-import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -51,6 +48,7 @@ from ..layers.attention import set_attention_backend
 from ..model import CausalLM
 from . import distributed as D
 from .optim import lr_at, make_optimizer
+from .stop import TrainInterrupted, _StopSignals  # noqa: F401  (TrainInterrupted: raised by train, re-exported)
 from .state import (
     FORMAT,
     check_same_model,
@@ -432,43 +430,6 @@ def _save_elsewhere(out: Path, step: int, model, state: dict, extra_files) -> st
         except (OSError, TinySLMError):
             continue
     return "; saving it elsewhere failed too"
-
-
-class TrainInterrupted(TrainError):
-    """Training stopped by SIGINT or SIGTERM after saving the step it was in: `checkpoint` resumes it."""
-
-    def __init__(self, signum: int, step: int, checkpoint: Path | None):
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        name = signal.Signals(signum).name
-        where = f"; saved {checkpoint}, continue with --resume" if checkpoint is not None else ""
-        super().__init__(f"{name}: stopped after step {step}{where}")
-
-
-class _StopSignals:
-    """Within this block SIGINT and SIGTERM set `signal` instead of stopping the process at once (the training
-    loop saves and stops at the end of the step); a second one stops at once (KeyboardInterrupt, SystemExit)."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.signal: int | None = None
-        self.previous: dict = {}
-
-    def __enter__(self):
-        if self.enabled:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal is not None:  # the second: now
-            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
-        self.signal = signum
-        print(f"\n{signal.Signals(signum).name}: finishing this step and saving it (again to stop at once)",
-              file=sys.stderr, flush=True)  # fmt: skip
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

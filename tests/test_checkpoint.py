@@ -802,6 +802,7 @@ def test_saving_a_quantized_model_is_refused_with_what_to_do(tmp_path, kind):
 SAVER = """
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as a user's process has it, whatever the test inherited
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 import tinyslm
 from tinyslm import CausalLM, ModelConfig
 config = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=32)

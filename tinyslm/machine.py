@@ -86,8 +86,12 @@ def describe() -> str:
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), or TINYSLM_NATIVE_BF16 says so."""
     forced = env_flag("TINYSLM_NATIVE_BF16")
-    if forced is not None:
-        return forced
+    return _cpu_native_bf16() if forced is None else forced
+
+
+@cache
+def _cpu_native_bf16() -> bool:
+    """What the CPU has (asked once: a bfloat16 layer's prompt asks per forward)."""
     import torch  # noqa: PLC0415  (this module is imported before torch: see tinyslm/__init__.py)
 
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

@@ -85,6 +85,23 @@ def test_a_fifo_named_safetensors_is_refused_without_blocking(folder):
     assert isinstance(result[0], CheckpointError) and "not a regular file" in str(result[0])
 
 
+@pytest.mark.parametrize("target", ["/proc/self/mem", "/proc/self/status", "/proc/self/environ",
+                                    "/sys/kernel/mm/transparent_hugepage/enabled"])
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.json"])
+def test_a_link_to_a_kernel_file_is_refused_naming_it(folder, name, target):
+    """/proc and /sys files look regular (size 0) but are made up as they are read: /proc/self/mem fails with EIO,
+    /proc/self/environ would show the environment as a tokenizer error. Each is refused by name, before a read."""
+    if not os.path.exists(target):
+        pytest.skip(f"{target} is not on this system")
+    path = folder / name
+    path.unlink(missing_ok=True)
+    path.symlink_to(target)
+    load = tinyslm.load_pretrained if name != "tokenizer.json" else load_tokenizer
+    error = _error_of(load, folder)
+    assert isinstance(error, (CheckpointError, ConfigError, TokenizerError)), repr(error)
+    assert f"is the kernel's file {os.path.realpath(target)}" in str(error)
+
+
 def _error_of(fn, *args):
     try:
         fn(*args)

@@ -54,20 +54,22 @@ def base(tmp_path_factory) -> Path:
     return path
 
 
-def rewrite(src: Path, dst: Path, key: str, value) -> None:
+def rewrite(src: Path, dst: Path, key: str, value, **more) -> None:
     """dst: src with metadata `key` set to `value` (a (GGUFValueType, python value[, sub type]) triple) or removed
-    (value None); every other field and tensor as it was."""
+    (value None), and each of `more` ({key with "__" for ".": triple}) set too; every other field and tensor as it was."""
+    changes = {key: value} | {k.replace("__", "."): v for k, v in more.items()}
     reader = gguf.GGUFReader(str(src))
     writer = gguf.GGUFWriter(str(dst), arch=None)
     for field in reader.fields.values():
         name = field.name
-        if name.startswith("GGUF.") or name == key:
+        if name.startswith("GGUF.") or name in changes:
             continue
         vtype = T(field.types[0])
         sub = T(field.types[-1]) if vtype == T.ARRAY and len(field.types) > 1 else None
         writer.add_key_value(name, field.contents(), vtype, sub_type=sub)
-    if value is not None:
-        writer.add_key_value(key, value[1], value[0], sub_type=value[2] if len(value) > 2 else None)
+    for name, value in changes.items():
+        if value is not None:
+            writer.add_key_value(name, value[1], value[0], sub_type=value[2] if len(value) > 2 else None)
     for t in reader.tensors:
         writer.add_tensor(t.name, np.asarray(t.data), raw_shape=list(reversed(t.shape.tolist())), raw_dtype=t.tensor_type)
     writer.write_header_to_file()
@@ -103,3 +105,64 @@ def test_mutated_gguf_metadata_is_loaded_or_refused_in_one_line(base, tmp_path_f
             status, err = run_cli(*argv)
             assert status in (0, 2), f"tinyslm {argv[0]} with {key} = {value!r}: exit status {status}: {err}"
             assert len(err.strip().splitlines()) <= 1 or status == 0, err
+
+
+def _tokens(base: Path) -> list[str]:
+    return gguf.GGUFReader(str(base)).fields["tokenizer.ggml.tokens"].contents()
+
+
+STRINGS = (T.ARRAY, None, T.STRING)
+
+
+@pytest.mark.parametrize("merges, named", [
+    (["t0 nope"], "'nope'"),  # one merge, one unknown half
+    (["Ġ t0", "zz Ġ"], "'zz'"),  # the first half unknown, after a good merge
+    ([f"t{i % 44} t{(i * 7) % 44}" for i in range(200_000)] + ["t1 t4444"], "'t4444'"),  # 200k merges, the last bad
+])  # fmt: skip
+def test_merges_naming_unknown_tokens_are_refused_naming_the_merge(base, tmp_path, merges, named):
+    path = tmp_path / "m.gguf"
+    rewrite(base, path, "tokenizer.ggml.merges", (T.ARRAY, merges, T.STRING))
+    with guarded():
+        status, err = run_cli("generate", str(path), "--prompt", "hi", "--max-new-tokens", "1")
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"tokenizer.ggml.merges[{len(merges) - 1}] names {named}" in err
+
+
+@pytest.mark.parametrize("bos", ["<s> x", "<|begin of text|>", "a:0", "$A", "\t"])
+def test_a_bos_token_of_any_spelling_is_prepended(base, tmp_path, bos):
+    from tinyslm.gguf.tokenizer import gguf_tokenizer
+
+    tokens = _tokens(base)
+    tokens[300 - 1] = bos
+    path = tmp_path / "m.gguf"
+    rewrite(base, path, "tokenizer.ggml.tokens", (T.ARRAY, tokens, T.STRING),
+            tokenizer__ggml__bos_token_id=(T.UINT32, 299), tokenizer__ggml__add_bos_token=(T.BOOL, True))  # fmt: skip
+    ids = gguf_tokenizer(path).encode("t1t2")
+    assert ids[0] == 299 and 299 not in ids[1:]
+    with guarded():
+        status, err = run_cli("generate", str(path), "--prompt", "t1", "--max-new-tokens", "1")
+    assert status == 0, err
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("llama.block_count", (T.BOOL, True), "llama.block_count must be an integer, found True"),
+    ("llama.block_count", (T.FLOAT32, 2.0), "llama.block_count must be an integer, found 2.0"),
+    ("llama.block_count", (T.STRING, "2"), "llama.block_count must be an integer, found '2'"),
+    ("llama.rope.freq_base", (T.BOOL, False), "llama.rope.freq_base must be a finite number, found False"),
+    ("llama.rope.freq_base", (T.FLOAT32, float("inf")), "llama.rope.freq_base must be a finite number, found inf"),
+    ("llama.attention.layer_norm_rms_epsilon", (T.FLOAT32, float("nan")), "must be a finite number, found nan"),
+    ("llama.rope.scaling.type", (T.INT32, 1), "llama.rope.scaling.type must be a string, found 1"),
+    ("llama.rope.scaling.type", (T.ARRAY, ["linear"], T.STRING), "must be a string, found ['linear']"),
+    ("llama.rope.scaling.factor", (T.STRING, "2"), "rope.scaling.factor must be a finite number, found '2'"),
+    ("tokenizer.ggml.add_bos_token", (T.STRING, "false"), "add_bos_token must be true or false, found 'false'"),
+    ("tokenizer.ggml.add_bos_token", (T.INT32, 0), "add_bos_token must be true or false, found 0"),
+])  # fmt: skip
+def test_metadata_of_the_wrong_type_is_refused_naming_the_key(base, tmp_path, key, value, message):
+    """No coercion of GGUF metadata: int(True), float("2"), bool("false") would each load a different model."""
+    more = {"llama__rope__scaling__type": (T.STRING, "linear")} if key == "llama.rope.scaling.factor" else {}
+    path = tmp_path / "m.gguf"
+    rewrite(base, path, key, value, **more)
+    with guarded():
+        status, err = run_cli("generate", str(path), "--prompt", "t1", "--max-new-tokens", "1")
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert message in err and str(path) in err

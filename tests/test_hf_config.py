@@ -45,16 +45,22 @@ def edit_config(folder: Path, **changes) -> None:
 @pytest.mark.parametrize(
     "changes, message",
     [
-        (dict(tie_word_embeddings="false"), "tie_word_embeddings must be bool, found 'false'"),
-        (dict(hidden_size="64"), "hidden_size must be int, found '64'"),
-        (dict(rms_norm_eps="tiny"), "rms_norm_eps must be a number, found 'tiny'"),
+        (dict(tie_word_embeddings="false"), "tie_word_embeddings must be true or false, found 'false'"),
+        (dict(tie_word_embeddings=0), "tie_word_embeddings must be true or false, found 0"),
+        (dict(hidden_size="64"), "hidden_size must be an integer, found '64'"),
+        (dict(num_hidden_layers=True), "num_hidden_layers must be an integer, found True"),  # Python's int(True) is 1
+        (dict(num_attention_heads=4.0), "num_attention_heads must be an integer, found 4.0"),
+        (dict(rms_norm_eps="tiny"), "rms_norm_eps must be a finite number, found 'tiny'"),
+        (dict(rms_norm_eps=False), "rms_norm_eps must be a finite number, found False"),
+        (dict(rms_norm_eps=float("nan")), "rms_norm_eps must be a finite number, found nan"),
         (dict(hidden_act=["silu"]), "hidden_act ['silu'] is not supported"),
         (dict(eos_token_id="</s>"), "eos_token_id must be int or list[int] or None, found '</s>'"),
         (dict(rope_parameters=None, rope_theta="x"), "rope_theta must be a number, found 'x'"),
         (dict(rope_parameters={"rope_type": "linear", "factor": "2"}), "rope_scaling factor must be a number"),
         (dict(rope_parameters={"rope_type": "linear"}), "needs factor"),
     ],
-    ids=["bool-as-string", "int-as-string", "float-as-string", "list-activation", "eos-string", "theta-string",
+    ids=["bool-as-string", "bool-as-int", "int-as-string", "int-as-bool", "int-as-float", "float-as-string",
+         "float-as-bool", "float-nan", "list-activation", "eos-string", "theta-string",
          "factor-string", "factor-missing"],
 )  # fmt: skip
 def test_config_json_values_of_the_wrong_type_name_the_file_and_key(checkpoint, changes, message):

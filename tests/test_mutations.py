@@ -547,7 +547,8 @@ def byte_mutations(base: Base):
 def file_mutations(base: Base):
     # generation_config.json only matters to transformers (a FIFO there would hang it, not tinyslm)
     files = [f for f in base.files if f != "generation_config.json"]
-    replacements = ["fifo", "folder", "dangling symlink", "symlink loop", "symlink to /dev/zero"]
+    replacements = ["fifo", "folder", "dangling symlink", "symlink loop", "symlink to /dev/zero", "symlink to /proc/self/mem",
+                    "symlink to /proc/self/status", "symlink to /sys/kernel/mm/transparent_hugepage/enabled"]
     replacements += [f"symlink to {f}" for f in base.files]
     return st.one_of(
         st.builds(RemoveFile, st.sampled_from(base.files)),

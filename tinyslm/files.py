@@ -19,6 +19,7 @@ not UTF-8, not JSON, nested too deep.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -28,9 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from .errors import CheckpointError, TinySLMError
+from .errors import CheckpointError, ConfigError, TinySLMError
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -44,6 +46,17 @@ LOADABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 def shown(name: str) -> str:
     """A name from a file, safe to print: control characters (terminal escapes) are escaped."""
     return name if name.isprintable() else ascii(name)
+
+
+def file_number(value: Any, kind: type, where: str, key: str, error: type[TinySLMError] = ConfigError) -> Any:
+    """An int or a float read from a file (JSON, GGUF metadata), as `kind`; a bool (Python's int(True) is 1), a string
+    ("8"), a float where an int goes (2.5 layers), NaN or infinity is refused naming the file and the key."""
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    ok = is_int or (kind is float and isinstance(value, (float, np.floating)) and math.isfinite(value))
+    if not ok:
+        wanted = "an integer" if kind is int else "a finite number"
+        raise error(f"{where}: {key} must be {wanted}, found {shown(repr(value))}")
+    return kind(value)
 
 
 def file_bool(value: Any, default: bool, where: str, key: str, error: type[TinySLMError] = CheckpointError) -> bool:
@@ -103,6 +116,9 @@ class EscapedStream:
         return getattr(self.stream, name)
 
 
+_KERNEL_FILES = ("/proc", "/sys")  # files the kernel makes up as they are read (/proc/self/mem, /proc/kcore)
+
+
 def regular_file(path: Path, error: type[TinySLMError] = CheckpointError) -> Path:
     """`path` if it is a regular file we may read; else an error saying what it is instead."""
     try:
@@ -117,6 +133,9 @@ def regular_file(path: Path, error: type[TinySLMError] = CheckpointError) -> Pat
         raise error(f"{path}: is a folder, expected a file")
     if not stat.S_ISREG(mode):
         raise error(f"{path}: is not a regular file (a FIFO, socket or device); refusing to read it")
+    real = os.path.realpath(path)
+    if any(real == top or real.startswith(top + "/") for top in _KERNEL_FILES):
+        raise error(f"{path}: is the kernel's file {shown(real)}, not a file of data; refusing to read it")
     if not os.access(path, os.R_OK):
         raise error(f"{path}: permission denied")
     return path
@@ -203,9 +222,12 @@ def refusal(where: Path, names: list[str]) -> str:
 
 def sniff(path: Path) -> str:
     """"safetensors", "pickle" (torch's zip format or a raw pickle stream) or "unknown", from the first bytes."""
-    with open(regular_file(path), "rb") as f:
-        head = f.read(9)
-        size = os.fstat(f.fileno()).st_size
+    try:
+        with open(regular_file(path), "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     # safetensors: an 8-byte little-endian header length, then the JSON header
     if len(head) == 9 and head[8:9] == b"{" and 1 < struct.unpack("<Q", head[:8])[0] <= size - 8:
         return "safetensors"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, ConfigError, UnsupportedModelError
-from ..files import read_json
+from ..files import file_bool, file_number, read_json
 
 # hidden_act / activation_function spellings -> ours, and ours -> what we write (transformers' ACT2FN names)
 ACTIVATIONS_FROM_HF = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh",
@@ -61,12 +61,9 @@ class HFConfig(dict):
         value = self.get(key)
         if value is None:
             return self.require(key) if default is _REQUIRED else default
-        ok = isinstance(value, bool) if kind is bool else (
-            isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
-        )
-        if not ok:
-            raise ConfigError(f"{self.source}: {key} must be {'a number' if kind is float else kind.__name__}, found {value!r}")
-        return float(value) if kind is float else value
+        if kind is bool:
+            return file_bool(value, default, self.source, key, ConfigError)
+        return file_number(value, kind, self.source, key, ConfigError)
 
     def activation(self, key: str = "hidden_act", default: str = "silu") -> str:
         """Our name for the activation config.json names under `key` (`default`: the config class's)."""

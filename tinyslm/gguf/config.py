@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import CheckpointError, ConfigError, UnsupportedModelError
 from ..families.hf_config import HFConfig
-from ..files import shown
+from ..files import file_bool, file_number, shown
 from .reader import GGUFFile
 from .rope import ROPE_TENSORS, scaling_from_gguf
 
@@ -233,14 +233,13 @@ def hf_config_from_gguf(gguf_file: GGUFFile) -> HFConfig:
         value = gguf_file.get(f"{arch.name}.{key}")
         if value is None:
             continue
-        if kind is bool and not isinstance(value, bool):
-            raise ConfigError(f"{gguf_file.path}: metadata {arch.name}.{key} must be true or false, found {value!r}")
-        if kind is int and isinstance(value, float) or isinstance(value, (list, str)):
-            raise ConfigError(f"{gguf_file.path}: metadata {arch.name}.{key} must be a number, found {value!r}")
-        values[hf_key] = kind(value)
+        where, name = str(gguf_file.path), f"metadata {arch.name}.{key}"
+        values[hf_key] = file_bool(value, False, where, name, ConfigError) if kind is bool else \
+            file_number(value, kind, where, name, ConfigError)
     for key, expected in arch.constants.items():
         value = gguf_file.get(f"{arch.name}.{key}")
-        if value is not None and np.float32(value) != np.float32(expected):
+        if value is not None and np.float32(file_number(value, float, str(gguf_file.path), f"metadata {arch.name}.{key}")) \
+                != np.float32(expected):
             raise UnsupportedModelError(f"{gguf_file.path}: metadata {arch.name}.{key} = {value}; a {arch.family} "
                                         f"model has {expected} fixed (no config.json key holds it)")  # fmt: skip
     theta_key, partial_key = arch.rope_keys

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from ..errors import UnsupportedModelError
+from ..files import file_number, shown
 from ..layers.rope import _base_inv_freq, compute_inv_freq, longrope_attention_factor, yarn_factor
 from .names import arch_enum
 from .reader import _gguf
@@ -63,6 +64,9 @@ def scaling_from_gguf(source: str, arch: str, get, tensors: dict[str, torch.Tens
     """The config.json rope_scaling that a GGUF's metadata (`get(key)`) and RoPE tensors (ROPE_TENSORS present
     in the file) describe, or None; d: rotary dimensions; context: the file's context length."""
     kind = get(f"{arch}.rope.scaling.type", "none")
+    if not isinstance(kind, str):
+        raise UnsupportedModelError(f"{source}: metadata {arch}.rope.scaling.type must be a string, found {shown(repr(kind))}")
+    get = _numbers(get, source)
     longrope = LONG_FACTORS in tensors or SHORT_FACTORS in tensors
     allowed = {"none": True, "linear": not tensors, "yarn": not tensors, "longrope": longrope}  # with these tensors
     if not allowed.get(kind, False) or (longrope and ROPE_FREQS in tensors):
@@ -80,6 +84,16 @@ def scaling_from_gguf(source: str, arch: str, get, tensors: dict[str, torch.Tens
     return _llama3_from_divisors(source, tensors[ROPE_FREQS].float().reshape(-1), theta, d)
 
 
+def _numbers(get, source: str):
+    """`get` for the RoPE scaling keys, all numbers: each value checked (a string, a bool, NaN refused by key)."""
+
+    def number(key: str, default: Any = None, kind: type = float) -> Any:
+        value = get(key)
+        return default if value is None else file_number(value, kind, source, f"metadata {key}", UnsupportedModelError)
+
+    return number
+
+
 def _longrope_from_gguf(source: str, arch: str, get, tensors: dict[str, torch.Tensor], d: int, context: int) -> dict:
     lists = {}
     for name, hf_key in ((LONG_FACTORS, "long_factor"), (SHORT_FACTORS, "short_factor")):
@@ -91,7 +105,7 @@ def _longrope_from_gguf(source: str, arch: str, get, tensors: dict[str, torch.Te
             raise UnsupportedModelError(f"{source}: tensor {name!r} holds {values.numel()} values, expected {d // 2} "
                                         f"(one per frequency of {d} rotary dimensions)")  # fmt: skip
         lists[hf_key] = values.tolist()
-    original = get(f"{arch}.rope.scaling.original_context_length")
+    original = get(f"{arch}.rope.scaling.original_context_length", None, int)
     if original is None:
         raise UnsupportedModelError(f"{source}: LongRoPE factors without {arch}.rope.scaling.original_context_length "
                                     "(the context past which long_factor applies)")  # fmt: skip
@@ -114,7 +128,7 @@ def _yarn_from_gguf(source: str, arch: str, get) -> dict:
             raise UnsupportedModelError(f"{source}: YaRN with {arch}.rope.scaling.{key} = {value} is not supported "
                                         "(tinyslm reads YaRN's factor, original context and betas)")  # fmt: skip
     scaling = {"rope_type": "yarn", "factor": float(get(f"{arch}.rope.scaling.factor", 1.0))}
-    original = get(f"{arch}.rope.scaling.original_context_length")
+    original = get(f"{arch}.rope.scaling.original_context_length", None, int)
     if original is not None:
         scaling["original_max_position_embeddings"] = int(original)
     for key, (hf_key, _) in YARN_DEFAULTS.items():

@@ -69,7 +69,8 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
         spelling = bytes_to_unicode()
         alphabet = set(spelling.values())
         vocab = {t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i for i, t in enumerate(tokens)}
-        tok = HFTokenizer(BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges or []], dropout=None,
+        pairs = _known_pairs([tuple(m.split(" ", 1)) for m in merges or []], vocab, source)
+        tok = HFTokenizer(BPE(vocab=vocab, merges=pairs, dropout=None,
                               continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))  # fmt: skip
         split = SPLITS.get(meta.get("tokenizer.ggml.pre"))
         tok.pre_tokenizer = (
@@ -83,7 +84,8 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
                             TokenizerError)  # fmt: skip
     elif kind == "llama":
         vocab = {t: i for i, t in enumerate(tokens)}
-        pairs = [tuple(m.split(" ", 1)) for m in merges] if merges else _merges_from_scores(tokens, meta, source)
+        pairs = _known_pairs([tuple(m.split(" ", 1)) for m in merges], vocab, source) if merges else \
+            _merges_from_scores(tokens, meta, source)
         tok = HFTokenizer(BPE(vocab=vocab, merges=pairs, fuse_unk=True, byte_fallback=True, dropout=None))
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
         tok.decoder = decoders.Sequence(
@@ -106,9 +108,11 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
         tok.add_tokens(user)
     bos = ids["bos"] if isinstance(ids["bos"], int) and 0 <= ids["bos"] < len(tokens) else None
     if add_bos and bos is not None:
+        # the template names the token; a name with a space or a colon cannot be written in one, so it gets a plain one
+        name = tokens[bos] if tokens[bos] and not any(c.isspace() or c in ":$" for c in tokens[bos]) else "BOS"
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{tokens[bos]}:0 $A:0", pair=f"{tokens[bos]}:0 $A:0 {tokens[bos]}:1 $B:1",
-            special_tokens=[(tokens[bos], bos)],
+            single=f"{name}:0 $A:0", pair=f"{name}:0 $A:0 {name}:1 $B:1",
+            special_tokens=[{"id": name, "ids": [bos], "tokens": [tokens[bos]]}],
         )  # fmt: skip
     eos = ids["eos"] if isinstance(ids["eos"], int) and 0 <= ids["eos"] < len(tokens) else None
     return JSONTokenizer.wrap(tok, bos_id=bos, eos_id=eos, source=source)
@@ -128,6 +132,16 @@ def _check_vocabulary(tokens: list, types, merges, source: str) -> None:
         if bad is not None:
             raise TokenizerError(f"{source}: tokenizer.ggml.merges[{bad}] must be two tokens separated by a space, "
                                  f"found {shown(repr(merges[bad]))}")  # fmt: skip
+
+
+def _known_pairs(pairs: list[tuple[str, str]], vocab: dict[str, int], source: str) -> list[tuple[str, str]]:
+    """The merges, each naming two tokens of the vocabulary, or one error naming the first merge that does not."""
+    bad = next((i for i, (a, b) in enumerate(pairs) if a not in vocab or b not in vocab), None)
+    if bad is not None:
+        unknown = next(t for t in pairs[bad] if t not in vocab)
+        raise TokenizerError(f"{source}: tokenizer.ggml.merges[{bad}] names {shown(repr(unknown))}, which is not in "
+                             f"tokenizer.ggml.tokens")  # fmt: skip
+    return pairs
 
 
 def _merges_from_scores(tokens: list[str], meta: dict, source: str) -> list[tuple[str, str]]:

@@ -194,6 +194,28 @@ def test_user_tokenizer_model(corpus, tmp_path):
     assert got.tokenizer.decode(first_doc.tolist()) in list(iter_documents(corpus_files(corpus)))
 
 
+@pytest.mark.parametrize("given", ["file", "folder"])
+def test_a_gguf_tokenizer_is_written_out_for_the_checkpoint(corpus, tmp_path, given):
+    """A GGUF holds its tokenizer in metadata: training on it writes tokenizer files (never the GGUF itself) that a
+    trained checkpoint carries, and the tokens are the GGUF tokenizer's."""
+    gguf = SHARED / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not gguf.is_file():
+        pytest.skip(f"{gguf.name} not in ../shared/data")
+    from tinyslm.gguf import gguf_tokenizer
+
+    if given == "folder":
+        (tmp_path / "model").mkdir()
+        (tmp_path / "model" / gguf.name).symlink_to(gguf)
+    got = prepare_data(corpus, tokenizer=gguf if given == "file" else tmp_path / "model", cache_dir=tmp_path / "cache",
+                       progress=False)  # fmt: skip
+    assert [f.name for f in got.tokenizer_files] == ["tokenizer.json", "tokenizer_config.json"]
+    assert all(f.is_file() and f.stat().st_size < 10 << 20 for f in got.tokenizer_files)
+    val = np.asarray(got.val).tolist()
+    first_doc = val[: val.index(got.eos_id)]
+    text = gguf_tokenizer(gguf).decode(first_doc)
+    assert text in list(iter_documents(corpus_files(corpus))) and gguf_tokenizer(gguf).encode(text) == first_doc
+
+
 def test_tokenizer_cli_writes_a_tokenizer(corpus, tmp_path, capsys):
     from tinyslm.data import command
     from tinyslm.tokenizer import load_tokenizer

@@ -693,12 +693,16 @@ def transformers_logits(folder: Path) -> torch.Tensor | None:
 
 
 def run_cli(*argv: str) -> tuple[int, str]:
+    """(exit status, stderr) of `tinyslm ARGV` run in this process; argparse's refusals (its usage line, then one
+    error line) give their status and that one line."""
     out, err = io.StringIO(), io.StringIO()
     previous = os.environ.get("TINYSLM_DEBUG")
     os.environ["TINYSLM_DEBUG"] = "1"  # an unexpected exception is raised here, traceback and all
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             status = main(list(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0), err.getvalue().strip().splitlines()[-1]
     finally:
         if previous is None:
             del os.environ["TINYSLM_DEBUG"]

@@ -119,8 +119,7 @@ def prepare_data(
         tok_file = tok_dir / TOKENIZER_FILE
         tok = load_tokenizer(tok_dir)
     else:
-        tok = load_tokenizer(tokenizer)
-        tok_file = _tokenizer_file(tok, Path(tokenizer).expanduser())
+        tok, tok_file = _given_tokenizer(Path(tokenizer).expanduser(), root)
     if tok.eos_id is None:
         raise TokenizerError(f"{tok_file}: the tokenizer has no end-of-sequence token; documents need one to be separated")
     tok_files = [tok_file] + [p for p in [tok_file.parent / "tokenizer_config.json"] if p.is_file()]
@@ -250,11 +249,26 @@ def _no_bos_config(tok: SentencePieceTokenizer, cache: Path) -> Path:
     return path
 
 
-def _tokenizer_file(tok: Tokenizer, given: Path) -> Path:
+def _given_tokenizer(given: Path, root: Path) -> tuple[Tokenizer, Path]:
+    """The tokenizer `--tokenizer` names and the file that holds it (hashed into the cache key, copied into the
+    checkpoint). A GGUF's tokenizer lives in its metadata: it is written out as tokenizer files once, in the cache."""
+    from ..gguf.loader import gguf_path, is_gguf  # noqa: PLC0415  (formats: only for a GGUF)
+
+    if given.exists() and is_gguf(given):
+        from ..gguf.reader import GGUFFile  # noqa: PLC0415
+        from ..gguf.tokenizer import write_tokenizer_files  # noqa: PLC0415
+
+        file = GGUFFile(gguf_path(given))
+        info = file.path.stat()
+        stamp = hashlib.sha256(f"{file.path.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode()).hexdigest()[:16]
+        folder = root / f"tokenizer-gguf-{stamp}"
+        if not (folder / "tokenizer.json").exists():
+            _build_dir(folder, lambda tmp: write_tokenizer_files(file.metadata, tmp, str(file.path)))
+        given = folder
+    tok = load_tokenizer(given)
     if given.is_file():
-        return given
-    name = "tokenizer.json" if isinstance(tok, JSONTokenizer) else TOKENIZER_FILE
-    return given / name
+        return tok, given
+    return tok, given / ("tokenizer.json" if isinstance(tok, JSONTokenizer) else TOKENIZER_FILE)
 
 
 def _file_hash(path: Path) -> str:

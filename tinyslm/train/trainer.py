@@ -68,6 +68,9 @@ class TrainError(TinySLMError, ValueError):
     """A training run cannot start or continue (batches of the wrong shape, nothing to resume...)."""
 
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
 @dataclass
 class TrainConfig:
     """How to train; the defaults suit 1-5M-parameter models on a CPU."""
@@ -108,8 +111,9 @@ class TrainConfig:
             raise ConfigError(f"train config: seed must be below 2^63, found {self.seed}")
         for key in ("lr", "min_lr", "weight_decay", "grad_clip", "save_minutes"):
             value = getattr(self, key)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"train config: {key} must be a finite number >= 0, found {value!r}")
+            # (the optimizer and the gradient clipping hold these as float32: 1e40 would overflow there, mid-run)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= FLOAT32_MAX):
+                raise ConfigError(f"train config: {key} must be a number in [0, {FLOAT32_MAX:.3g}], found {value!r}")
         for key in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"train config: {key} must be in [0, 1), found {getattr(self, key)!r}")

@@ -930,6 +930,36 @@ def test_a_long_numeric_metadata_array_is_not_copied_into_python_objects(tmp_pat
     assert meta["short"] == [0, 1, 2]  # short arrays (token types, scores) stay lists
 
 
+@pytest.mark.parametrize("item", ["strings", "arrays"])
+def test_a_long_array_of_strings_or_arrays_is_stepped_over_not_built(tmp_path, item):
+    """50 MB of short strings (or empty arrays) would cost ~10x that as Python objects: stepped over (the peak
+    memory of reading the header, in a fresh process, stays within the file's own pages and a margin), and the key
+    named if a tokenizer needs it."""
+    import struct
+    import subprocess
+    import sys
+
+    from tinyslm.gguf.reader import LIST_LIMIT
+
+    count = 5 * LIST_LIMIT
+    one = struct.pack("<Q", 2) + b"ab" if item == "strings" else struct.pack("<IQ", 4, 0)
+    kv = _gguf_string("junk") + struct.pack("<IIQ", 9, 8 if item == "strings" else 9, count) + one * count
+    path = _raw_gguf(tmp_path / "junk.gguf", [kv])
+    script = (
+        "import resource, sys\nfrom tinyslm.gguf.reader import GGUFFile\n"
+        "from tinyslm.gguf.tokenizer import tokenizer_from_metadata\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nmeta = GGUFFile(sys.argv[1]).metadata\n"
+        "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
+        "print(grown * 1024, len(meta['junk']), repr(meta['junk']))\n"
+        "tokenizer_from_metadata({'tokenizer.ggml.model': 'gpt2', 'tokenizer.ggml.tokens': meta['junk']}, 'f')\n"
+    )  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300)
+    grown, n, shown = run.stdout.split(" ", 2)
+    assert int(n) == count and "not read: tinyslm reads arrays of at most 1,048,576" in shown
+    assert int(grown) < 2 * len(kv), f"reading {len(kv):,} bytes of metadata grew the process by {int(grown):,}"
+    assert "TokenizerError: f: tokenizer.ggml.tokens must be an array of strings, found <5,242,880" in run.stderr
+
+
 @pytest.mark.parametrize("dims", [[0, 4], [32, 0], [32, 1 << 62], [1 << 41]])
 def test_a_tensor_with_a_zero_or_absurd_dimension_is_one_clear_line(tmp_path, dims):
     import struct

@@ -198,11 +198,48 @@ class _Header:
                 # a long one stays a read-only view of the file (no copy: a 50 MB array of junk cost 440 MB as
                 # Python ints); the short ones every model has (token types, scores) become lists
                 return values.tolist() if count <= LIST_LIMIT else values
+            if item in (8, 9) and count > LIST_LIMIT:  # walked over, not built: ~50 bytes of Python objects each
+                for _ in range(count):
+                    self.skip(item, depth + 1)
+                return LongArray(count, "strings" if item == 8 else "arrays")
             if item == 8:
                 return [self.string() for _ in range(count)]
             if item == 9:
                 return [self.value(9, depth + 1) for _ in range(count)]
         raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} has value type {kind}, which GGUF does not define")
+
+
+    def skip(self, kind: int, depth: int) -> None:
+        """Step over one value of `kind` (a string, or an array of anything) without building it."""
+        if kind == 8:
+            self.take(self.scalar(10))
+            return
+        if depth >= MAX_NESTING:
+            raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} nests arrays more than "
+                                  f"{MAX_NESTING} deep")  # fmt: skip
+        item, count = self.scalar(4), self.scalar(10)
+        if item in _NUMPY:
+            self.take(count * np.dtype(_NUMPY[item]).itemsize)
+        elif item in (8, 9):
+            for _ in range(count):
+                self.skip(item, depth + 1)
+        else:
+            raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} has value type {item}, which GGUF "
+                                  "does not define")  # fmt: skip
+
+
+class LongArray:
+    """A metadata array of strings or arrays longer than LIST_LIMIT, stepped over, not read: no key tinyslm uses
+    is that long (a vocabulary holds ~150k tokens), and as Python objects it would cost ~10x its bytes."""
+
+    def __init__(self, count: int, of: str):
+        self.count, self.of = count, of
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"<{self.count:,} {self.of}, not read: tinyslm reads arrays of at most {LIST_LIMIT:,}>"
 
 
 def _check_tensor_infos(gguf, path: Path, data_start: int, infos: list, file_size: int) -> list[tuple]:

@@ -59,8 +59,10 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
 
     kind = meta.get("tokenizer.ggml.model")
     tokens = meta.get("tokenizer.ggml.tokens")
-    if not isinstance(tokens, list) or not tokens:
+    if tokens is None or (isinstance(tokens, list) and not tokens):
         raise TokenizerError(f"{source}: no tokenizer.ggml.tokens in the GGUF metadata")
+    if not isinstance(tokens, list):
+        raise TokenizerError(f"{source}: tokenizer.ggml.tokens must be an array of strings, found {_brief(tokens)}")
     types = meta.get("tokenizer.ggml.token_type")
     types = [NORMAL] * len(tokens) if types is None else types
     merges = meta.get("tokenizer.ggml.merges")
@@ -118,6 +120,11 @@ def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
     return JSONTokenizer.wrap(tok, bos_id=bos, eos_id=eos, source=source)
 
 
+def _brief(value: Any) -> str:
+    text = shown(repr(value))
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
 def _check_vocabulary(tokens: list, types, merges, source: str) -> None:
     """The tokenizer's arrays as GGUF defines them, or one clear error naming the key (not a TypeError later)."""
     bad = next((i for i, t in enumerate(tokens) if not isinstance(t, str)), None)
@@ -127,7 +134,7 @@ def _check_vocabulary(tokens: list, types, merges, source: str) -> None:
         raise TokenizerError(f"{source}: tokenizer.ggml.token_type must hold one integer per token ({len(tokens)})")
     if merges is not None:
         if not isinstance(merges, list):
-            raise TokenizerError(f"{source}: tokenizer.ggml.merges must be a list of strings")
+            raise TokenizerError(f"{source}: tokenizer.ggml.merges must be an array of strings, found {_brief(merges)}")
         bad = next((i for i, m in enumerate(merges) if not isinstance(m, str) or " " not in m.strip(" ")), None)
         if bad is not None:
             raise TokenizerError(f"{source}: tokenizer.ggml.merges[{bad}] must be two tokens separated by a space, "

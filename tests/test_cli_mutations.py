@@ -10,6 +10,7 @@ usage line above it), within the mutation tests' time and memory guards (tests/t
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,7 @@ def test_hostile_options_end_in_a_run_or_one_line_refusal(paths, tmp_path_factor
             argv += ["--data", paths["corpus"]]
         if command == "generate" and not any(o[0] in ("--ids", "--prompt") for o in drawn):
             argv += ["--ids", "1,2"]
-        with guarded():
+        with guarded(), contextlib.chdir(out):  # (a relative path drawn as a value lands in the example's folder)
             status, err = run_cli(*argv)
         assert status in (0, 2), f"tinyslm {argv!r}: exit status {status}: {err}"
         assert status == 0 or len(err.strip().splitlines()) == 1, f"tinyslm {argv!r}: {err}"

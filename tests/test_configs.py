@@ -56,6 +56,7 @@ PUBLISHED_PARAMS = {
     "olmo-1b": 1_176_764_416,
     "minitron-4b": 4_190_509_056,
     "minicpm3-4b": 4_073_875_968,
+    "starcoder2-3b": 3_030_371_328,  # card: 3.03B (transformers 5.25's count)
     "openelm-270m": 271_527_168,  # "270M"
     "mobilellm-125m": 124_635_456,  # card: 124.6M
     "mobilellm-125m-layer-share": 124_635_456,  # card: 124.6M (sharing adds depth, not parameters)
@@ -91,6 +92,7 @@ PUBLISHED_KV_BYTES = {
     "olmo-1b": 131_072,
     "minitron-4b": 131_072,
     "minicpm3-4b": 35_712,  # the MLA latent: 62 x (256 + 32) x 2 B
+    "starcoder2-3b": 30_720,  # 2 x 30 x 2 x 128 x 2 B while the context is within the 4096 window
     "openelm-270m": 16_128,  # 2 x (5 x 3 + 7 x 4 + 4 x 5) KV heads x 64 x 2 B
     "mobilellm-125m": 23_040,
     "mobilellm-125m-layer-share": 46_080,  # one cache slot per depth step: 60 steps

@@ -6,6 +6,11 @@ weights are not all ones and biases not all zeros, which would hide mapping mist
 `write_hf_checkpoint` also saves it with `save_pretrained`, and can rewrite config.json in the
 legacy Hub form real checkpoints ship. `hf_greedy` is greedy decoding over transformers' own forward.
 
+Families that ship remote code (no transformers class) write their checkpoint with `write_folder`
+(config.json + model.safetensors in the model's real layout) and assemble their reference from
+transformers' own modules (tests/family_cases/openelm.py, mobilellm.py, mobillama.py, minicpm.py);
+`small_llama` is the Llama most of them start from, `causal_mask` what eager attention adds.
+
 transformers is imported when a helper is called, not when this module is imported, so a test
 module that imports these helpers still runs its other tests where transformers is missing (the
 tests that call them are skipped).
@@ -13,6 +18,7 @@ tests that call them are skipped).
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -110,11 +116,13 @@ def hf_greedy(model, ids: torch.Tensor, new_tokens: int, stop_at_eos: bool = Fal
     eos = model.generation_config.eos_token_id if stop_at_eos else None
     eos = torch.tensor([] if eos is None else eos, dtype=torch.long).reshape(-1)
     finished = torch.zeros(ids.shape[0], dtype=torch.bool)
+    # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns); use the model's own
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     out, x, past = ids, ids, None
     with torch.no_grad():
         for _ in range(new_tokens):
-            step = model(input_ids=x, past_key_values=past, use_cache=True)
-            past = step.past_key_values
+            step = model(input_ids=x, **{cache_arg: past}, use_cache=True)
+            past = getattr(step, cache_arg)
             x = step.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
             if eos.numel():
                 x = torch.where(finished[:, None], eos[0], x)
@@ -123,3 +131,29 @@ def hf_greedy(model, ids: torch.Tensor, new_tokens: int, stop_at_eos: bool = Fal
             if eos.numel() and bool(finished.all()):
                 break
     return out
+
+
+def write_folder(folder: Path, config: dict, tensors: dict[str, torch.Tensor], legacy: bool = False) -> Path:
+    """config.json (in the Hub's legacy form, rope_theta at the top level, with legacy=True) + model.safetensors."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    if legacy:
+        to_legacy_config(folder)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "model.safetensors")
+    return folder
+
+
+def small_llama(seed: int = 0, **hparams):
+    """A seeded random LlamaForCausalLM (eager attention, parameters perturbed): 3 layers, 64 wide, vocabulary 96."""
+    base = dict(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5)  # fmt: skip
+    return build_hf_model("LlamaConfig", seed, attn_implementation="eager", **{**base, **hparams})
+
+
+def causal_mask(t: int) -> torch.Tensor:
+    """(1, 1, T, T) additive mask: what transformers' eager attention adds to the scores."""
+    mask = torch.full((t, t), torch.finfo(torch.float32).min).triu(1)
+    return mask[None, None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 
@@ -132,6 +133,8 @@ def test_tiny_ablation_writes_report_and_kv_matches_inspect(base_toml, tmp_path,
     at = {row["name"]: row["kv_cache_bytes_at_context"] for row in results["variants"]}
     assert at["swa16"] == at["mha"] * 16 // 48  # the window caps the cache at 16 of the 48 tokens
     assert len(results["comparisons"]) == 4 * 3 and "within the spread" in report
+    assert results["mqar"]["chance"] == 1 / 8 and results["mqar"]["in_context"] == 1 / 2  # V = 16: values 8..15
+    assert "chance 0.125" in report
 
 
 def test_shipped_ablation_configs_are_small_llamas():
@@ -189,3 +192,87 @@ def test_ablation_of_sharing_and_scaling_variants_reports_what_inspect_counts(ba
     assert rows["sharedffn"]["parameters"] < rows["mha"]["parameters"]
     assert rows["share-immediate"]["parameters"] == rows["mha"]["parameters"]
     assert rows["share-immediate"]["kv_cache_bytes_per_token"] == 2 * rows["mha"]["kv_cache_bytes_per_token"]
+
+
+# ----------------------------------------------------------------------------------------------
+# what the MQAR figures are read against, the plots' labels, the progress bars
+
+
+class _ValueGuesser(torch.nn.Module):
+    """Guesses uniformly among MQAR's value tokens [V/2, V): no format beyond the value range, no recall."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.vocab_size, self.anchor = vocab_size, torch.nn.Parameter(torch.zeros(1))  # (a device to read)
+        self.gen = torch.Generator().manual_seed(0)
+
+    def forward(self, ids):  # (b, T) -> (b, T, V)
+        logits = torch.full((*ids.shape, self.vocab_size), -1e9)
+        half = self.vocab_size // 2
+        logits[..., half:] = torch.rand((*ids.shape, self.vocab_size - half), generator=self.gen)
+        return logits
+
+
+@pytest.mark.parametrize("vocab, pairs, values", [(64, 4, 32), (17, 3, 9)])
+def test_mqar_chance_is_one_over_the_value_tokens(vocab, pairs, values):
+    from tinyslm.ablate.run import AblationSettings, mqar_baselines, mqar_task
+
+    task = mqar_task(AblationSettings(mqar_vocab=vocab, mqar_pairs=pairs, mqar_seq_len=64))
+    got = mqar_baselines(task.vocab_size, task.n_pairs)
+    assert got == {"chance": 1 / values, "in_context": 1 / pairs}
+    assert got["in_context"] == task.chance  # MQAR.chance: the format learned, no recall
+    guessed = task.accuracy(_ValueGuesser(vocab), n_examples=512)  # 512 x 28 answers: standard error < 0.003
+    assert abs(guessed - got["chance"]) < 0.01, (guessed, got)
+
+
+def test_plot_labels_say_which_seeds_and_steps_are_whole(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from tinyslm.ablate import report
+
+    assert report.seeds_label([0]) == "seed 0" and report.seeds_label([2]) == "seed 2"
+    assert report.seeds_label([0, 1, 2]) == "mean over 3 seeds"
+    history = [{"step": k, "loss": 5.0 - k} for k in (1, 2, 3)] + [{"step": 3, "loss": 2.0, "val_loss": 2.1}]
+    run = {"seed": 0, "history": history, "mqar_history": [{"step": k, "loss": 3.0 - k / 2} for k in (1, 2, 3)]}
+    row = {"name": "mha", "kv_cache_bytes_per_token": 2048, "runs": [run],
+           "summary": {"final_val_loss": {"mean": 2.1, "std": None}, "mqar_accuracy": {"mean": 0.06, "std": None}}}  # fmt: skip
+    results = {"variants": [row], "settings": {"kv_dtype": "bfloat16"}, "mqar": {"vocab_size": 64, "n_pairs": 4}}
+    figures = {}
+    monkeypatch.setattr(report, "_save", lambda fig, path, plt: figures.setdefault(path.name, fig) and path.name)
+    report.plot(results, tmp_path)
+    try:
+        lm, mqar = figures["loss_curves.png"].axes
+        assert lm.get_title() == "LM loss (seed 0)" and mqar.get_title() == "MQAR training loss (seed 0)"
+        for ax in (lm, mqar):
+            assert all(float(t).is_integer() for t in ax.get_xticks()), ax.get_xticks()  # steps: no 2.5
+        (recall,) = figures["recall_vs_kv.png"].axes
+        levels = sorted(line.get_ydata()[0] for line in recall.get_lines() if line.get_linestyle() in (":", "--"))
+        assert levels == [1 / 32, 1 / 4]  # guessing a value token; picking one of the 4 stated values
+        assert "1 of 32 value tokens" in " ".join(t.get_text() for t in recall.get_legend().get_texts())
+    finally:
+        plt.close("all")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_each_run_has_a_progress_bar_labelled_with_variant_and_seed():
+    from tinyslm.ablate.run import StepBar
+    from tinyslm.data import MQAR
+    from tinyslm.train import TrainConfig, train
+
+    task = MQAR(vocab_size=16, seq_len=12, n_pairs=2)
+    config = ModelConfig(name="t", family="llama", vocab_size=16, dim=16, n_layers=1, n_heads=2, n_kv_heads=2,
+                         ffn_dim=32, max_seq_len=12)  # fmt: skip
+    cfg = TrainConfig(steps=3, batch_size=4, seq_len=12, eval_every=0, device="cpu")
+    shown = _Terminal()
+    with StepBar(task.batches(4, seed=0), 3, "[1/2] mqa seed 1 MQAR", file=shown) as batches:
+        train(config, batches, cfg, progress=False)
+    assert batches.taken == batches.bar.n == 3 and "[1/2] mqa seed 1 MQAR: " in shown.getvalue()
+    for file, enabled in ((io.StringIO(), True), (_Terminal(), False)):  # a file, or --no-progress: nothing
+        with StepBar(task.batches(4, seed=0), 3, "mha seed 0 LM", file=file, enabled=enabled) as batches:
+            train(config, batches, cfg, progress=False)
+        assert file.getvalue() == ""

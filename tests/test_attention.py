@@ -221,7 +221,7 @@ def test_sliding_window_cache_stores_only_the_window():
 
 def test_static_cache_attends_over_all_slots_and_equals_the_full_forward():
     """The fast path's buffer returns every slot (empty ones at position -1): masking them gives the full forward."""
-    from tinyslm.layers.cache import StaticKVBuffer
+    from tinyslm.runtime import StaticKVBuffer
 
     torch.manual_seed(0)
     attn = Attention(16, 4, 2, 4, window=3).double()

@@ -14,6 +14,7 @@ TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_la
             num_key_value_heads=2, max_position_embeddings=128)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_bench_reports_both_implementations_with_identical_greedy_tokens(tmp_path, capsys):
     write_hf_checkpoint(tmp_path, "LlamaConfig", **TINY)
     assert main(["bench", str(tmp_path), "--prompt-tokens", "16", "--new-tokens", "8", "--json"]) == 0
@@ -29,6 +30,7 @@ def test_bench_reports_both_implementations_with_identical_greedy_tokens(tmp_pat
     assert rows["tinyslm"]["decode_path"] == ("native step" if native.available() else "module path")
 
 
+@pytest.mark.slow
 def test_bench_on_a_gguf_runs_every_implementation_installed(tmp_path, capsys):
     """A .gguf: tinyslm keeps its Q8_0 blocks, transformers dequantizes them, llama.cpp runs the file when
     llama-cpp-python is installed and can (else its row says why it is skipped: this file has no vocabulary,
@@ -52,6 +54,7 @@ def test_bench_on_a_gguf_runs_every_implementation_installed(tmp_path, capsys):
     assert rows["tinyslm"]["weights_in_memory_mb"] < rows["transformers"]["weights_in_memory_mb"] / 2
 
 
+@pytest.mark.slow
 def test_bench_says_which_path_decoded(tmp_path, capsys):
     """Q8_0 blocks (tinyslm's native kernel): the native decoding step, named in the table."""
     from tinyslm.quant import native
@@ -74,6 +77,7 @@ def test_bench_refuses_a_request_beyond_the_context_in_one_line(tmp_path, capsys
     assert err.startswith("error:") and "129" in err and "128" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_bench_expands_a_home_relative_folder(tmp_path, monkeypatch):
     """Both workers get the expanded path: transformers reads "~/x" as a Hub repo id."""
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -83,6 +87,7 @@ def test_bench_expands_a_home_relative_folder(tmp_path, monkeypatch):
     assert all(len(r["tokens"]) == 2 for r in rows)
 
 
+@pytest.mark.slow
 def test_bench_reports_bandwidth_fraction_ratios_and_spread_for_a_quantized_model(tmp_path, capsys):
     write_hf_checkpoint(tmp_path, "LlamaConfig", **TINY)
     args = ["bench", str(tmp_path), "--prompt-tokens", "8", "--new-tokens", "4", "--prefill-tokens", "8,16,999",
@@ -103,6 +108,7 @@ def test_bench_reports_bandwidth_fraction_ratios_and_spread_for_a_quantized_mode
     assert "tinyslm vs transformers: decode" in out and "read bandwidth" in out and "prefill 16" in out
 
 
+@pytest.mark.slow
 def test_bench_rounds_interleave_the_implementations_and_pool_their_runs(tmp_path, monkeypatch):
     """--rounds 2: each implementation's worker runs twice, the order reversed in the second round, and its
     runs are pooled into one row (4 decode runs from 2 x --runs 2)."""
@@ -131,6 +137,7 @@ def test_bench_rounds_interleave_the_implementations_and_pool_their_runs(tmp_pat
         run_bench(tmp_path, rounds=0)
 
 
+@pytest.mark.slow
 def test_bench_contention_measures_quiet_and_loaded_side_by_side_and_cleans_up(tmp_path, capsys, monkeypatch):
     import subprocess
 

@@ -445,7 +445,7 @@ def test_tied_head_is_not_stored_twice(tmp_path):
 
 
 def test_failed_save_leaves_the_previous_checkpoint_intact_and_no_temp_files(tmp_path, monkeypatch):
-    import safetensors.torch
+    from tinyslm import checkpoint
 
     first = seeded_model(SAVE_CASES["llama"], seed=0)
     tinyslm.save_pretrained(first, tmp_path)
@@ -455,7 +455,7 @@ def test_failed_save_leaves_the_previous_checkpoint_intact_and_no_temp_files(tmp
         Path(filename).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", fail_halfway)
+    monkeypatch.setattr(checkpoint, "save_file", fail_halfway)  # safetensors' writer, as checkpoint.py calls it
     with pytest.raises(CheckpointError, match=r"cannot save the checkpoint \(disk full\)"):
         tinyslm.save_pretrained(seeded_model(SAVE_CASES["llama"], seed=1), tmp_path)
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before

@@ -456,6 +456,7 @@ def test_pickle_checkpoint_generates_with_allow_pickle(reference, tmp_path, caps
 DEMO_MODELS = ("tinyllama-shaped", "qwen2.5-shaped", "qwen3-shaped", "gemma2-shaped", "phi2-shaped", "bloom-shaped")
 
 
+@pytest.mark.slow
 def test_demo_prints_its_table_with_parity_ok_for_every_model(capsys):
     code, out, err = run(capsys, "demo", "--tokens", "4")
     assert code == 0, err
@@ -476,6 +477,7 @@ def test_parity_without_transformers_says_how_to_install_it(reference, capsys, m
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_demo_without_transformers_still_runs_and_says_parity_was_skipped(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     code, out, _ = run(capsys, "demo", "--tokens", "2", "--no-train")
@@ -562,6 +564,7 @@ def _busy_generate(folder, capsys, monkeypatch, machine):
     assert code == 2 and err.strip() == "error: --threads must be >= 1, found 0"
 
 
+@pytest.mark.slow
 def test_demo_names_the_cpu_its_figures_come_from(capsys):
     from tinyslm import machine
 

@@ -1,4 +1,4 @@
-"""quant/decode_block.py + kernels/decode_block.cpp: a block's decoding step in one native call.
+"""runtime/decode_block.py + kernels/decode_block.cpp: a block's decoding step in one native call.
 
 The reference is the block's own module path (layers/block.py with GGMLLinear products), which the
 parity tests hold to transformers: the native step must compute the same function of the same
@@ -20,10 +20,12 @@ import torch
 import tinyslm
 from tinyslm import CausalLM, ModelConfig
 from tinyslm.gguf import loader
-from tinyslm.layers.cache import KVBuffer, KVCache, RingKVBuffer, StaticKVBuffer
+from tinyslm.layers.cache import KVBuffer, KVCache, RingKVBuffer
 from tinyslm.layers.norms import RMSNorm
 from tinyslm.layers.positions import Step
-from tinyslm.quant import GGMLLinear, decode_block, native
+from tinyslm.quant import GGMLLinear, native
+from tinyslm.runtime import decode_block
+from tinyslm.runtime.compiled import StaticKVBuffer
 
 pytest.importorskip("gguf")
 from test_quant_blocks import gguf_weight  # noqa: E402
@@ -129,7 +131,9 @@ def run_block(model, block, x, start: int, cache, native_step: bool) -> torch.Te
     step = Step.with_rope(model.ropes, start, x.shape[1], x.device)
     with decode_block.native_decode(model, enabled=native_step) as switched:
         assert switched == (len(model.blocks) if native_step else 0)
-        return block(x, step, cache)
+        if not native_step:
+            return block(x, step, cache)
+        return decode_block.block_step(block, decode_block._arguments(block), x, step, cache)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -291,7 +295,7 @@ def test_one_call_for_every_depth_equals_the_blocks_own_native_steps_bit_for_bit
         for t in range(5, 11):
             with decode_block.native_decode(model):
                 out = model(tokens[:, t : t + 1], cache=caches[0])
-                del model.run_blocks  # the blocks one by one, each its own native step
+            with decode_block.native_decode(model, stacked=False):  # the blocks one by one, each its own native step
                 one_by_one = model(tokens[:, t : t + 1], cache=caches[1])
             assert torch.equal(out, one_by_one), t
     assert len(stacked) == 6

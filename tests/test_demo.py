@@ -2,7 +2,11 @@
 
 import re
 
+import pytest
+
 from tinyslm.tools.demo import TRAIN_PROMPTS, run_training_demo
+
+pytestmark = pytest.mark.slow  # a 40-step training run
 
 
 def test_training_demo_lowers_the_loss_and_prints_text_before_and_after(capsys):

@@ -176,19 +176,19 @@ def test_mla_decode_argument_changes_no_token_and_restores_the_model(q_lora_rank
 def test_fast_path_gives_the_plain_paths_tokens_and_compiles_once():
     """The compiled step over a static cache (sliding window, soft-cap, int8 weights: the parts it must
     carry) decodes exactly the plain path's tokens; a second request of another length reuses the compile."""
-    import importlib
-
     from tinyslm.quant import quantize
+    from tinyslm.runtime import fast_decoding
 
-    gen = importlib.import_module("tinyslm.generate")
     config = tiny_model().config.replace(n_layers=1, sliding_window=3, attn_softcap=5.0)  # one layer: a short compile
     model = quantize(CausalLM(config).init_weights(std=0.3, seed=0).eval(), "int8")
     ids = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(1))
-    fast = tinyslm.generate(model, ids, 10, fast=True)
-    assert gen.last_compile_s is not None  # it compiled (warm-up before the prefill)
+    with fast_decoding(model, fast=True) as run:
+        fast = tinyslm.generate(model, ids, 10, decoder=run)
+    assert run.path == "compiled step" and run.compile_s is not None  # it compiled (warm-up before the prefill)
     assert torch.equal(fast, tinyslm.generate(model, ids, 10, fast=False))
-    again = tinyslm.generate(model, ids[:, :4], 12, fast=True)
-    assert gen.last_compile_s is None  # same static cache bucket: nothing compiled
+    with fast_decoding(model, fast=True) as run:
+        again = tinyslm.generate(model, ids[:, :4], 12, decoder=run)
+    assert run.compile_s is None  # same static cache bucket: nothing compiled
     assert torch.equal(again, tinyslm.generate(model, ids[:, :4], 12, fast=False))
 
 
@@ -202,19 +202,18 @@ def test_fast_path_refuses_mla_and_auto_stays_plain_for_short_requests():
 
 
 def test_auto_compiles_long_requests_only(monkeypatch):
-    import importlib
-
-    gen = importlib.import_module("tinyslm.generate")
     from tinyslm.quant import quantize
+    from tinyslm.runtime import decoding, fast_decoding
 
-    monkeypatch.setattr(gen, "AUTO_COMPILE_TOKENS", 8)  # a short "long" request keeps the test quick
+    monkeypatch.setattr(decoding, "AUTO_COMPILE_TOKENS", 8)  # a short "long" request keeps the test quick
     config = tiny_model().config.replace(n_layers=1)
     model = quantize(CausalLM(config).init_weights(std=0.3, seed=0).eval(), "int8")  # (not the native step's)
     ids = torch.tensor([[1, 2, 3]])
     short = tinyslm.generate(model, ids, 7)
     assert "_tinyslm_compiled_step" not in model.__dict__  # below the threshold: the plain path
-    long = tinyslm.generate(model, ids, 8)
-    assert "_tinyslm_compiled_step" in model.__dict__ and gen.last_compile_s is not None
+    with fast_decoding(model) as run:
+        long = tinyslm.generate(model, ids, 8, decoder=run)
+    assert "_tinyslm_compiled_step" in model.__dict__ and run.compile_s is not None
     assert torch.equal(long[:, :10], short) and torch.equal(long, tinyslm.generate(model, ids, 8, fast=False))
 
 

@@ -26,6 +26,7 @@ import tinyslm
 
 gguf = pytest.importorskip("gguf")
 from tinyslm.errors import TokenizerError, UnsupportedModelError  # noqa: E402
+from tinyslm import pretrained  # noqa: E402
 from tinyslm.gguf import command, gguf_tokenizer, load_gguf, loader, writer  # noqa: E402
 from tinyslm.gguf.reader import GGUFFile  # noqa: E402
 
@@ -77,6 +78,7 @@ def smollm_tokenizer():
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, a small robot"]
 
 
+@pytest.mark.slow
 def test_smollm2_q4_1_logits_and_greedy_text_match_transformers(smollm, smollm_tokenizer):
     ours, theirs = smollm
     hf_tok = smollm_tokenizer
@@ -94,6 +96,7 @@ def test_smollm2_q4_1_logits_and_greedy_text_match_transformers(smollm, smollm_t
             assert tok.decode(out[0].tolist()) == hf_tok.decode(ref[0].tolist())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kept", ["GGMLLinear", "QuantizedLinear"])
 def test_smollm2_kept_4_bit_stays_within_a_stated_logit_bound(smollm, kept, monkeypatch):
     """Q4_1 weights kept quantized, against the dequantized float32 model: logits within 5% of the logit
@@ -108,7 +111,7 @@ def test_smollm2_kept_4_bit_stays_within_a_stated_logit_bound(smollm, kept, monk
     if kept == "GGMLLinear" and not native.available():
         pytest.skip(f"native kernel unavailable: {native.why_unavailable}")
     if kept == "QuantizedLinear":
-        monkeypatch.setattr(loader, "quantized_linear_factory", lambda: QuantizedLinear.from_gguf)
+        monkeypatch.setattr(pretrained, "quantized_linear_factory", lambda: QuantizedLinear.from_gguf)
     ours, _ = smollm
     packed = load_gguf(SMOLLM)  # keep_quantized by default
     assert type(packed.blocks[0].attn.wq) is {"GGMLLinear": GGMLLinear, "QuantizedLinear": QuantizedLinear}[kept]
@@ -604,8 +607,8 @@ def test_a_folder_holding_one_gguf_loads_and_outputs_are_refused_when_they_exist
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["model.gguf"]  # no temporary file left behind
 
 
-def test_packed_linear_weights_are_handed_over_in_hf_row_order(hf_folders, tmp_path, monkeypatch):
-    """keep_quantized passes the raw blocks (q/k rows un-permuted) to tinyslm.quant's constructor; a stand-in
+def test_packed_linear_weights_are_handed_over_in_hf_row_order(hf_folders, tmp_path):
+    """The KeptLinears seam hands the raw blocks (q/k rows un-permuted) to the runtime's constructor; a stand-in
     that dequantizes them must give the float path's logits exactly."""
     folder, _ = hf_folders["llama"]
     path = tmp_path / "m.q4_1.gguf"
@@ -621,12 +624,31 @@ def test_packed_linear_weights_are_handed_over_in_hf_row_order(hf_folders, tmp_p
             layer.bias = bias
         return layer
 
-    monkeypatch.setattr(loader, "quantized_linear_factory", lambda: from_gguf)
-    packed = load_gguf(path, keep_quantized=True)
+    packed = loader.model_from_gguf(path, linears=loader.KeptLinears(from_gguf, pretrained.KEPT_PACKED))  # the seam
     plain = load_gguf(path, keep_quantized=False)
     assert len(seen) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer, and the untied head
     with torch.no_grad():
         assert torch.equal(packed(IDS), plain(IDS))
+
+
+def test_the_format_alone_dequantizes_and_the_old_import_paths_still_load_kept(hf_folders, tmp_path):
+    """gguf.loader knows no kernels: without a KeptLinears every weight is a float. tinyslm.load_pretrained and the
+    old paths of the loading entry points (checkpoint.load_pretrained, gguf.load_gguf, gguf.loader.load_gguf) are
+    pretrained.py's, which hands in tinyslm.quant's layers."""
+    from tinyslm import checkpoint
+
+    folder, _ = hf_folders["llama"]
+    path = tmp_path / "m.q8_0.gguf"
+    assert convert(folder, path, "--type", "q8_0") == 0
+    plain = tinyslm.gguf.model_from_gguf(path)
+    assert not any(hasattr(m, "dequantize") for m in plain.modules())
+    assert checkpoint.load_pretrained is tinyslm.load_pretrained is pretrained.load_pretrained
+    assert tinyslm.gguf.load_gguf is loader.load_gguf is pretrained.load_gguf
+    assert loader.quantized_linear_factory is pretrained.quantized_linear_factory
+    kept = tinyslm.load_pretrained(path)
+    assert any(hasattr(m, "dequantize") for m in kept.modules())
+    with torch.no_grad():
+        assert rel(kept(IDS), plain(IDS)) <= 5e-2
 
 
 def k_quant_file(kind, tmp_path, monkeypatch) -> Path:
@@ -930,6 +952,7 @@ def test_a_long_numeric_metadata_array_is_not_copied_into_python_objects(tmp_pat
     assert meta["short"] == [0, 1, 2]  # short arrays (token types, scores) stay lists
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("item", ["strings", "arrays"])
 def test_a_long_array_of_strings_or_arrays_is_stepped_over_not_built(tmp_path, item):
     """50 MB of short strings (or empty arrays) would cost ~10x that as Python objects: stepped over (the peak

@@ -117,7 +117,8 @@ STRINGS = (T.ARRAY, None, T.STRING)
 @pytest.mark.parametrize("merges, named", [
     (["t0 nope"], "'nope'"),  # one merge, one unknown half
     (["Ġ t0", "zz Ġ"], "'zz'"),  # the first half unknown, after a good merge
-    ([f"t{i % 44} t{(i * 7) % 44}" for i in range(200_000)] + ["t1 t4444"], "'t4444'"),  # 200k merges, the last bad
+    pytest.param([f"t{i % 44} t{(i * 7) % 44}" for i in range(200_000)] + ["t1 t4444"], "'t4444'",
+                 marks=pytest.mark.slow),  # 200k merges, the last bad
 ])  # fmt: skip
 def test_merges_naming_unknown_tokens_are_refused_naming_the_merge(base, tmp_path, merges, named):
     path = tmp_path / "m.gguf"

@@ -143,7 +143,7 @@ def test_the_native_steps_waits_yield_their_core_on_a_busy_machine():
             return stamps[-1] - stamps[0]  # 32 decoding steps, the prompt excluded
 
         decode_seconds()  # warm: the kernels built and loaded
-        assert sys.modules["tinyslm.generate"].last_decode_path == "native step"
+        assert sys.modules["tinyslm.runtime"].native_blocks(model)  # what generate decodes by here: the native step
         quiet = statistics.median(decode_seconds() for _ in range(3))
         busy = _busy_loops()
         try:
@@ -177,6 +177,7 @@ BRANCHES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("branch", BRANCHES)
 def test_the_kernel_and_precision_tests_pass_on_each_forced_branch(branch):
     env, needs = BRANCHES[branch]

@@ -1,9 +1,8 @@
-"""MLA (tinyslm/layers/mla.py) and the deepseek_v2 family: parity with transformers, both decode paths, the cache.
+"""MLA (tinyslm/layers/mla.py) and the deepseek_v2 family: the layer, both decode paths, the compressed cache, and
+what the loader refuses.
 
-Reference checkpoints are seeded random-init DeepseekV2ForCausalLM models with shrunken
-DeepSeek-V2-Lite shapes (r = 4 dn, dr = dn / 2, v_head_dim != qk_nope_head_dim), every layer dense
-(first_k_dense_replace = num_hidden_layers; transformers 5.23 rejects n_routed_experts=None), every
-parameter perturbed so norm weights are not all ones and biases not zero.
+Parity with transformers (logits, greedy tokens, decode steps and bfloat16 on each decode path, the save round
+trip) is tests/test_parity.py's, over the cases in tests/family_cases/deepseek_v2.py.
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_models import DEEPSEEK_V2_LITE_TINY, hf_greedy, write_hf_checkpoint
+from family_cases.deepseek_v2 import LITE_YARN
+from hf_models import DEEPSEEK_V2_LITE_TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,95 +26,10 @@ from tinyslm.layers.rope import RotaryEmbedding, apply_rope
 transformers = pytest.importorskip("transformers")
 
 LITE_SHAPE = DEEPSEEK_V2_LITE_TINY  # DeepSeek-V2-Lite proportions, tiny
-LITE_YARN = dict(rope_type="yarn", rope_theta=10000.0, factor=40.0, original_max_position_embeddings=64,
-                 beta_fast=32, beta_slow=1, mscale=0.707, mscale_all_dim=0.707)  # fmt: skip
-CASES = {
-    # q_lora_rank null (V2-Lite), YaRN with mscale == mscale_all_dim: cos/sin unscaled, softmax scale * mscale^2
-    "lite-yarn": dict(LITE_SHAPE, rope_parameters=LITE_YARN),
-    # query LoRA (V2 / MiniCPM3 style), plain RoPE, attention and MLP biases
-    "q-lora-bias": dict(LITE_SHAPE, q_lora_rank=24, attention_bias=True, mlp_bias=True, rms_norm_eps=1e-5),
-    # query LoRA + YaRN with mscale != mscale_all_dim: cos/sin scaled too
-    "q-lora-yarn": dict(LITE_SHAPE, q_lora_rank=24, max_position_embeddings=256,
-                        rope_parameters=dict(rope_type="yarn", rope_theta=5000.0, factor=8.0,
-                                             original_max_position_embeddings=32, mscale=1.0, mscale_all_dim=0.5)),
-}  # fmt: skip
-# Every parameter resampled (not nudged): the tolerances below were tuned on this distribution.
-HF_OPTIONS = dict(perturb="resample", attn_implementation="eager")
-PROMPT = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(3))
-NEW_TOKENS = 16
-
-
-def relative_diff(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((ours - ref).abs().max() / ref.abs().max())
-
-
-@pytest.fixture(scope="module", params=[(case, form) for case in CASES for form in ("current", "legacy")],
-                ids=lambda p: f"{p[0]}-{p[1]}")  # fmt: skip
-def checkpoint(request, tmp_path_factory):
-    """(folder, reference HF model, its greedy continuation) for one case in one config.json form."""
-    case, form = request.param
-    folder = tmp_path_factory.mktemp(f"{case}-{form}")
-    hf = write_hf_checkpoint(folder, "DeepseekV2Config", legacy=form == "legacy", **HF_OPTIONS, **CASES[case])
-    if form == "legacy":
-        hf = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    return folder, hf, hf_greedy(hf, PROMPT, NEW_TOKENS)
 
 
 # ---------------------------------------------------------------------------------------------
-# parity with transformers
-
-
-@pytest.mark.parametrize("path", ["naive", "absorbed"])
-def test_logits_match_transformers(checkpoint, path):
-    folder, hf, _ = checkpoint
-    ours = tinyslm.load_pretrained(folder)
-    set_decode_path(ours, path)
-    with torch.no_grad():
-        ref = hf(PROMPT).logits
-        assert relative_diff(ours(PROMPT), ref) <= 1e-5
-    assert ours.config.rope_layout == "interleaved"
-    hf_attn, attn = hf.model.layers[0].self_attn, ours.blocks[0].attn
-    assert attn.scale == pytest.approx(hf_attn.scaling, rel=1e-12)
-    assert attn.kv_norm.eps == hf_attn.kv_a_layernorm.variance_epsilon == 1e-6  # not rms_norm_eps
-    if hf_attn.q_a_layernorm is not None:
-        assert attn.q_norm.eps == hf_attn.q_a_layernorm.variance_epsilon
-
-
-@pytest.mark.parametrize("path", ["naive", "absorbed", "auto"])
-def test_greedy_continuation_matches_transformers(checkpoint, path):
-    folder, _, expected = checkpoint
-    ours = tinyslm.load_pretrained(folder)
-    with decode_path(ours, path):
-        assert torch.equal(tinyslm.generate(ours, PROMPT, NEW_TOKENS), expected)
-    assert ours.blocks[0].attn.decode == "naive"  # the context manager restored the default
-
-
-@pytest.mark.parametrize("path", ["naive", "absorbed"])
-def test_cached_decode_logits_match_transformers(checkpoint, path):
-    """Every decode step reads the compressed cache; its logits equal transformers' full forward."""
-    folder, hf, expected = checkpoint
-    ours = tinyslm.load_pretrained(folder)
-    set_decode_path(ours, path)
-    with torch.no_grad():
-        ref = hf(expected).logits  # (B, T + n, V)
-        cache = ours.new_cache(expected.shape[0], expected.shape[1])
-        steps = [ours(expected[:, : PROMPT.shape[1]], cache=cache)]
-        steps += [ours(expected[:, t : t + 1], cache=cache) for t in range(PROMPT.shape[1], expected.shape[1])]
-    assert relative_diff(torch.cat(steps, dim=1), ref) <= 1e-5
-
-
-def test_save_pretrained_round_trips_through_transformers(checkpoint, tmp_path):
-    folder, hf, _ = checkpoint
-    ours = tinyslm.load_pretrained(folder)
-    tinyslm.save_pretrained(ours, tmp_path)
-    back, info = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp_path, attn_implementation="eager", output_loading_info=True
-    )
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    assert type(back).__name__ == "DeepseekV2ForCausalLM"
-    with torch.no_grad():
-        assert relative_diff(back.eval()(PROMPT).logits, hf(PROMPT).logits) <= 1e-5
-    assert tinyslm.load_config(tmp_path).replace(name="x") == ours.config.replace(name="x")
+# DeepSeek's conventions: interleaved RoPE pairs, YaRN's softmax scale
 
 
 def test_interleaved_rope_is_transformers_complex_rotation():
@@ -217,6 +132,14 @@ def test_decode_path_is_checked():
     assert {b.attn.decode for b in model.blocks} == {"absorbed"}
 
 
+@pytest.mark.parametrize("path", ["naive", "absorbed", "auto"])
+def test_decode_path_context_restores_the_default(path):
+    model = CausalLM(mla_config())
+    with decode_path(model, path):
+        assert {b.attn.decode for b in model.blocks} == {path}
+    assert {b.attn.decode for b in model.blocks} == {"naive"}
+
+
 # ---------------------------------------------------------------------------------------------
 # what the loader refuses
 
@@ -268,23 +191,3 @@ def test_saving_a_half_layout_mla_model_as_deepseek_v2_is_refused(tmp_path):
     model = CausalLM(mla_config(family="deepseek_v2", rope_layout="half"))
     with pytest.raises(UnsupportedModelError, match="interleaved"):
         tinyslm.save_pretrained(model, tmp_path)
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bfloat16_logits_match_transformers_eager_attention(case, tmp_path):
-    """DeepSeek-V2 rotates its interleaved pairs in float32 and casts back; tinyslm must too.
-
-    Measured bit-identical; the bound (1e-3 of the logit scale) is far below the bfloat16 rounding
-    a bfloat16 rotation would add (~1e-2 here).
-    """
-    transformers = pytest.importorskip("transformers")
-    write_hf_checkpoint(tmp_path, "DeepseekV2Config", perturb="resample", **CASES[case])
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp_path, dtype=torch.bfloat16, attn_implementation="eager"
-    ).eval()
-    ours = tinyslm.load_pretrained(tmp_path, dtype=torch.bfloat16)
-    for path in ("naive", "absorbed"):
-        with decode_path(ours, path), torch.no_grad():
-            a, b = ours(PROMPT).float(), theirs(PROMPT).logits.float()
-        limit = 1e-3 if path == "naive" else 5e-2  # absorbed reorders the bf16 matmuls (measured 0.9-1.9e-2)
-        assert (a - b).abs().max() <= limit * b.abs().max(), f"{path}: bf16 diff {(a - b).abs().max():.3e}"

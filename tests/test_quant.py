@@ -231,9 +231,10 @@ def test_smollm2_q4_1_kept_4_bit_matches_its_float32_dequantization(monkeypatch)
     32, as the file) within 10%."""
     import copy
 
-    from tinyslm.gguf import load_gguf, loader
+    from tinyslm import pretrained
+    from tinyslm.gguf import load_gguf
 
-    monkeypatch.setattr(loader, "quantized_linear_factory", lambda: QuantizedLinear.from_gguf)
+    monkeypatch.setattr(pretrained, "quantized_linear_factory", lambda: QuantizedLinear.from_gguf)
     tok = tinyslm.load_tokenizer(SMOLLM)
     ref, kept = load_gguf(SMOLLM, keep_quantized=False), load_gguf(SMOLLM)
     assert any(isinstance(m, QuantizedLinear) and m.bits == 4 for m in kept.modules())

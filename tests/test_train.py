@@ -87,6 +87,7 @@ def test_lr_warms_up_linearly_then_follows_a_cosine_to_min_lr():
 # learning
 
 
+@pytest.mark.slow
 def test_training_lowers_validation_loss_on_the_embedded_corpus():
     data = prepare_data(None, progress=False)
     config = tinyslm.ModelConfig(name="llama-1m", vocab_size=data.vocab_size, dim=128, n_layers=4, n_heads=4,
@@ -107,6 +108,7 @@ def test_training_lowers_validation_loss_on_the_embedded_corpus():
     assert result.val_bpb < 2.5  # (untrained: about 3.8 bits per byte)
 
 
+@pytest.mark.slow
 def test_mqar_recall_rises_above_chance():
     # 2 layers can recall (an induction circuit: layer 1 tags each value with the key before it,
     # layer 2 matches the queried key); 2 heads of 32 learn it within ~150 steps of 64 examples.
@@ -165,6 +167,7 @@ def _rank(rank: int, world: int, port: int, out: str, fsdp: bool, precision: str
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
 def test_two_gloo_processes_match_one_process(tmp_path, fsdp, precision):
@@ -384,6 +387,7 @@ except TrainInterrupted as stopped:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_saves_the_step_in_progress_and_stops_with_the_path_to_resume(tmp_path, signum):
     import subprocess

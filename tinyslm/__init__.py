@@ -9,6 +9,24 @@
 
     model = tinyslm.load_pretrained("SmolLM2-135M-Instruct.Q4_1.gguf")  # a GGUF: 4-bit weights stay 4-bit
     tinyslm.quantize(model, "int8")                                     # or quantize a float model in place
+
+The package is in layers, and a module imports only from its own layer and the ones above it here
+(tests/test_imports.py holds this map as LAYERS and checks every import, and that no two modules
+import each other):
+
+    foundation   errors, files, machine               exceptions, careful file reading, cores and threads
+    config       config, layerwise, rope_scaling      ModelConfig: the architecture as checked data
+    reference    layers/, model, sizing, generate     the plain decoder, readable top to bottom
+    families     families/                            config.json <-> ModelConfig, HF names <-> ours
+    formats      checkpoint, tokenizer(_types), gguf/ files on disk: HF folders, GGUF, tokenizers
+    runtime      quant/, pretrained                   kernels, quantized linears, fast decode steps
+    experiments  train/, data/, ablate/, tools/       what is done with a model
+    cli          cli, */command.py                    the `tinyslm` command
+    api          tinyslm/__init__.py                  these names
+
+So the reference never learns about files or kernels: a format fills the model it builds, and the
+runtime plugs into a seam the layer below names (a GGUF's quantized blocks reach tinyslm.quant through
+gguf.loader.KeptLinears, which pretrained.py fills for `load_pretrained`).
 """
 
 import os as _os
@@ -22,7 +40,7 @@ import sys as _sys
 if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & _os.environ.keys():
     _os.environ["GOMP_SPINCOUNT"] = "10000"
 
-from .checkpoint import load_config, load_pretrained, save_pretrained  # noqa: E402
+from .checkpoint import load_config, save_pretrained  # noqa: E402
 from .config import LayerShape, LayerSpec, ModelConfig  # noqa: E402
 from .errors import (  # noqa: E402
     CheckpointError,
@@ -32,10 +50,15 @@ from .errors import (  # noqa: E402
     TokenizerError,
     UnsupportedModelError,
 )
-from .generate import generate  # noqa: E402
+from .runtime import generate  # noqa: E402  (the reference decoder with the runtime's fast paths)
 from .model import CausalLM  # noqa: E402
+from .pretrained import load_pretrained  # noqa: E402
 from .quant import QuantizedLinear, quantize  # noqa: E402
 from .tokenizer import load_tokenizer  # noqa: E402
+
+# `tinyslm --version` prints the installed package's version, this one only when there is no metadata (a source
+# tree on sys.path); keep it equal to pyproject.toml's (tests/test_cli_examples.py checks)
+__version__ = "0.1.0"
 
 __all__ = [
     "CausalLM", "ModelConfig", "LayerSpec", "LayerShape", "load_config", "load_pretrained", "save_pretrained", "generate",

@@ -1,5 +1,8 @@
 """Loading and saving HF checkpoint folders (config.json + safetensors, sharded or not).
 
+`tinyslm.load_pretrained` (pretrained.py) loads a folder with `load_hf_folder` below and a GGUF file with
+gguf/loader.py; this module is the folder format only, beside the GGUF one (`load_config` reads either).
+
     folder/config.json                        -> family.from_hf -> ModelConfig
     folder/model.safetensors                  -> one file, or
     folder/model.safetensors.index.json       -> {"weight_map": {tensor name: shard file}}
@@ -29,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from .config import ModelConfig, dtype_from_name
@@ -45,11 +49,23 @@ from .files import (
     shown,
     weight_files as _weight_files,
 )
+from .gguf.loader import default_dtype as gguf_default_dtype, gguf_config, is_gguf
 from .model import CausalLM
+from .sizing import MAX_PARAMETERS, check_buildable  # noqa: F401  (re-exported: their old home)
 
-__all__ = ["load_config", "load_pretrained", "save_pretrained", "weight_files", "SAFETENSORS_FILE", "SAFETENSORS_INDEX"]
+__all__ = ["load_config", "load_pretrained", "load_hf_folder", "save_pretrained", "weight_files", "SAFETENSORS_FILE",
+           "SAFETENSORS_INDEX"]  # fmt: skip
 
-MAX_PARAMETERS = 10**12  # what load_pretrained / inspect will build: far above any small (or large) LM
+
+def __getattr__(name: str):
+    """`tinyslm.checkpoint.load_pretrained`, the old import path of `tinyslm.load_pretrained`: it loads GGUF files
+    too, and keeps their quantized weights in tinyslm.quant's kernels, so it lives above this module
+    (pretrained.py); resolved on first use (PEP 562), as an import here would run in a circle."""
+    if name == "load_pretrained":
+        from .pretrained import load_pretrained  # noqa: PLC0415  (old import path; tests/test_imports.py)
+
+        return load_pretrained
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_config(path: str | Path) -> ModelConfig:
@@ -58,18 +74,14 @@ def load_config(path: str | Path) -> ModelConfig:
     path = Path(path).expanduser()
     if path.suffix == ".toml":
         return ModelConfig.from_toml(path)
-    from .gguf.loader import gguf_config, is_gguf  # noqa: PLC0415  (a .gguf, or a folder holding one)
-
-    if is_gguf(path):
+    if is_gguf(path):  # a .gguf, or a folder holding one
         return gguf_config(path)
     return config_from_hf(HFConfig.read(path))
 
 
 def default_dtype(path: str | Path) -> torch.dtype:
     """The dtype `load_pretrained(path)` loads with when none is given: float32 for a folder, a GGUF's own."""
-    from .gguf.loader import default_dtype as gguf_default, is_gguf  # noqa: PLC0415
-
-    return gguf_default(path) if is_gguf(path) else torch.float32
+    return gguf_default_dtype(path) if is_gguf(path) else torch.float32
 
 
 def weight_files(folder: str | Path, allow_pickle: bool = False) -> list[Path]:
@@ -77,38 +89,16 @@ def weight_files(folder: str | Path, allow_pickle: bool = False) -> list[Path]:
     return _weight_files(Path(folder).expanduser(), allow_pickle)[0]
 
 
-def check_buildable(config: ModelConfig, source: str) -> int:
-    """The model's parameter count, computed from one block per distinct layer spec (nothing is built
-    for the other layers); refuses a config far beyond any real model before minutes go into building it."""
-    from .tools.stats import estimate_parameters  # noqa: PLC0415
-
-    n = estimate_parameters(config)
-    if n > MAX_PARAMETERS:
-        raise ConfigError(
-            f"{source}: describes a model of {n:.3g} parameters (n_layers={config.n_layers}, dim={config.dim}, "
-            f"vocab_size={config.vocab_size}); tinyslm builds at most {MAX_PARAMETERS:.0e}"
-        )
-    return n
-
-
-def load_pretrained(
+def load_hf_folder(
     path: str | Path,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device = "cpu",
     allow_pickle: bool = False,
 ) -> CausalLM:
-    """Build a CausalLM from an HF checkpoint folder (or a GGUF file) and load its weights (strictly checked).
+    """Build a CausalLM from an HF checkpoint folder and load its weights (strictly checked).
 
-    dtype: of the parameters; None means float32 for a folder (as transformers loads one) and the
-    file's own precision for a GGUF (bfloat16 for a BF16 file, quantized weights kept quantized;
-    see `load_gguf`)."""
+    dtype: of the parameters; None means float32 (as transformers loads a folder)."""
     folder = Path(path).expanduser()
-    from .gguf.loader import is_gguf  # noqa: PLC0415  (a .gguf file, or a folder holding one and no config.json)
-
-    if is_gguf(folder):
-        from .gguf import load_gguf  # noqa: PLC0415
-
-        return load_gguf(folder, dtype=dtype, device=device)
     if folder.is_file() and folder.name != "config.json":
         raise CheckpointError(f"{folder}: is a file; give the checkpoint folder that holds it (config.json + weights)")
     hf = HFConfig.read(folder)
@@ -303,8 +293,6 @@ def save_lock(folder: Path):
 
 def _save_locked(tensors: dict, hf_config: dict, folder: Path) -> None:
     """save_pretrained's writing, under its lock: a staging folder beside `folder`, swapped in when complete."""
-    from safetensors.torch import save_file  # noqa: PLC0415
-
     _remove_leftovers(folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tinyslm-save-", dir=folder.parent))
     try:

@@ -10,29 +10,57 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import math
 import os
 import sys
 import time
 
+import torch
+
 from . import machine
+from .checkpoint import default_dtype, load_config
+from .config import dtype_from_name
+from .errors import TinySLMError, TokenizerError
+from .files import EscapedStream
+from .generate import check_request
+from .gguf.loader import gguf_tensor_bytes, is_gguf
+from .layers.attention import set_attention_backend
+from .pretrained import load_pretrained
+from .quant import GGMLLinear, QuantizedLinear, quantize
+from .runtime import FAST_CHOICES, fast_decoding, generate
+from .tokenizer import load_tokenizer
+from .tools.bench import format_bench, run_bench
+from .tools.contention import format_contention, run_contention
+from .tools.demo import run_demo
+from .tools.parity import check_parity
+from .tools.stats import format_stats, model_stats
+from .tools.variants import compare_attention, format_compare_attention, parse_contexts
 
 QUANT_CHOICES = ["q8_0", "q4_0", "q4_1", "int8", "int4"]  # tinyslm.quantize kinds (quant/quantize.py)
 
 EPILOG = """examples:
-  tinyslm demo                                       small real-architecture models, end to end, offline
+  tinyslm demo                                       # small real-architecture models, end to end, offline
   tinyslm inspect configs/tinyllama-1.1b.toml --context 2048
   tinyslm inspect --compare-attention configs/smollm-135m.toml --context 2048,32768
   tinyslm inspect ~/models/Qwen2.5-0.5B --json
   tinyslm generate ~/models/TinyLlama-1.1B --prompt "Once upon a time" --max-new-tokens 32
   tinyslm parity ~/models/SmolLM-135M
   tinyslm bench ~/models/TinyLlama-1.1B --dtype bfloat16
-  tinyslm generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt "Gravity is"
+  tinyslm generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt "Gravity is" --max-new-tokens 40
   tinyslm convert ~/models/SmolLM2-135M model.Q8_0.gguf --type q8_0
   tinyslm train configs/ablation/llama-1m.toml --steps 500 --out runs/llama-1m
   tinyslm ablate --base configs/ablation/llama-1m.toml --variants mha,gqa:2,mqa,mla --steps 300 --out runs/ablation
 """
+
+
+def _version() -> str:
+    """The installed package's version; tinyslm.__version__ in a source tree that was never installed."""
+    try:
+        return importlib.metadata.version("tinyslm")
+    except importlib.metadata.PackageNotFoundError:
+        return sys.modules[__package__].__version__  # (the package, loaded before any of its modules)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print tinyslm's version and exit")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -185,14 +215,8 @@ COMMAND_MODULES: list[str] = [
 
 
 def cmd_inspect(args) -> int:
-    from .checkpoint import load_config  # noqa: PLC0415
-    from .config import dtype_from_name  # noqa: PLC0415
-    from .tools.stats import format_stats, model_stats  # noqa: PLC0415
-
     config = load_config(args.target)
     if args.compare_attention:
-        from .tools.variants import compare_attention, format_compare_attention, parse_contexts  # noqa: PLC0415
-
         contexts = parse_contexts(args.context) if args.context else [2048, 32768]
         mode = "matched_budget" if args.matched_budget else "same_heads"
         result = compare_attention(config, contexts, mode=mode, dtype=args.dtype)
@@ -217,19 +241,11 @@ def cmd_inspect(args) -> int:
 
 
 def _gguf_bytes(target: str) -> dict[str, int] | None:
-    from .gguf.loader import gguf_tensor_bytes, is_gguf  # noqa: PLC0415
-
     return gguf_tensor_bytes(target) if is_gguf(target) else None
 
 
 def cmd_generate(args) -> int:
-    import torch  # noqa: PLC0415
 
-    from .checkpoint import load_pretrained  # noqa: PLC0415
-    from .errors import TokenizerError  # noqa: PLC0415
-    from .generate import check_request, generate  # noqa: PLC0415
-    from .layers.attention import set_attention_backend  # noqa: PLC0415
-    from .tokenizer import load_tokenizer  # noqa: PLC0415
 
     machine.say(machine.busy_note(machine.use_threads(args.threads)))
     tokenizer = None
@@ -244,7 +260,6 @@ def cmd_generate(args) -> int:
     t_load = time.perf_counter()
     model = load_pretrained(args.checkpoint, dtype=args.dtype, allow_pickle=args.allow_pickle)
     if args.quantize is not None:
-        from .quant import quantize  # noqa: PLC0415
 
         quantize(model, args.quantize, group_size=args.group_size)
     t_load = time.perf_counter() - t_load
@@ -286,9 +301,7 @@ def cmd_generate(args) -> int:
             print(text[len(shown) :], end="", flush=True)
             shown = text
 
-    from .generate import FAST_CHOICES  # noqa: PLC0415
 
-    fast = FAST_CHOICES[args.fast]
     slow = machine.SlowSteps("token", torch.get_num_threads())
 
     def timed(token) -> None:
@@ -298,29 +311,27 @@ def cmd_generate(args) -> int:
             machine.say(note)
 
     t0 = time.perf_counter()
-    generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=timed, mla_decode=args.mla_decode, fast=fast)
+    with fast_decoding(model, FAST_CHOICES[args.fast]) as decoder:  # its path and compile time: the summary's
+        generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=timed, mla_decode=args.mla_decode,
+                 decoder=decoder)  # fmt: skip
     print()
     if times:
-        from .generate import last_compile_s, last_decode_path  # noqa: PLC0415  (set by this run)
-
-        from .quant import GGMLLinear, QuantizedLinear  # noqa: PLC0415
 
         decode = f"{(len(times) - 1) / (times[-1] - times[0]):.1f} tokens/s" if len(times) > 1 else "n/a (one token)"
         packed = sorted({m.kind if isinstance(m, GGMLLinear) else f"int{m.bits}" for m in model.modules()
                          if isinstance(m, (GGMLLinear, QuantizedLinear))})  # fmt: skip
         dtype = str(model.tok_emb.weight.dtype).removeprefix("torch.")
         weights = f"{'/'.join(packed)} linear weights, {dtype} elsewhere" if packed else dtype
-        compiled = "" if last_compile_s is None else f" (compile {last_compile_s:.1f} s, in the prefill time)"
+        compiled = "" if decoder.compile_s is None else f" (compile {decoder.compile_s:.1f} s, in the prefill time)"
         print(
             f"[load {t_load:.2f} s | prompt {prompt.shape[1]} tokens, prefill {1000 * (times[0] - t0):.1f} ms | "
             f"{len(times)} new tokens, decode {decode} | {weights}, {args.attention} attention, "
-            f"{torch.get_num_threads()} threads, decoded by the {last_decode_path}{compiled}]"
+            f"{torch.get_num_threads()} threads, decoded by the {decoder.path}{compiled}]"
         )
     return 0
 
 
 def cmd_parity(args) -> int:
-    from .tools.parity import check_parity  # noqa: PLC0415
 
     if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
         raise UsageError(f"--tolerance must be a finite number >= 0, found {args.tolerance}")
@@ -333,9 +344,6 @@ def cmd_parity(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .config import dtype_from_name  # noqa: PLC0415
-    from .checkpoint import default_dtype, load_config  # noqa: PLC0415
-    from .tools.bench import format_bench, run_bench  # noqa: PLC0415
 
     if args.dtype is not None:
         dtype_from_name(args.dtype)  # fail fast on a bad dtype
@@ -347,7 +355,6 @@ def cmd_bench(args) -> int:
             f"of {config.max_seq_len}"
         )
     if args.contention is not None:
-        from .tools.contention import format_contention, run_contention  # noqa: PLC0415
 
         rows = run_contention(args.checkpoint, args.contention, args.dtype, args.prompt_tokens, args.new_tokens,
                               runs=args.runs, threads=args.threads, llama_cpp=not args.no_llama_cpp,
@@ -369,7 +376,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .tools.demo import run_demo  # noqa: PLC0415
 
     threads = machine.use_threads(args.threads)
     print(f"machine: {machine.describe()}, {threads} thread{'s' if threads != 1 else ''}")
@@ -393,7 +399,6 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .files import EscapedStream  # noqa: PLC0415
 
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = EscapedStream(sys.stdout), EscapedStream(sys.stderr)  # text from files, escaped
@@ -407,7 +412,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import TinySLMError  # noqa: PLC0415
 
     commands = {"inspect": cmd_inspect, "generate": cmd_generate, "parity": cmd_parity, "bench": cmd_bench, "demo": cmd_demo}
     if args.command in ("parity", "demo", "train-bench", "convert"):  # keep transformers' per-load progress bars out of our report

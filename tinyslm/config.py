@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .errors import ConfigError
+from .files import read_text
+from .layerwise import expand_layer_scaling
+from .rope_scaling import rope_type_of
 
 ATTENTION_KINDS = ("mha", "mqa", "gqa", "mla")
 NORMS = ("rmsnorm", "rmsnorm_1p", "layernorm", "layernorm_1p", "layernorm_plain")  # see layers/norms.py
@@ -300,8 +305,6 @@ class ModelConfig:
                     f"attention={self.attention!r} contradicts n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads} "
                     f"(that is {derived})"
                 )
-        from .layers.rope import rope_type_of  # noqa: PLC0415  (checks the scaling dict's type and fields)
-
         try:
             rope_type_of(self.rope_scaling)
         except ConfigError as exc:
@@ -401,8 +404,6 @@ class ModelConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> "ModelConfig":
         """Build from plain data; a `layer_scaling` table expands into the per-layer lists (layerwise.py)."""
         if "layer_scaling" in values:
-            from .layerwise import expand_layer_scaling  # noqa: PLC0415
-
             values = expand_layer_scaling(values, source)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -417,8 +418,6 @@ class ModelConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "ModelConfig":
-        from .files import read_text  # noqa: PLC0415
-
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: no such config file")
@@ -460,8 +459,6 @@ def _attention_kind(n_heads: int, n_kv_heads: int) -> str:
 
 def dtype_from_name(name: str):
     """'bfloat16' / 'bf16' / 'torch.float16' -> torch dtype, with a clear error."""
-    import torch
-
     aliases = {
         "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
         "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

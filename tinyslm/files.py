@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from .errors import CheckpointError, ConfigError, TinySLMError
 
@@ -250,8 +251,6 @@ def open_weights(path: Path, allow_pickle: bool = False):
 
 class SafetensorsReader:
     def __init__(self, path: Path):
-        from safetensors import safe_open  # noqa: PLC0415
-
         self.path = path
         try:
             self._file = safe_open(str(path), framework="pt", device="cpu")  # memory-mapped

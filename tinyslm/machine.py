@@ -26,9 +26,12 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import time
 from functools import cache
 from pathlib import Path
+
+import torch
 
 from .errors import ConfigError
 
@@ -92,8 +95,6 @@ def native_bf16() -> bool:
 @cache
 def _cpu_native_bf16() -> bool:
     """What the CPU has (asked once: a bfloat16 layer's prompt asks per forward)."""
-    import torch  # noqa: PLC0415  (this module is imported before torch: see tinyslm/__init__.py)
-
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
@@ -196,8 +197,6 @@ def add_threads_option(parser) -> None:
 
 def use_threads(n: int | None) -> int:
     """Set torch's (and so the kernels') thread count when n is given; returns the count in use."""
-    import torch  # noqa: PLC0415
-
     if n is not None:
         if n < 1:
             raise ConfigError(f"--threads must be >= 1, found {n}")
@@ -211,7 +210,5 @@ _said: set[str] = set()  # the notes this process has printed: each one once (th
 def say(note: str | None, out=None) -> None:
     """Print a machine note as one line on stderr (or through `out`), once per process."""
     if note and note not in _said:
-        import sys  # noqa: PLC0415
-
         _said.add(note)
         (out or (lambda line: print(line, file=sys.stderr, flush=True)))(f"note: {note}")

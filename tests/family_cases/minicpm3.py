@@ -7,7 +7,8 @@ LongRoPE: made-up factor lists (4 entries, one per rotated pair; short near 1, l
 do) that differ, so that the one in use shows; original_max_position_embeddings is 16 of 64 positions (cos/sin
 x sqrt(1 + ln 4 / ln 16); MiniCPM3-4B's factor is 1), so an 11-token prompt uses short_factor and its 16-token greedy continuation crosses into long_factor (transformers'
 cached keys keep the short rotation; see layers/rope.py). The cached-decode test draws at most 15 tokens,
-never crossing, where cached and full forwards agree.
+never crossing, where cached and full forwards agree; past it (crosses_rope_switch) the harness compares the greedy
+tokens, not decode steps against a full forward.
 
 Residual and logit scaling: minicpm3-4b-scaled has MiniCPM3-4B's at 2 layers (scale_depth chosen so the
 residual scale is 1.4 / sqrt(62) = 0.1778 as in the 62-layer model; hidden / dim_model_base = 64 / 8 = 8,
@@ -26,8 +27,10 @@ SHAPE = dict(vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_l
 
 CASES = {
     "minicpm3-4b-scaled": Case("MiniCPM3Config", dict(SHAPE, scale_depth=1.4 * (2 / 62) ** 0.5, dim_model_base=8),
-                               bf16_tolerance=1e-6),  # measured 0.0 (bit-identical), seeds 2-6
+                               bf16_tolerance=1e-6,  # measured 0.0 (bit-identical), seeds 2-6
+                               crosses_rope_switch=True),
     "minicpm3-longrope-unscaled": Case("MiniCPM3Config", dict(SHAPE, scale_depth=None, dim_model_base=None),
-                                       bf16_tolerance=1e-6),  # measured 0.0 (bit-identical), seeds 2-6
+                                       bf16_tolerance=1e-6,  # measured 0.0 (bit-identical), seeds 2-6
+                                       crosses_rope_switch=True),
 }
 

@@ -16,7 +16,8 @@ the right length (short near 1, long growing to ~50), the context shrunk to 16 o
 again, cos/sin times 1.5). phi3-mini-128k-longrope: an 11-token prompt uses short_factor, and its 16-token
 greedy continuation crosses into long_factor mid-decode (transformers' cached keys keep the short rotation;
 layers/rope.py). phi3-phi4-mini-longrope-long-prompt: a 20-token prompt, long_factor from the first forward. The
-cached-decode test draws at most 15 tokens, below the switch, where cached and full forwards agree.
+cached-decode test draws at most 15 tokens, below the switch, where cached and full forwards agree; past it
+(crosses_rope_switch) the harness compares the greedy tokens, not decode steps against a full forward.
 """
 
 from . import Case
@@ -69,7 +70,7 @@ CASES = {
                                     max_position_embeddings=512, original_max_position_embeddings=16,
                                     rope_parameters=LONGROPE, sliding_window=262144, rms_norm_eps=1e-5,
                                     tie_word_embeddings=False, eos_token_id=500, pad_token_id=500),
-                                    legacy_rewrite=phi3_128k_hub_form,
+                                    legacy_rewrite=phi3_128k_hub_form, crosses_rope_switch=True,
                                     bf16_tolerance=1e-6),  # measured 0.0 (bit-identical), seeds 2-6
     "phi3-phi4-mini-longrope-long-prompt": Case("Phi3Config", dict(vocab_size=512, hidden_size=96,
                                                 intermediate_size=256, num_hidden_layers=2, num_attention_heads=6,

@@ -7,6 +7,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..config import ModelConfig
+from ..data import prepare_data
+from ..errors import ConfigError
+from .report import summarize, write_outputs
+from .run import AblationSettings, mqar_config, mqar_task, run_ablation
+from .variants import parse_variants
+
 DESCRIPTION = """Train the same small model with different attention types - same data, same batches, same
 seeds, same step budget - and compare quality, KV-cache size and speed side by side.
 
@@ -35,7 +42,6 @@ examples:
 
 
 def add_parser(sub) -> None:
-    from .run import AblationSettings  # noqa: PLC0415
 
     d = AblationSettings()
     p = sub.add_parser("ablate", help="train attention, sharing and scaling variants on identical batches and compare",
@@ -69,11 +75,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import ModelConfig  # noqa: PLC0415
-    from ..errors import ConfigError  # noqa: PLC0415
-    from .report import summarize, write_outputs  # noqa: PLC0415
-    from .run import AblationSettings, run_ablation  # noqa: PLC0415
-    from .variants import parse_variants  # noqa: PLC0415
 
     # everything that can be refused is refused before any data work or training, and before OUT exists
     out = Path(args.out).expanduser()
@@ -92,7 +93,6 @@ def run(args) -> int:
         context=args.context, precision=args.precision,
     )  # fmt: skip
     if settings.mqar_steps:
-        from .run import mqar_config, mqar_task  # noqa: PLC0415
 
         task = mqar_task(settings)  # a bad MQAR shape is refused here, before any training
         for v in variants:
@@ -102,13 +102,12 @@ def run(args) -> int:
             raise ConfigError(f"--seq-len {args.seq_len} exceeds the context of {args.base} (max_seq_len="
                               f"{v.config.max_seq_len})")  # fmt: skip
 
-    from ..data import prepare_data  # noqa: PLC0415
 
     say = (lambda message: None) if args.no_progress else (lambda message: print(message, file=sys.stderr, flush=True))
     data = prepare_data(args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, progress=not args.no_progress)
     say(f"ablating {len(variants)} variants x {settings.seeds} seed(s) of {base.name}: "
         + ", ".join(v.name for v in variants))  # fmt: skip
-    results = summarize(run_ablation(base, variants, settings, data=data, on_run=say))
+    results = summarize(run_ablation(base, variants, settings, data=data, on_run=say, progress=not args.no_progress))
     argv = sys.argv[sys.argv.index("ablate") + 1 :] if "ablate" in sys.argv else None  # as typed, for the report
     command = None if argv is None else "tinyslm ablate " + " ".join(shlex.quote(a) for a in argv)
     files = write_outputs(results, out, command)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tools.stats import human
-from .run import write_text_atomic
+from .run import mqar_baselines, variant_toml, write_text_atomic
 
 METRICS = {  # key in a run -> (label, format, lower is better)
     "final_val_loss": ("val loss", "{:.4f}", True),
@@ -99,11 +99,14 @@ def render_markdown(results: dict[str, Any], command: str | None = None) -> str:
     ]
     if results.get("mqar"):
         m = results["mqar"]
+        bars = mqar_baselines(m["vocab_size"], m["n_pairs"])
         lines.append(
             f"MQAR runs: {s['mqar_steps']} steps x {s['mqar_batch_size']} sequences, {m['n_pairs']} key-value pairs and "
             f"{m['n_queries']} queries in {m['seq_len']} tokens, vocabulary {m['vocab_size']}, the variant's attention "
             f"in {'its own depth' if not s.get('mqar_layers') else str(s['mqar_layers']) + ' layers'} with an untied "
-            f"head; accuracy on 512 held-out examples (chance {m['chance']:.3f})."
+            f"head; accuracy on 512 held-out examples (chance {bars['chance']:.3f}, guessing one of "
+            f"{m['vocab_size'] - m['vocab_size'] // 2} value tokens; {bars['in_context']:.3f} picking one of the "
+            f"{m['n_pairs']} stated values without recall)."
         )
     seeds = f"mean ± standard deviation over {k} seeds" if k > 1 else "one seed (no spread: use --seeds 3)"
     machine = results["machine"]
@@ -126,10 +129,11 @@ def render_markdown(results: dict[str, Any], command: str | None = None) -> str:
                  "this machine, slowed by whatever else ran on it at the time.")  # fmt: skip
     lines.append("")
 
-    chance = (results.get("mqar") or {}).get("chance")
+    m = results.get("mqar")
     recall = [row["summary"]["mqar_accuracy"]["max"] for row in rows if "mqar_accuracy" in row["summary"]]
-    if chance is not None and recall and max(recall) < chance + 0.05:
-        lines += [f"No variant recalled above chance ({chance:.3f}) within {s['mqar_steps']} MQAR steps: recall "
+    if m and recall and max(recall) < (bar := mqar_baselines(m["vocab_size"], m["n_pairs"])["in_context"]) + 0.05:
+        lines += [f"No variant recalled better than picking one of the {m['n_pairs']} stated values ({bar:.3f}) within "
+                  f"{s['mqar_steps']} MQAR steps: recall "
                   "is learned suddenly, when an induction circuit forms after a plateau (Olsson et al. 2022), and these "
                   "runs ended before it; "
                   "raise --mqar-steps to compare the variants on it.", ""]  # fmt: skip
@@ -165,10 +169,12 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     rows = results["variants"]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     written = []
+    over = seeds_label(sorted({r["seed"] for row in rows for r in row["runs"]}))
 
     has_mqar = any("mqar_history" in r for row in rows for r in row["runs"])
     fig, axes = plt.subplots(1, 2 if has_mqar else 1, figsize=(12 if has_mqar else 7, 4.5), squeeze=False)
@@ -179,7 +185,8 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
         ax.plot(steps, _smooth(train), color=color, alpha=0.9, label=f"{row['name']} train")
         vsteps, val = _mean_curve([[h for h in r["history"] if "val_loss" in h] for r in row["runs"]], "val_loss")
         ax.plot(vsteps, val, "o--", color=color, markersize=4, label=f"{row['name']} val")
-    ax.set(xlabel="step", ylabel="loss (nats/token)", title="LM loss (mean over seeds)")
+    ax.set(xlabel="step", ylabel="loss (nats/token)", title=f"LM loss ({over})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no tick at 2.5
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     if has_mqar:
@@ -187,15 +194,18 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
         for i, row in enumerate(rows):
             steps, loss = _mean_curve([r["mqar_history"] for r in row["runs"] if "mqar_history" in r], "loss")
             ax.plot(steps, _smooth(loss), color=colors[i % len(colors)], label=row["name"])
-        ax.set(xlabel="step", ylabel="loss on answers (nats)", title="MQAR training loss")
+        mqar_over = seeds_label(sorted({r["seed"] for row in rows for r in row["runs"] if "mqar_history" in r}))
+        ax.set(xlabel="step", ylabel="loss on answers (nats)", title=f"MQAR training loss ({mqar_over})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     written.append(_save(fig, out / "loss_curves.png", plt))
 
-    for key, name, ylabel, chance in (
+    m = results.get("mqar")
+    for key, name, ylabel, baselines in (
         ("final_val_loss", "val_loss_vs_kv.png", "validation loss (nats/token)", None),
-        ("mqar_accuracy", "recall_vs_kv.png", "MQAR accuracy", (results.get("mqar") or {}).get("chance")),
+        ("mqar_accuracy", "recall_vs_kv.png", "MQAR accuracy", m and mqar_baselines(m["vocab_size"], m["n_pairs"])),
     ):
         points = [(row, row["summary"].get(key)) for row in rows if row["summary"].get(key)]
         if not points:
@@ -211,16 +221,25 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
             seen[x] = seen.get(x, 0) + 1
         if key == "mqar_accuracy":
             ax.set_ylim(0, 1.02)
-        if chance is not None:
-            ax.axhline(chance, color="gray", linestyle=":", label=f"chance ({chance:.3f})")
+        if baselines:
+            values = m["vocab_size"] - m["vocab_size"] // 2
+            ax.axhline(baselines["chance"], color="gray", linestyle=":",
+                       label=f"chance: 1 of {values} value tokens ({baselines['chance']:.3f})")  # fmt: skip
+            ax.axhline(baselines["in_context"], color="gray", linestyle="--",
+                       label=f"1 of the {m['n_pairs']} stated values, no recall ({baselines['in_context']:.3f})")  # fmt: skip
             ax.legend(fontsize=8)
         ax.set_xscale("log", base=2)
         ax.set(xlabel=f"KV-cache bytes per token ({results['settings']['kv_dtype']}, all layers, log scale)",
-               ylabel=ylabel, title=ylabel + " vs KV cache")  # fmt: skip
+               ylabel=ylabel, title=f"{ylabel} vs KV cache ({over})")  # fmt: skip
         ax.grid(alpha=0.3, which="both")
         fig.tight_layout()
         written.append(_save(fig, out / name, plt))
     return written
+
+
+def seeds_label(seeds: list[int]) -> str:
+    """What a plotted figure is: "mean over 3 seeds", or "seed 0" when there is one run per variant."""
+    return f"mean over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else "no runs"
 
 
 def _save(fig, path: Path, plt) -> str:
@@ -249,7 +268,6 @@ def _smooth(values: list[float]) -> list[float]:
 
 def write_outputs(results: dict[str, Any], out: Path, command: str | None = None) -> list[Path]:
     """results.json, report.md, configs/<variant>.toml and the plots, each written whole then renamed."""
-    from .run import variant_toml  # noqa: PLC0415
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "configs").mkdir(exist_ok=True)

@@ -7,7 +7,7 @@ For each seed s and each variant, in turn:
                -> final train loss, validation loss and bits per byte (whole validation split),
                   training tokens/s, loss curve
     MQAR run   train(variant with MQAR's vocabulary, MQAR batches seed s) for `mqar_steps`
-               -> recall accuracy on held-out examples (chance = 1 / pairs)
+               -> recall accuracy on held-out examples (against `mqar_baselines`)
     measures   parameters and KV-cache bytes per token / at a context, from tools/stats.py's
                `model_stats` (the very numbers `tinyslm inspect` prints for the variant's config);
                decode tokens/s of greedy decoding with the KV cache (tinyslm.generate)
@@ -28,10 +28,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from ..config import ModelConfig, dtype_from_name
+from ..data import MQAR, Batches, eval_batches
 from ..errors import ConfigError
+from ..runtime import generate
 from ..tools.stats import model_stats
+from ..tools.variants import layout_of
+from ..train import TrainConfig, train
 from .variants import Variant
 
 
@@ -81,11 +86,22 @@ def kv_figures(config: ModelConfig, dtype: str, context: int) -> dict[str, int]:
 
 
 def mqar_task(s: AblationSettings):
-    from ..data import MQAR  # noqa: PLC0415
 
     probe = MQAR(vocab_size=s.mqar_vocab, seq_len=s.mqar_seq_len, n_pairs=s.mqar_pairs)
     return MQAR(vocab_size=s.mqar_vocab, seq_len=s.mqar_seq_len, n_pairs=s.mqar_pairs,
                 n_queries=s.mqar_queries or probe.max_queries)  # fmt: skip
+
+
+def mqar_baselines(vocab_size: int, n_pairs: int) -> dict[str, float]:
+    """The two accuracies that MQAR recall is read against, for a task of V tokens and P pairs.
+
+    chance      guessing: an answer is one of the value tokens [V/2, V) (data/mqar.py), so a guess is
+                right 1 / (V - V // 2) of the time (1/32 for V = 64)
+    in_context  picking one of the P values the sequence stated, not the one bound to the key: 1 / P
+                (MQAR.chance). A model that learned the format but not recall sits here, so an
+                accuracy at or below it is no evidence of recall.
+    """
+    return {"chance": 1.0 / (vocab_size - vocab_size // 2), "in_context": 1.0 / n_pairs}
 
 
 def mqar_config(config: ModelConfig, task, n_layers: int | None = None) -> ModelConfig:
@@ -102,7 +118,6 @@ def mqar_config(config: ModelConfig, task, n_layers: int | None = None) -> Model
 
 def describe(config: ModelConfig) -> str:
     """'4 q / 1 kv heads x 32, window 64': the head layout, plus a window or block sharing where there is one."""
-    from ..tools.variants import layout_of  # noqa: PLC0415
 
     text = layout_of(config)
     if config.sliding_window is not None and any(config.layer(i).window for i in range(config.n_layers)):
@@ -114,7 +129,6 @@ def describe(config: ModelConfig) -> str:
 
 def decode_speed(model, prompt: torch.Tensor, new_tokens: int) -> float:
     """Greedy decode tokens/s with the KV cache, prefill excluded (first to last new token)."""
-    from ..generate import generate  # noqa: PLC0415
 
     new_tokens = min(new_tokens, model.config.max_seq_len - prompt.shape[1])
     if new_tokens < 2:
@@ -124,6 +138,46 @@ def decode_speed(model, prompt: torch.Tensor, new_tokens: int) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
+class StepBar:
+    """A training run's batches, passed through, with a progress bar labelled with the run ("mha seed 0 LM").
+
+    train() takes batch k + 1 when step k is done, so each batch after the first advances the bar
+    by one step, and leaving the `with` block counts the last. Wrapping the batches labels the run
+    without the trainer knowing about variants. The bar is shown only when `enabled` and `file`
+    (default stderr) is a terminal, and is cleared when the run ends (the ablation then prints the
+    run's one-line summary).
+    """
+
+    def __init__(self, batches, steps: int, label: str, *, enabled: bool = True, file=None):
+
+        self.batches, self.taken = batches, 0
+        self.bar = tqdm(total=steps, desc=label, unit="step", dynamic_ncols=True, leave=False, file=file,
+                        disable=None if enabled else True)  # None: shown on a terminal only  # fmt: skip
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.taken:
+            self.bar.update(1)
+        self.taken += 1
+        return next(self.batches)
+
+    def state_dict(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+
+    def __enter__(self) -> "StepBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None and self.taken:
+            self.bar.update(self.taken - self.bar.n)
+        self.bar.close()
+
+
 def run_ablation(
     base: ModelConfig,
     variants: list[Variant],
@@ -131,13 +185,15 @@ def run_ablation(
     *,
     data=None,
     on_run: Callable[[str], None] = lambda message: None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train and measure every variant x seed; returns the JSON-able results (see report.py for the files).
 
     data: a tinyslm.data.TokenData (the LM corpus); its tokenizer's vocabulary replaces the configs'.
+    on_run: called with a one-line summary after each variant x seed.
+    progress: a progress bar on stderr for each LM and MQAR run, labelled with the variant and seed
+        (shown only when stderr is a terminal).
     """
-    from ..data import Batches, eval_batches  # noqa: PLC0415
-    from ..train import TrainConfig, train  # noqa: PLC0415
 
     s = settings
     for v in variants:  # refuse before any training starts
@@ -165,9 +221,11 @@ def run_ablation(
             cfg = TrainConfig(steps=s.steps, batch_size=s.batch_size, seq_len=s.seq_len, lr=s.lr,
                               eval_every=s.eval_every, eval_batches=val_batches, seed=seed, precision=s.precision)  # fmt: skip
             t0 = time.perf_counter()
-            lm = train(lm_config, Batches(data.train, s.seq_len, s.batch_size, seed=seed), cfg,
-                       val=lambda: eval_batches(data.val, s.seq_len, s.batch_size),
-                       bytes_per_token=data.bytes_per_token, progress=False)  # fmt: skip
+            label = f"[{done + 1}/{total}] {row['name']} seed {seed}"
+            with StepBar(Batches(data.train, s.seq_len, s.batch_size, seed=seed), s.steps, f"{label} LM",
+                         enabled=progress) as batches:  # fmt: skip
+                lm = train(lm_config, batches, cfg, val=lambda: eval_batches(data.val, s.seq_len, s.batch_size),
+                           bytes_per_token=data.bytes_per_token, progress=False)  # fmt: skip
             run = {
                 "seed": seed,
                 "final_train_loss": lm.final_train_loss,
@@ -182,7 +240,9 @@ def run_ablation(
                 mq_config = mqar_config(lm_config, task, s.mqar_layers)
                 mcfg = TrainConfig(steps=s.mqar_steps, batch_size=s.mqar_batch_size, seq_len=task.seq_len, lr=s.mqar_lr,
                                    weight_decay=0.0, eval_every=0, seed=seed, precision=s.precision)  # fmt: skip
-                mq = train(mq_config, task.batches(s.mqar_batch_size, seed=seed), mcfg, progress=False)
+                with StepBar(task.batches(s.mqar_batch_size, seed=seed), s.mqar_steps, f"{label} MQAR",
+                             enabled=progress) as batches:  # fmt: skip
+                    mq = train(mq_config, batches, mcfg, progress=False)
                 run["mqar_accuracy"] = task.accuracy(mq.model)
                 run["mqar_history"] = [{"step": h["step"], "loss": h["loss"]} for h in mq.history]
                 del mq
@@ -200,7 +260,7 @@ def run_ablation(
         "settings": dataclasses.asdict(settings) | {"context": context},
         "mqar": None if task is None else {"vocab_size": task.vocab_size, "seq_len": task.seq_len,
                                            "n_pairs": task.n_pairs, "n_queries": task.n_queries,
-                                           "chance": task.chance},  # fmt: skip
+                                           **mqar_baselines(task.vocab_size, task.n_pairs)},  # fmt: skip
         "data": {"source": data.source, "vocab_size": data.vocab_size, "train_tokens": len(data.train),
                  "val_tokens": len(data.val), "val_bytes": data.val_bytes},  # fmt: skip
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -6,6 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
+from ..tokenizer import load_tokenizer
+from .corpus import DataError, corpus_files, count_documents, iter_documents
+from .prepare import DEFAULT_CACHE, embedded_corpus
+from .tokenizer_train import train_tokenizer
+
 TRAIN_DESCRIPTION = """Train a sentencepiece BPE tokenizer on a corpus: a .txt file, a .jsonl file with a "text"
 field, or a folder of them (default: the embedded procedural corpus).
 
@@ -15,9 +20,9 @@ decode(encode(text)) == text and bits per byte are exact. Special ids: <unk> 0, 
 Writes OUT/tokenizer.model and OUT/tokenizer_config.json (add_bos_token false)."""
 
 EXAMPLES = """examples:
-  tinyslm tokenizer train --vocab-size 2048 --out tok/             the embedded corpus
+  tinyslm tokenizer train --vocab-size 2048 --out tok/             # the embedded corpus
   tinyslm tokenizer train --data stories.txt --vocab-size 4096 --out tok/
-  tinyslm tokenizer train --data corpus/ --vocab-size 8192 --out tok/   every .txt/.jsonl file below corpus/
+  tinyslm tokenizer train --data corpus/ --vocab-size 8192 --out tok/   # every .txt/.jsonl file below corpus/
 
 Use the result with `tinyslm train ... --tokenizer tok/` (or prepare_data(..., tokenizer="tok/")).
 """
@@ -47,11 +52,6 @@ def add_parser(sub) -> None:
 
 
 def run_train(args) -> int:
-    from ..tokenizer import load_tokenizer  # noqa: PLC0415
-    from .corpus import DataError, corpus_files, count_documents, iter_documents  # noqa: PLC0415
-    from .prepare import DEFAULT_CACHE, embedded_corpus  # noqa: PLC0415
-    from .tokenizer_train import train_tokenizer  # noqa: PLC0415
-
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: exists and is not a folder")

@@ -33,8 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..errors import TokenizerError
+from ..gguf.loader import gguf_path, is_gguf
+from ..gguf.reader import GGUFFile
+from ..gguf.tokenizer import write_tokenizer_files
 from ..tokenizer import JSONTokenizer, SentencePieceTokenizer, Tokenizer, load_tokenizer
 from . import synthetic
 from .corpus import DataError, corpus_files, count_documents, fingerprint, iter_documents, writable_dir
@@ -183,8 +187,6 @@ def _tokenize(files, n_docs: int, tok: Tokenizer, seed: int, val_fraction: float
         val_bytes = 0
         bar = None
         if progress:
-            from tqdm import tqdm  # noqa: PLC0415
-
             bar = tqdm(total=n_docs, unit="doc", desc="tokenizing", file=sys.stderr, leave=False)
         with open(tmp / "train.bin", "wb") as f_train, open(tmp / "val.bin", "wb") as f_val:
             chunk: list[str] = []
@@ -252,12 +254,7 @@ def _no_bos_config(tok: SentencePieceTokenizer, cache: Path) -> Path:
 def _given_tokenizer(given: Path, root: Path) -> tuple[Tokenizer, Path]:
     """The tokenizer `--tokenizer` names and the file that holds it (hashed into the cache key, copied into the
     checkpoint). A GGUF's tokenizer lives in its metadata: it is written out as tokenizer files once, in the cache."""
-    from ..gguf.loader import gguf_path, is_gguf  # noqa: PLC0415  (formats: only for a GGUF)
-
     if given.exists() and is_gguf(given):
-        from ..gguf.reader import GGUFFile  # noqa: PLC0415
-        from ..gguf.tokenizer import write_tokenizer_files  # noqa: PLC0415
-
         file = GGUFFile(gguf_path(given))
         info = file.path.stat()
         stamp = hashlib.sha256(f"{file.path.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode()).hexdigest()[:16]

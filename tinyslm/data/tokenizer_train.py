@@ -25,6 +25,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+import sentencepiece as spm
+
 from ..errors import TokenizerError
 
 TOKENIZER_FILE = "tokenizer.model"
@@ -41,8 +43,6 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int, out_dir: str | Pa
     Written to a temporary folder and renamed, so out_dir is either complete or absent. Returns the
     tokenizer.model path.
     """
-    import sentencepiece as spm  # noqa: PLC0415
-
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < MIN_VOCAB:
         raise TokenizerError(f"vocab_size must be an integer >= {MIN_VOCAB} (256 byte pieces + specials), found {vocab_size!r}")
     if vocab_size >= 2**31:

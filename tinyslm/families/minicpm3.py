@@ -26,7 +26,7 @@ import math
 
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
-from ..layers.rope import rope_type_of
+from ..rope_scaling import rope_type_of
 from . import Family
 from .deepseek_v2 import MLA_KEYS, MLA_MODULES
 from .hf_config import HFConfig

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
-from ..layers.rope import rope_type_of
+from ..rope_scaling import rope_type_of
 from . import Family, Fused
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, llama_like_from_hf, llama_like_to_hf

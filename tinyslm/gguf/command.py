@@ -1,8 +1,8 @@
 """`tinyslm convert SRC DST [--type ...]`: HF folder <-> GGUF file, so llama.cpp runs a tinyslm model
 and transformers runs a GGUF.
 
-    HF folder -> .gguf    load_pretrained, then writer.py (tokenizer.model / tokenizer.json converted)
-    .gguf -> HF folder    load_gguf (dequantized), save_pretrained, tokenizer.json + tokenizer_config.json
+    HF folder -> .gguf    load_hf_folder, then writer.py (tokenizer.model / tokenizer.json converted)
+    .gguf -> HF folder    model_from_gguf (dequantized), save_pretrained, tokenizer.json + tokenizer_config.json
     .gguf -> .gguf        re-typed (e.g. f16 -> q8_0), tokenizer metadata copied
 
 Outputs appear whole or not at all: a file is written under a temporary name and renamed, a folder
@@ -16,11 +16,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..checkpoint import install_folder, load_hf_folder, save_pretrained
 from ..errors import CheckpointError
+from .loader import gguf_path, is_gguf, model_from_gguf
+from .reader import GGUFFile
+from .tokenizer import write_tokenizer_files
+from .writer import write_gguf
 
 EXAMPLES = """examples:
   tinyslm convert ~/models/SmolLM2-135M smollm2-135m.q8_0.gguf --type q8_0
-  tinyslm convert SmolLM2-135M-Instruct.Q4_1.gguf ~/models/smollm2-from-gguf     (HF folder, float32)
+  tinyslm convert SmolLM2-135M-Instruct.Q4_1.gguf ~/models/smollm2-from-gguf     # an HF folder, float32
   tinyslm convert model.f16.gguf model.q4_0.gguf --type q4_0
 """
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1")
@@ -50,9 +55,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .loader import gguf_path, is_gguf, load_gguf  # noqa: PLC0415
-    from .reader import GGUFFile  # noqa: PLC0415
-
     src, dst = Path(args.src).expanduser(), Path(args.dst).expanduser()
     if not src.exists():
         raise CheckpointError(f"{src}: no such file or folder")
@@ -60,17 +62,13 @@ def run(args) -> int:
         raise CheckpointError(f"{dst}: already exists; choose another name or pass --force")
     from_gguf = is_gguf(src)
     if dst.suffix == ".gguf":
-        from .writer import write_gguf  # noqa: PLC0415
-
         kind = args.type or "f16"
         if from_gguf:
             source = GGUFFile(gguf_path(src))
-            model = load_gguf(source.path, dtype="float32", keep_quantized=False)
+            model = model_from_gguf(source.path, dtype="float32")  # dequantized
             tokenizer = {k: v for k, v in source.metadata.items() if k.startswith("tokenizer.")}
         else:
-            from ..checkpoint import load_pretrained  # noqa: PLC0415
-
-            model = load_pretrained(src, dtype="float32")
+            model = load_hf_folder(src, dtype="float32")
             has_tokenizer = (src / "tokenizer.json").is_file() or (src / "tokenizer.model").is_file()
             tokenizer = src if has_tokenizer else None
             if tokenizer is None:
@@ -83,16 +81,13 @@ def run(args) -> int:
     kind = args.type or "f32"
     if kind not in FOLDER_TYPES:
         raise CheckpointError(f"--type {kind}: an HF folder holds f32, f16 or bf16 weights (GGUF quantization is undone)")
-    _gguf_to_folder(gguf_path(src), dst, FOLDER_TYPES[kind], load_gguf, GGUFFile)
+    _gguf_to_folder(gguf_path(src), dst, FOLDER_TYPES[kind])
     print(f"wrote {dst} ({FOLDER_TYPES[kind]} safetensors, config.json, tokenizer)")
     return 0
 
 
-def _gguf_to_folder(src: Path, dst: Path, dtype: str, load_gguf, GGUFFile) -> None:  # noqa: N803
-    from ..checkpoint import install_folder, save_pretrained  # noqa: PLC0415
-    from .tokenizer import write_tokenizer_files  # noqa: PLC0415
-
-    model = load_gguf(src, dtype=dtype, keep_quantized=False)
+def _gguf_to_folder(src: Path, dst: Path, dtype: str) -> None:
+    model = model_from_gguf(src, dtype=dtype)  # dequantized
     meta = GGUFFile(src).metadata
     dst = dst.absolute()
     if dst.exists() and not dst.is_dir():

@@ -1,4 +1,4 @@
-"""Loading a GGUF file into a CausalLM: the GGUF counterpart of checkpoint.load_pretrained.
+"""Loading a GGUF file into a CausalLM: the GGUF counterpart of checkpoint.load_hf_folder.
 
     model.gguf metadata  -> config.py -> config.json dict -> family.from_hf -> ModelConfig
     model.gguf tensors   -> names.py  -> HF names         -> family key map -> our parameters
@@ -6,39 +6,62 @@
 Every tensor is checked as a safetensors one is: an unexpected name, a missing one or a wrong
 shape is an error naming the file and the tensor. Float tensors (F32/F16/BF16) are converted to
 the requested dtype; quantized ones are dequantized with llama.cpp's formulas (`gguf.quants`).
-The linear layers of quantized files stay quantized (`keep_quantized`, the default): Q8_0 / Q4_0 /
-Q4_1 / Q4_K / Q6_K as the file's own blocks (`tinyslm.quant.GGMLLinear`, native kernel), the other
-types (Q5_K, Q3_K, ...) dequantized and re-quantized to Q8_0 blocks (8.5 bits a weight instead
-of float32's 32);
-without the native kernel, Q8_0 / Q4_0 / Q4_1 go to torch's int8/int4 kernels
-(`QuantizedLinear.from_gguf`) and K-quants stay dequantized.
+
+A quantized linear weight can stay quantized, but this format does not know the kernels that would
+compute with it: the caller hands in a `KeptLinears` (the seam), and the loader gives it each such
+layer's raw blocks. `tinyslm.load_pretrained` and `tinyslm.gguf.load_gguf` (pretrained.py) hand in
+tinyslm.quant's: Q8_0 / Q4_0 / Q4_1 / Q4_K / Q6_K as the file's own blocks (`GGMLLinear`, native
+kernel), the other types (Q5_K, Q3_K, ...) dequantized and re-quantized to Q8_0 blocks (8.5 bits a
+weight instead of float32's 32); without the native kernel, Q8_0 / Q4_0 / Q4_1 go to torch's
+int8/int4 kernels (`QuantizedLinear.from_gguf`) and K-quants stay dequantized.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import check_buildable
 from ..config import dtype_from_name
 from ..errors import CheckpointError
 from ..families import config_from_hf, get_family
 from ..files import shown
 from ..model import CausalLM
-from ..quant import GGMLLinear, QuantizedLinear, native
-from ..quant.blocks import quantize_blocks
+from ..sizing import check_buildable
 from .config import arch_of, hf_config_from_gguf
 from .names import gguf_name, qk_heads, split_fused_qkv, unpermute
 from .reader import FLOAT_TYPES, GGUFFile
 from .rope import ROPE_TENSORS
 
-# ggml types whose blocks map exactly onto torch's int8 / int4 kernels (groups of 32), and those the native
-# kernel takes as they are (GGMLLinear)
-KEPT_PACKED = ("Q8_0", "Q4_0", "Q4_1")
-KEPT_BLOCKS = (*KEPT_PACKED, "Q4_K", "Q6_K")
+
+@dataclass(frozen=True)
+class KeptLinears:
+    """What keeps a GGUF's quantized linear weights quantized: the seam where a runtime (tinyslm.quant, through
+    `tinyslm.pretrained.kept_linears`) plugs into this format. Without one, every weight is dequantized.
+
+        make(ggml type, raw blocks (out, bytes per row), (out, in), bias=None) -> a module in place of nn.Linear
+    """
+
+    make: Callable[..., nn.Module]
+    kinds: tuple[str, ...]  # the ggml types `make` takes as they are stored (other types are dequantized)
+    # floats (N, K) -> blocks of a type: given, the linear weights of every other quantized type (Q5_K, ...)
+    # are dequantized and re-quantized to Q8_0 rather than left in floats, and a tied head over a quantized
+    # embedding gets a quantized copy of it (llama.cpp's head reads the embedding's blocks)
+    requantize: Callable[[torch.Tensor, str], np.ndarray] | None = None
+
+
+def __getattr__(name: str):
+    """Old import paths of what moved to pretrained.py (it joins this format to tinyslm.quant's kernels, so it
+    sits above both): `loader.load_gguf`, `loader.quantized_linear_factory`. Resolved on first use (PEP 562)."""
+    if name in ("load_gguf", "quantized_linear_factory"):
+        from .. import pretrained  # noqa: PLC0415  (old import path; tests/test_imports.py)
+
+        return getattr(pretrained, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def gguf_path(path: str | Path) -> Path:
@@ -63,13 +86,6 @@ def is_gguf(path: str | Path) -> bool:
     return path.is_dir() and not (path / "config.json").exists() and any(path.glob("*.gguf"))
 
 
-def quantized_linear_factory():
-    """What keeps a GGUF's Q8_0/Q4_0/Q4_1 matrices quantized: `GGMLLinear.from_gguf` (the file's own
-    blocks, native kernel) where that kernel builds, else `QuantizedLinear.from_gguf` (torch's int8/int4
-    kernels)."""
-    return GGMLLinear.from_gguf if native.available() else QuantizedLinear.from_gguf
-
-
 def gguf_config(path: str | Path):
     """The ModelConfig a GGUF's metadata describes (nothing is built; for `inspect` and `bench`)."""
     return config_from_hf(hf_config_from_gguf(GGUFFile(gguf_path(path))))
@@ -84,18 +100,18 @@ def gguf_tensor_bytes(path: str | Path) -> dict[str, int]:
     return dict(sorted(by_kind.items(), key=lambda kv: -kv[1]))
 
 
-def load_gguf(
+def model_from_gguf(
     path: str | Path,
     dtype: torch.dtype | str | None = None,
-    keep_quantized: bool | None = None,
     device: str | torch.device = "cpu",
+    linears: KeptLinears | None = None,
 ) -> CausalLM:
     """Build a CausalLM from a GGUF file (or a folder holding one).
 
     dtype: of the float parameters; None means bfloat16 for a file whose matrices are all BF16, else
     float32 (F16 and every quantized type upcast exactly).
-    keep_quantized: keep quantized linear weights quantized (default; see the module docstring for
-    how each type is kept); False dequantizes everything, as transformers does.
+    linears: what keeps quantized linear weights quantized (see KeptLinears); None dequantizes
+    everything, as transformers does.
     """
     file = GGUFFile(gguf_path(path))
     arch = arch_of(file)
@@ -103,9 +119,9 @@ def load_gguf(
     config = config_from_hf(hf)
     family = get_family(config.family, hf.source)
     dtype = _default_dtype(file) if dtype is None else dtype_from_name(dtype) if isinstance(dtype, str) else dtype
-    factory = quantized_linear_factory() if keep_quantized in (None, True) else None
-    blocks_kernel = factory == GGMLLinear.from_gguf  # (a test may hand in another factory)
-    kept = KEPT_BLOCKS if blocks_kernel else KEPT_PACKED
+    factory = None if linears is None else linears.make
+    requantize = None if linears is None else linears.requantize
+    kept = () if linears is None else linears.kinds
     stored = sum(int(np.prod(t.shape)) for t in file.tensors.values())
     if check_buildable(config, hf.source) > 2 * stored + 10**6:
         raise CheckpointError(f"{file.path}: its metadata describes a model far larger than its {stored:,} stored values")
@@ -165,10 +181,10 @@ def load_gguf(
         value = file.float_tensor(name)
         if heads is not None:
             value = unpermute(value, heads)
-        if linear_weight and tensor.kind not in FLOAT_TYPES and blocks_kernel:  # another quantized type (Q5_K, ...):
+        if linear_weight and tensor.kind not in FLOAT_TYPES and requantize:  # another quantized type (Q5_K, ...):
             # dequantized as transformers does, then kept 8-bit: each weight moves by at most half a step of its
             # block (max |w| / 254), on top of the file's own rounding
-            keep_quantized_layers(modules, "Q8_0", quantize_blocks(value, "Q8_0"), rows, tensor.shape[1], name)
+            keep_quantized_layers(modules, "Q8_0", requantize(value, "Q8_0"), rows, tensor.shape[1], name)
             continue
         if transposed:
             value = value.t()
@@ -191,18 +207,18 @@ def load_gguf(
     if config.tie_embeddings:
         model.head.weight = model.tok_emb.weight
         embedding = next(file.tensors[n] for n, e in by_gguf.items() if e.ours == ["tok_emb.weight"])
-        if blocks_kernel and embedding.kind not in FLOAT_TYPES:
+        if requantize and embedding.kind not in FLOAT_TYPES:
             # llama.cpp's tied head reads the embedding's blocks (Q8_0: 8.5 bits a weight, not float32's 32):
             # the same values as the float embedding the lookups use, as a second, quantized copy
             kind = embedding.kind if embedding.kind in kept else "Q8_0"
-            raw = np.asarray(embedding.data) if kind == embedding.kind else quantize_blocks(model.tok_emb.weight, kind)
+            raw = np.asarray(embedding.data) if kind == embedding.kind else requantize(model.tok_emb.weight, kind)
             keep_quantized_layers(["head"], kind, raw, [embedding.shape[0]], embedding.shape[1], embedding.name)
     model.reset_buffers(device)
     return model.eval()
 
 
 def default_dtype(path: str | Path) -> torch.dtype:
-    """The dtype `load_gguf(path)` gives the float parameters when none is asked for."""
+    """The dtype `model_from_gguf(path)` gives the float parameters when none is asked for."""
     return _default_dtype(GGUFFile(gguf_path(path)))
 
 

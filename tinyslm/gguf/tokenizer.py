@@ -22,9 +22,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import sentencepiece as spm
+from tokenizers import AddedToken, Regex, decoders, pre_tokenizers, processors
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers.models import BPE
+
 from ..errors import TokenizerError
-from ..files import file_bool, shown
-from ..tokenizer import JSONTokenizer, Tokenizer
+from ..files import file_bool, read_json, shown
+from ..tokenizer_types import JSONTokenizer, Tokenizer
+from .loader import gguf_path
+from .reader import GGUFFile
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
@@ -53,10 +60,6 @@ def bytes_to_unicode() -> dict[int, str]:
 
 def tokenizer_from_metadata(meta: dict[str, Any], source: str) -> Tokenizer:
     """A tinyslm Tokenizer for GGUF metadata (see the module docstring for the keys)."""
-    from tokenizers import AddedToken, Regex, decoders, pre_tokenizers, processors  # noqa: PLC0415
-    from tokenizers import Tokenizer as HFTokenizer  # noqa: PLC0415
-    from tokenizers.models import BPE  # noqa: PLC0415
-
     kind = meta.get("tokenizer.ggml.model")
     tokens = meta.get("tokenizer.ggml.tokens")
     if tokens is None or (isinstance(tokens, list) and not tokens):
@@ -168,9 +171,6 @@ def _merges_from_scores(tokens: list[str], meta: dict, source: str) -> list[tupl
 
 def gguf_tokenizer(path: str | Path) -> Tokenizer:
     """The tokenizer of a GGUF file (or of the one .gguf in a folder), rebuilt from its metadata."""
-    from .loader import gguf_path  # noqa: PLC0415
-    from .reader import GGUFFile  # noqa: PLC0415
-
     file = GGUFFile(gguf_path(path))
     return tokenizer_from_metadata(file.metadata, str(file.path))
 
@@ -182,13 +182,9 @@ def gguf_tokenizer(path: str | Path) -> Tokenizer:
 def tokenizer_metadata(folder: Path) -> dict[str, Any]:
     """GGUF tokenizer metadata for an HF folder's tokenizer.model (sentencepiece) or byte-level tokenizer.json,
     written as llama.cpp's convert_hf_to_gguf.py writes them."""
-    from ..files import read_json  # noqa: PLC0415
-
     config = read_json(folder / "tokenizer_config.json", TokenizerError) if (folder / "tokenizer_config.json").is_file() else {}
     special = {k: (v.get("content") if isinstance(v, dict) else v) for k, v in config.items() if k.endswith("_token")}
     if (folder / "tokenizer.model").is_file() and not (folder / "tokenizer.json").is_file():
-        import sentencepiece as spm  # noqa: PLC0415
-
         sp = spm.SentencePieceProcessor()
         sp.Load(str(folder / "tokenizer.model"))
         n = sp.get_piece_size()

@@ -22,6 +22,7 @@ from torch import nn
 from ..config import ModelConfig
 from .attention import Attention
 from .ffn import make_ffn
+from .mla import MLAttention
 from .norms import PerHeadNorm, make_norm
 from .positions import ALiBi, Step
 
@@ -88,7 +89,6 @@ class ParallelBlock(nn.Module):
 
 def build_attention(config: ModelConfig, layer: int) -> nn.Module:
     if config.attention == "mla":
-        from .mla import MLAttention  # noqa: PLC0415  (MLA arrives with its own module)
 
         return MLAttention.from_config(config)
     spec = config.layer(layer)

@@ -23,13 +23,8 @@ masks by those positions (positions.attention_mask), so the slots need no order.
 This stays exact past the window and for prefills longer than the window (tests/test_attention.py,
 tests/test_families.py: hypothesis over lengths around the window).
 
-    StaticKVBuffer  K and V of every position, attended over whole: (B, K, S, hd)  the fast decode path
-
-The fast path (generate.py) wants every decoding step to have the same shapes, so that one
-compiled step serves all positions: its buffer always returns all S slots together with each
-slot's position (-1 while empty), and attention masks the empty and the future ones, exactly as it
-masks a ring buffer's slots. It costs attention over S slots instead of the positions written so
-far, which is small next to the weights at the contexts `generate` sizes it for.
+A fourth, which returns all S slots at every step (fixed shapes for a compiled step), lives with that step in
+tinyslm.runtime.compiled (StaticKVBuffer).
 
 `KVCache` holds one layer cache per depth step (a shared block that runs twice gets two).
 """
@@ -109,29 +104,6 @@ class RingKVBuffer(LayerCache):
         return [self.k, self.v]
 
 
-class StaticKVBuffer(LayerCache):
-    """Keys and values of one attention layer, returned whole: k, v (B, K, S, hd) and positions (S,)."""
-
-    def __init__(self, batch: int, n_kv_heads: int, capacity: int, k_dim: int, v_dim: int, dtype, device,
-                 positions: torch.Tensor | None = None):  # fmt: skip
-        self.capacity = capacity
-        self.k = torch.zeros(batch, n_kv_heads, capacity, k_dim, dtype=dtype, device=device)
-        self.v = torch.zeros(batch, n_kv_heads, capacity, v_dim, dtype=dtype, device=device)
-        # (S,) the position held by each slot, -1 = empty; layers may share one (all write the same positions)
-        self.pos = torch.full((capacity,), -1, dtype=torch.long, device=device) if positions is None else positions
-
-    def update(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Store k, v (B, K, T, hd) at positions start..start+T; return all S slots and their positions."""
-        end = self.check_room(start, k.shape[2])
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        self.pos[start:end] = torch.arange(start, end, device=self.pos.device)  # idempotent when shared
-        return self.k, self.v, self.pos  # (B, K, S, hd) x 2, (S,)
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [self.k, self.v]
-
-
 class KVCache:
     """All layers' caches plus how many positions have been written (`length`)."""
 
@@ -147,3 +119,4 @@ class KVCache:
     def nbytes(self) -> int:
         """Bytes actually allocated by all buffers."""
         return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.tensors())
+

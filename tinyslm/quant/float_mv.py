@@ -2,13 +2,12 @@
 
 Legend: M rows of activations (batch x new tokens), N out_features, K in_features.
 
-`tinyslm.generate` runs inside `float_kernels(model)`, which makes a model's bfloat16 and float32
-nn.Linear layers FloatLinear for the call only. A layer's weight is unchanged (the same tensor, a
-GGUF's file map included); only the product for a few rows (M <= DECODE_ROWS, i.e. decoding) goes
-through kernels/float_mv.cpp, which streams the weight (a bfloat16 one widened to float32 in
-registers) at close to the memory's speed. Measured on 2 cores of an AMD EPYC (AVX2): bfloat16
-18-22 GB/s against torch's 14-17 GB/s for the same product; float32 15-18 GB/s against torch's
-8-11 GB/s (SmolLM2-135M's 49152 x 576 head: 17.9 against 8.4). Longer inputs (a prompt) take
+`tinyslm.generate` (unless fast=False) runs inside `float_kernels(model)`, through the runtime's
+fast_decoding, which makes a model's bfloat16 and float32 nn.Linear layers FloatLinear for the call
+only. A layer's weight is unchanged (the same tensor, a GGUF's file map included); only the product
+for a few rows (M <= DECODE_ROWS, i.e. decoding) goes through kernels/float_mv.cpp, which streams
+the weight (a bfloat16 one widened to float32 in registers) at close to the memory's speed, faster
+than torch's own product on the CPUs measured (docs/performance.md). Longer inputs (a prompt) take
 torch's GEMM: float32 as it is; bfloat16 as it is where the CPU has bfloat16 instructions, else in
 float32 over a transient float32 copy of the layer's weight (torch's bfloat16 GEMM on AVX2 is
 several times slower than its float32 one). Every path sums exact float32 products in float32
@@ -51,7 +50,7 @@ def float_kernels(model: nn.Module, enabled: bool = True):
     """Within this block, every plain nn.Linear of `model` with a contiguous bfloat16 or float32 weight on the
     CPU computes as a FloatLinear (parameters and state_dict untouched); afterwards they are plain nn.Linear again.
 
-    `tinyslm.generate` decodes inside it (unless fast=False), so a model's own forward stays the
+    `tinyslm.generate` decodes inside it (unless fast=False), while a model's own forward stays the
     reference arithmetic, which matches transformers' results (bfloat16: bit for bit). Yields how many
     layers it switched: 0 when disabled or the native kernel is unavailable.
     """

@@ -31,7 +31,10 @@ import torch
 from .. import machine
 from ..files import lock_within
 
-KERNELS = Path(__file__).resolve().parents[2] / "kernels"
+# The C++ sources: inside the package when installed from a wheel (setup.py copies them there), else at the top of
+# the repository (an editable install or a source checkout). Neither: available() names the missing file.
+_PACKAGED = Path(__file__).resolve().parents[1] / "kernels"
+KERNELS = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "kernels"
 SOURCES = [KERNELS / "ggml_mm.cpp", KERNELS / "float_mv.cpp", KERNELS / "decode_block.cpp"]
 KIND_CODES = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2, "Q4_K": 3, "Q6_K": 4}  # ggml_mm's `kind` argument
 why_unavailable: str | None = None  # set when available() is False

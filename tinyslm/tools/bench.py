@@ -38,9 +38,22 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .. import machine
+from ..checkpoint import default_dtype, load_config, load_pretrained
+from ..config import dtype_from_name
 from ..errors import TinySLMError
+from ..runtime import generate
+from ..gguf.loader import gguf_path
+from ..gguf.reader import GGUFFile
+from ..layers.attention import set_attention_backend
+from ..quant import native
+from ..quant import quantize as quantize_model
+from ..quant.float_mv import float_kernels
+from ..runtime import FAST_CHOICES, fast_decoding
+from .parity import import_transformers, reference_greedy
 
 IMPLEMENTATIONS = ("tinyslm", "transformers", "llama.cpp")
 
@@ -94,26 +107,16 @@ def _summary(values: list[float]) -> dict:
 def _load(impl: str, path: Path, dtype_name: str, quantize: str | None, threads: int, attention: str = "sdpa",
           extra_buffers: bool = True):  # fmt: skip
     """-> (an object to measure, weight bytes per decoded token, notes)."""
-    from ..config import dtype_from_name
-
     dtype = dtype_from_name(dtype_name)
     if impl == "tinyslm":
-        from ..checkpoint import load_pretrained
-
         model = load_pretrained(str(path), dtype=dtype)
-        from ..layers.attention import set_attention_backend
-
         set_attention_backend(model, attention)  # sdpa by default: transformers' own default
         notes = []
         if quantize:
-            from ..quant import quantize as quantize_model
-
             quantize_model(model, quantize)
             notes.append(f"{quantize}: {len(model.quantization['layers'])} layers")
         return model, decode_bytes(model), held_bytes(model), notes
     if impl == "transformers":
-        from .parity import import_transformers
-
         auto = import_transformers().AutoModelForCausalLM
         if path.suffix == ".gguf":  # transformers dequantizes GGUF weights to `dtype`
             model = auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype,
@@ -144,19 +147,16 @@ def _load(impl: str, path: Path, dtype_name: str, quantize: str | None, threads:
         notes.append("without its extra buffer types (AMX, repacked weights): with them it crashed on this CPU")
     llm = Llama(model_path=str(path), n_ctx=4096, n_batch=512, n_threads=threads, n_threads_batch=threads,
                 verbose=False, logits_all=False)  # fmt: skip
-    from ..gguf.reader import GGUFFile
-
     tensors = GGUFFile(path).tensors
     nbytes = sum(t.data.nbytes for name, t in tensors.items() if name != "token_embd.weight" or "output.weight" not in tensors)
     return llm, nbytes, sum(t.data.nbytes for t in tensors.values()), notes
 
 
-def _greedy(impl: str, model, ids: torch.Tensor, new_tokens: int, fast: bool | None) -> tuple[float, float, list[int]]:
-    """One greedy decode -> (prefill seconds, decode tokens/s, the new tokens)."""
+def _greedy(impl: str, model, ids: torch.Tensor, new_tokens: int, fast: bool | None) -> tuple[float, float, list, object]:
+    """One greedy decode -> (prefill seconds, decode tokens/s, the new tokens, tinyslm's decoder or None)."""
     times: list[float] = []
+    decoder = None
     if impl == "llama.cpp":
-        import numpy as np
-
         model.reset()
         t0 = time.perf_counter()
         model.eval(ids[0].tolist())
@@ -172,15 +172,13 @@ def _greedy(impl: str, model, ids: torch.Tensor, new_tokens: int, fast: bool | N
         with torch.inference_mode():
             t0 = time.perf_counter()
             if impl == "tinyslm":
-                from ..generate import generate
-
-                tokens = generate(model, ids, new_tokens, on_token=on_token, fast=fast)[0, ids.shape[1] :].tolist()
+                with fast_decoding(model, fast) as decoder:  # (it says which path decoded)
+                    out = generate(model, ids, new_tokens, on_token=on_token, decoder=decoder)
+                tokens = out[0, ids.shape[1] :].tolist()
             else:
-                from .parity import reference_greedy
-
                 tokens = reference_greedy(model, ids, new_tokens, on_token=on_token)[0].tolist()
     rate = (new_tokens - 1) / (times[-1] - times[0]) if new_tokens > 1 else float("nan")
-    return times[0] - t0, rate, tokens
+    return times[0] - t0, rate, tokens, decoder
 
 
 def _prefill(impl: str, model, ids: torch.Tensor) -> float:
@@ -192,8 +190,6 @@ def _prefill(impl: str, model, ids: torch.Tensor) -> float:
         return time.perf_counter() - t0
     with torch.inference_mode():
         if impl == "tinyslm":
-            from ..quant.float_mv import float_kernels
-
             cache = model.new_cache(1, ids.shape[1])
             with float_kernels(model):  # as generate's prefill computes
                 t0 = time.perf_counter()
@@ -211,14 +207,8 @@ def _measure(impl: str, path: str, opts: dict) -> dict:
         torch.set_num_threads(opts["threads"])
     threads = torch.get_num_threads()
     if impl == "tinyslm":  # its native kernels are built once per machine (then cached): not part of loading
-        from ..checkpoint import load_pretrained  # noqa: F401
-        from ..gguf import loader  # noqa: F401
-        from ..quant import native
-
         native.available()
     elif impl == "transformers":  # importing a library (seconds, ~100s of MB) is not loading the model either
-        from .parity import import_transformers
-
         with contextlib.suppress(Exception):  # (_load reports it missing)
             import_transformers().AutoModelForCausalLM
     else:
@@ -233,24 +223,19 @@ def _measure(impl: str, path: str, opts: dict) -> dict:
     vocab, prompt, new = opts["vocab_size"], opts["prompt_tokens"], opts["new_tokens"]
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (1, max([prompt, *opts["prefill_tokens"]])), generator=gen)
-    from ..generate import FAST_CHOICES
-
     fast = FAST_CHOICES[opts.get("fast", "auto")]
 
-    compile_s = decode_path = None
     t_warm = time.perf_counter()
-    _greedy(impl, model, ids[:, :prompt], new, fast)  # warm-up: first-call allocations, kernel choice, compile
-    if impl == "tinyslm":
-        from ..generate import last_compile_s, last_decode_path
-
-        compile_s, decode_path = last_compile_s, last_decode_path
+    # warm-up: first-call allocations, kernel choice, compile
+    decoder = _greedy(impl, model, ids[:, :prompt], new, fast)[3]
+    compile_s, decode_path = (decoder.compile_s, decoder.path) if decoder is not None else (None, None)
     warm_s = time.perf_counter() - t_warm
     prefill: dict[str, list[float]] = {str(n): [] for n in opts["prefill_tokens"]}
     decode, first_prefill, tokens = [], [], None
     for _ in range(opts["runs"]):
         for n in opts["prefill_tokens"]:
             prefill[str(n)].append(1000 * _prefill(impl, model, ids[:, :n]))
-        p, rate, tokens = _greedy(impl, model, ids[:, :prompt], new, fast)
+        p, rate, tokens, _ = _greedy(impl, model, ids[:, :prompt], new, fast)
         first_prefill.append(1000 * p)
         decode.append(rate)
     return {
@@ -308,13 +293,9 @@ def run_bench(folder: str | Path, dtype: str | None = None, prompt_tokens: int =
     if prompt_tokens < 1 or new_tokens < 1 or runs < 1 or rounds < 1:
         raise TinySLMError(f"--prompt-tokens, --new-tokens, --runs and --rounds must be >= 1, found {prompt_tokens}, "
                            f"{new_tokens}, {runs}, {rounds}")  # fmt: skip
-    from ..checkpoint import default_dtype, load_config
-
     config = load_config(path)
     dtype = dtype or str(default_dtype(path)).removeprefix("torch.")
     if path.is_dir() and not (path / "config.json").exists():  # a folder holding a .gguf: bench the file
-        from ..gguf.loader import gguf_path
-
         path = gguf_path(path)
     sizes = [n for n in prefill_tokens if 0 < n <= config.max_seq_len]
     opts = {"dtype": dtype, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "prefill_tokens": sizes,
@@ -404,8 +385,6 @@ def _add_ratios(rows: list[dict], gbs: float | None) -> None:
 
 def format_bench(rows: list[dict], folder: str, dtype: str, prompt_tokens: int, new_tokens: int,
                  quantize: str | None = None) -> str:  # fmt: skip
-    from .. import machine
-
     done = [r for r in rows if "skipped" not in r]
     sizes = list(done[0]["prefill"]) if done else []
     gbs = done[0].get("read_bandwidth_gbs") if done else None

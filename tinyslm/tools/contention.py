@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from .. import machine
+from ..checkpoint import default_dtype, load_config
 from ..errors import TinySLMError
+from ..gguf.loader import gguf_path
 from .bench import _run_worker
 
 
@@ -44,12 +47,10 @@ def run_contention(folder: str | Path, busy: int, dtype: str | None = None, prom
     path = Path(folder).expanduser()
     if busy < 1 or rounds < 1 or runs < 1:
         raise TinySLMError(f"--contention, --rounds and --runs must be >= 1, found {busy}, {rounds}, {runs}")
-    from ..checkpoint import default_dtype, load_config
 
     config = load_config(path)
     dtype = dtype or str(default_dtype(path)).removeprefix("torch.")
     if path.is_dir() and not (path / "config.json").exists():
-        from ..gguf.loader import gguf_path
 
         path = gguf_path(path)
     opts = {"dtype": dtype, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "prefill_tokens": [], "runs": runs,
@@ -88,7 +89,6 @@ def run_contention(folder: str | Path, busy: int, dtype: str | None = None, prom
 
 
 def format_contention(rows: list[dict], folder: str, new_tokens: int, prompt_tokens: int) -> str:
-    from .. import machine
 
     busy = rows[0]["busy"]
     lines = [f"{folder}: decode {new_tokens} greedy tokens after a {prompt_tokens}-token prompt, quiet and beside "

@@ -23,8 +23,12 @@ import torch
 
 from ..checkpoint import load_pretrained, save_pretrained
 from ..config import ModelConfig
-from ..generate import generate
+from ..data import Batches, eval_batches, prepare_data
+from ..runtime import generate
 from ..model import CausalLM
+from ..train import TrainConfig, evaluate, train
+from ..train.distributed import World
+from .parity import check_parity, import_transformers
 from .stats import human
 
 # Real architectures, scaled down: the real vocabulary, head grouping, biases and RoPE settings.
@@ -65,8 +69,6 @@ DEMO_CONFIGS = [
 
 def run_demo(new_tokens: int = 32, seed: int = 0, out=print, train: bool = True) -> list[dict]:
     try:
-        from .parity import check_parity, import_transformers  # noqa: PLC0415
-
         import_transformers()
         have_reference = True
     except Exception:  # noqa: BLE001  (any import failure means: no reference available)
@@ -111,10 +113,6 @@ TRAIN_PROMPTS = ["Mia went to the park with a basket.", "Let us do some sums.\n2
 
 def run_training_demo(steps: int = 200, seed: int = 0, out=print, new_tokens: int = 40) -> dict:
     """Train TRAIN_CONFIG on the embedded corpus for `steps` steps; show greedy text before and after."""
-    from ..data import Batches, eval_batches, prepare_data  # noqa: PLC0415
-    from ..train import TrainConfig, evaluate, train  # noqa: PLC0415
-    from ..train.distributed import World  # noqa: PLC0415
-
     data = prepare_data(None, progress=True)  # offline; generated, tokenized and cached on the first run
     config = TRAIN_CONFIG.replace(vocab_size=data.vocab_size, eos_token_id=data.eos_id)
     cfg = TrainConfig(steps=steps, batch_size=16, seq_len=64, lr=4e-3, eval_every=0, eval_batches=8, seed=seed,

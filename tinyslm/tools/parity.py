@@ -22,7 +22,7 @@ from torch import nn
 
 from ..checkpoint import load_config, load_pretrained, weight_files
 from ..errors import GenerationError, TinySLMError
-from ..generate import generate
+from ..runtime import generate
 
 DEFAULT_TOLERANCE = 1e-5  # max |diff| / max |logit| in float32
 

@@ -17,14 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ModelConfig
-from ..model import CausalLM
+from ..sizing import estimate_parameters, meta_model, representative, times_stored  # noqa: F401  (re-exported)
 
 COMPONENTS = ("embedding", "attention", "ffn", "norms", "lm_head")
-
-
-def meta_model(config: ModelConfig) -> CausalLM:
-    with torch.device("meta"):
-        return CausalLM(config)
 
 
 def component_of(name: str) -> str:
@@ -65,7 +60,7 @@ class ModelStats:
     dtype_bytes: int
     context: int
     kv_cache_values_at_context: int  # sliding-window layers stop growing at their window
-    executed_parameters: int = 0  # weights applied per token: a block run twice counts twice
+    executed_parameters: int = 0  # weights applied per token: a block run twice counts twice, a tied head twice
     flops_per_token: int = 0  # forward FLOPs for one token with `context` keys before it (2 per multiply-add)
     effective_depth: int = 0  # depth steps run (n_layers, or more with block sharing)
     stored_blocks: int = 0
@@ -107,31 +102,6 @@ class ModelStats:
         return out
 
 
-def representative(config: ModelConfig) -> tuple[ModelConfig, list[int]]:
-    """A config with one layer per distinct layer spec, and how many stored layers each one stands for.
-
-    Counting a model needs one block of each kind, not every block: a 26-layer Gemma-2 has two kinds
-    (sliding and full), and a config.json claiming ten million layers is counted as fast as one.
-    """
-    counts = config.layer_spec_counts()
-    specs = list(counts)
-    sliding = [s.window is not None for s in specs]
-    varies = lambda values, default: None if all(v == default for v in values) else [*values]  # noqa: E731
-    small = config.replace(
-        n_layers=len(specs),
-        layer_n_heads=varies([s.n_heads for s in specs], config.n_heads),
-        layer_n_kv_heads=varies([s.n_kv_heads for s in specs], config.n_kv_heads),
-        layer_ffn_dim=varies([s.ffn_dim for s in specs], config.ffn_dim),
-        layer_types=["sliding" if s else "full" for s in sliding] if any(sliding) else None,
-        sliding_pattern=None,
-        sliding_window=config.sliding_window if any(sliding) else None,
-        rope_local_theta=config.rope_local_theta if any(sliding) else None,
-        block_sharing="none",
-        block_schedule=None,
-    )
-    return small, list(counts.values())
-
-
 def runs_per_spec(config: ModelConfig) -> list[int]:
     """Depth steps executed per distinct layer spec (the order of `layer_spec_counts`)."""
     counts = config.layer_spec_counts()
@@ -149,11 +119,6 @@ def effective_depth(config: ModelConfig) -> int:
     if config.block_schedule is not None:
         return len(config.block_schedule)
     return config.n_layers * (config.share_repeats if config.block_sharing != "none" else 1)
-
-
-def estimate_parameters(config: ModelConfig) -> int:
-    """The model's parameter count, without building more than one block per layer spec."""
-    return model_stats(config).parameters
 
 
 def _matmul_weights(module: torch.nn.Module) -> int:
@@ -178,7 +143,7 @@ def model_stats(config: ModelConfig, dtype: torch.dtype = torch.bfloat16, contex
     breakdown = dict.fromkeys(COMPONENTS, 0)
     in_blocks = 0  # stored block parameters
     for name, p in model.named_parameters():  # distinct Parameters only: a tied head or shared FFN is listed once
-        times = counts[int(name.split(".")[1])] if name.startswith("blocks.") and not _shared(config, name) else 1
+        times = times_stored(config, counts, name)
         breakdown[component_of(name)] += p.numel() * times
         in_blocks += p.numel() * times if name.startswith("blocks.") else 0
     total = sum(breakdown.values())
@@ -227,11 +192,6 @@ def model_stats(config: ModelConfig, dtype: torch.dtype = torch.bfloat16, contex
     )
 
 
-def _shared(config: ModelConfig, name: str) -> bool:
-    """A parameter stored once but used by every block (MobiLlama's FFN)."""
-    return config.shared_ffn and ".ffn." in name
-
-
 def _varies(config: ModelConfig) -> bool:
     """Whether stored blocks differ in size or in how often they run (then a per-layer table says how)."""
     return any(v is not None for v in (config.layer_n_heads, config.layer_n_kv_heads, config.layer_ffn_dim,
@@ -251,6 +211,24 @@ def human(n: float, unit: str = "") -> str:
     return str(int(n))
 
 
+def shares_blocks(s: ModelStats) -> bool:
+    """Whether a stored block runs more than once per token (layer sharing, a schedule) or one FFN serves all."""
+    return s.effective_depth != s.stored_blocks or s.shared_ffn
+
+
+def _executed_line(s: ModelStats) -> list[str]:
+    """The weights applied per token, where block sharing makes them more than the stored parameters (a tied head
+    alone does not: its second use is named when the line is there, never the only reason for it)."""
+    if not shares_blocks(s):
+        return []
+    uses = ["each run of a shared block counted"] if s.effective_depth != s.stored_blocks else []
+    uses += ["the shared FFN counted in every block"] if s.shared_ffn else []
+    if s.tied_head:
+        uses.append("the tied embedding again as the head")
+    return [f"executed parameters       {s.executed_parameters:,} ({human(s.executed_parameters)} per token: "
+            f"{', '.join(uses)})"]  # fmt: skip
+
+
 def format_stats(s: ModelStats, dtype_name: str) -> str:
     lines = [
         f"model                     {s.name}",
@@ -266,8 +244,7 @@ def format_stats(s: ModelStats, dtype_name: str) -> str:
         f"weight bytes ({dtype_name})     {s.weight_bytes:,} B ({human(s.weight_bytes, 'B')})",
         f"KV cache per token        {s.kv_cache_bytes_per_token:,} B ({dtype_name})",
         f"KV cache at {s.context:<13} {s.kv_cache_bytes_at_context:,} B ({human(s.kv_cache_bytes_at_context, 'B')})",
-        f"executed parameters       {s.executed_parameters:,} ({human(s.executed_parameters)}; each use of a shared "
-        "weight counted)",
+        *_executed_line(s),
         f"effective depth           {s.effective_depth} steps over {s.stored_blocks} stored blocks"
         + (" (one FFN shared by all)" if s.shared_ffn else ""),
         f"FLOPs per token at {s.context:<6} {s.flops_per_token:,} ({human(s.flops_per_token)}; forward, 2 per multiply-add)",

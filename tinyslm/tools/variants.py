@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..checkpoint import load_config
 from ..config import ModelConfig, dtype_from_name
 from ..errors import ConfigError
 from .stats import human, model_stats
@@ -297,8 +298,6 @@ def compare_attention(
 ) -> dict[str, Any]:
     """Every attention variant of `base` (a ModelConfig, TOML file, config.json or checkpoint folder), JSON-able."""
     if not isinstance(base, ModelConfig):
-        from ..checkpoint import load_config  # noqa: PLC0415  (checkpoint imports the model; keep this light)
-
         base = load_config(base)
     contexts = _check_contexts(contexts)
     if not isinstance(batch, int) or batch <= 0:

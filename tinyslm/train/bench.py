@@ -28,8 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import save_pretrained
+from ..config import ModelConfig
+from ..errors import ConfigError
+from ..model import CausalLM
+from .optim import lr_at, make_optimizer
+from .trainer import TrainConfig, autocast_dtype, train
+
 EXAMPLES = """examples:
-  tinyslm train-bench configs/ablation/llama-1m.toml                       defaults: batch 16 x 128 tokens, 3 repeats
+  tinyslm train-bench configs/ablation/llama-1m.toml                       # defaults: batch 16 x 128 tokens, 3 repeats
   tinyslm train-bench my.toml --batch-size 8 --seq-len 256 --steps 10 --repeats 5 --json"""
 
 
@@ -57,8 +64,6 @@ class RandomBatches:
 
 def run_tinyslm(config, cfg, warmup: int) -> float:
     """Tokens/s of tinyslm's trainer over the steps after `warmup`."""
-    from .trainer import train  # noqa: PLC0415
-
     result = train(config, RandomBatches(config.vocab_size, cfg.seq_len, cfg.batch_size), cfg, progress=False)
     timed = result.history[warmup:]
     tokens = cfg.batch_size * cfg.seq_len
@@ -68,9 +73,6 @@ def run_tinyslm(config, cfg, warmup: int) -> float:
 def run_transformers(folder: Path, cfg, warmup: int) -> float:
     """Tokens/s of a plain PyTorch loop over transformers' model (SDPA attention), same recipe."""
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
-
-    from .optim import lr_at, make_optimizer  # noqa: PLC0415
-    from .trainer import autocast_dtype  # noqa: PLC0415
 
     model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa", dtype=torch.float32).train()
     optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
@@ -96,10 +98,6 @@ def run_transformers(folder: Path, cfg, warmup: int) -> float:
 
 
 def run_bench(config, *, batch_size: int, seq_len: int, steps: int, warmup: int, repeats: int, precision: str) -> dict:
-    from ..checkpoint import save_pretrained  # noqa: PLC0415
-    from ..model import CausalLM  # noqa: PLC0415
-    from .trainer import TrainConfig  # noqa: PLC0415
-
     cfg = TrainConfig(steps=warmup + steps, batch_size=batch_size, seq_len=seq_len, eval_every=0, precision=precision,
                       device="cpu", seed=0)  # fmt: skip
     rows = {"tinyslm": [], "transformers": []}
@@ -165,9 +163,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import ModelConfig  # noqa: PLC0415
-    from ..errors import ConfigError  # noqa: PLC0415
-
     config = ModelConfig.from_toml(args.config)
     if args.vocab_size is not None:
         config = config.replace(vocab_size=args.vocab_size)

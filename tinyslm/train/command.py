@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
 from .. import machine
+from ..config import ModelConfig
+from ..data import Batches, eval_batches, prepare_data
+from ..errors import ConfigError
+from . import distributed as D
+from .trainer import TrainConfig, TrainInterrupted, train
 
 DESCRIPTION = """Train a model of any tinyslm architecture from scratch on a text corpus.
 
@@ -33,8 +40,6 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub) -> None:
-    from .trainer import TrainConfig  # noqa: PLC0415
-
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model from scratch on text (or the embedded corpus); DDP under torchrun",
                        description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -72,11 +77,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import ModelConfig  # noqa: PLC0415
-    from ..errors import ConfigError  # noqa: PLC0415
-    from . import distributed as D  # noqa: PLC0415
-    from .trainer import TrainConfig, TrainInterrupted, train  # noqa: PLC0415
-
     machine.use_threads(args.threads)
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, min_lr=args.min_lr,
@@ -109,9 +109,6 @@ def run(args) -> int:
 
 def _prepare(args, world):
     """The tokenized corpus; rank 0 prepares (and caches) it first, the other ranks then read the cache."""
-    from ..data import prepare_data  # noqa: PLC0415
-    from . import distributed as D  # noqa: PLC0415
-
     def prepare():
         return prepare_data(args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, seed=args.seed,
                             progress=world.is_main and not args.no_progress)  # fmt: skip
@@ -125,16 +122,12 @@ def _prepare(args, world):
 
 def _streams(data, cfg, world):
     """(batches, val): this rank's rows of every global batch, and the validation windows."""
-    from ..data import Batches, eval_batches  # noqa: PLC0415
-
     batches = Batches(data.train, cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=world.rank, world_size=world.world_size)
     # every rank reads the same validation batches; evaluate() deals them out
     return batches, (lambda: eval_batches(data.val, cfg.seq_len, cfg.batch_size, max_batches=cfg.eval_batches))
 
 
 def _shutdown() -> None:
-    import torch.distributed as dist  # noqa: PLC0415
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_pretrained, save_pretrained
+from ..checkpoint import save_pretrained
 from ..config import ModelConfig
 from ..errors import CheckpointError
 from ..model import CausalLM
+from ..pretrained import load_pretrained
 
 STATE_FILE = "trainer_state.pt"
 FORMAT = 1

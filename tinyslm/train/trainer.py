@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import machine
 from ..config import ModelConfig
@@ -225,7 +227,7 @@ def train(
     optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
     start, history = 0, []
     if state is not None:
-        from torch.distributed.checkpoint.state_dict import (  # noqa: PLC0415
+        from torch.distributed.checkpoint.state_dict import (  # noqa: PLC0415  (1.4 s to import: only on resume)
             StateDictOptions,
             set_optimizer_state_dict,
         )
@@ -385,7 +387,7 @@ def _resume_folder(out: Path | None, resume: bool | str | Path) -> Path | None:
 
 def _save(out, step, model, wrapped, optimizer, batches, cfg, model_config, history, world, extra_files, final) -> None:
     """Gather the full model and optimizer state (collective under FSDP) and write them from rank 0."""
-    from torch.distributed.checkpoint.state_dict import (  # noqa: PLC0415
+    from torch.distributed.checkpoint.state_dict import (  # noqa: PLC0415  (1.4 s to import: only when saving)
         StateDictOptions,
         get_model_state_dict,
         get_optimizer_state_dict,
@@ -424,8 +426,6 @@ def _save(out, step, model, wrapped, optimizer, batches, cfg, model_config, hist
 
 def _save_elsewhere(out: Path, step: int, model, state: dict, extra_files) -> str:
     """The final checkpoint in a new folder beside `out` (else in the temporary folder), for when `out` failed."""
-    import tempfile  # noqa: PLC0415
-
     for parent in (out.parent, Path(tempfile.gettempdir())):
         try:
             rescue = Path(tempfile.mkdtemp(prefix=f"{out.name}-rescued-", dir=parent))
@@ -437,8 +437,6 @@ def _save_elsewhere(out: Path, step: int, model, state: dict, extra_files) -> st
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
     return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
 
 

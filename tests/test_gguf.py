@@ -242,7 +242,8 @@ def test_convert_round_trips_every_type_with_transformers_logits(case, hf_folder
 
 
 # ----------------------------------------------------------------------------------------------
-# architectures transformers' GGUF loader does not read (gemma, olmo, phi2, gptneox): checked against the original
+# architectures transformers' GGUF loader does not read (gemma, olmo, phi2, gptneox; starcoder2 it reads without
+# its RoPE base): checked against the original
 # transformers model (f32) and against transformers on the folder converted back; llama.cpp itself ran these
 # layouts to the original model's logits (llama-cpp-python 0.3.36, max |diff| / max |logit| <= 6e-4, where a
 # wrong norm offset, q/k order, qkv split or dropped clamp gave 0.4 to 1.1)
@@ -267,6 +268,13 @@ LLAMA_CPP_ONLY = {
                 {"rotary_pct": 0.25}),
     "gptneox-sequential": ("GPTNeoXConfig", dict(SMALL, use_parallel_residual=False),
                            {"block": "sequential", "partial_rotary_factor": 0.25}, {"use_parallel_residual": True}),
+    # LayerNorms, a plain gelu_tanh MLP, biases on every linear, a window shorter than the prompt
+    "starcoder2": ("Starcoder2Config", dict(SMALL, num_key_value_heads=2, sliding_window=4, rope_theta=500.0),
+                   {"sliding_window": 4, "qkv_bias": True, "ffn_bias": True, "tie_embeddings": True, "rope_theta": 500.0},
+                   {"sliding_window": None}),
+    "starcoder2-no-bias": ("Starcoder2Config", dict(SMALL, use_bias=False, tie_word_embeddings=False),
+                           {"qkv_bias": False, "out_bias": False, "ffn_bias": False, "tie_embeddings": False},
+                           {"rope_theta": 500.0}),
 }  # fmt: skip
 
 

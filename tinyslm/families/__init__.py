@@ -30,6 +30,7 @@ from typing import Callable
 
 from ..config import ModelConfig
 from ..errors import ConfigError, UnsupportedModelError
+from .gguf_arch import Arch
 from .hf_config import HFConfig
 from .keymap import Fused, KeyMap
 
@@ -48,6 +49,7 @@ class Family:
     ignored: tuple[str, ...] = ()  # regexes of non-parameter buffers real files carry
     examples: str = ""  # checkpoints known to load, listed when a model_type is not supported
     by_architecture: bool = False  # chosen by config.json's "architectures" (its model_type is another family's)
+    gguf: Arch | None = None  # its GGUF form (llama.cpp architecture and metadata keys), if it has one
     _aliases: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:

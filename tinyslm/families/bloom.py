@@ -29,10 +29,10 @@ Refused:
 
 from __future__ import annotations
 
-
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family, Fused
+from .gguf_arch import BLOOM_KEYS, Arch
 from .hf_config import HFConfig
 
 # BloomConfig defaults, used when config.json omits a key (max_seq_len: BLOOM's 2048-token training context)
@@ -123,6 +123,8 @@ def to_hf(config: ModelConfig) -> dict:
     )
 
 
+GGUF = Arch("bloom", keys=BLOOM_KEYS, qkv_by_part=True)
+
 FAMILY = Family(
     model_type="bloom",
     architecture="BloomForCausalLM",
@@ -132,4 +134,5 @@ FAMILY = Family(
     fused=FUSED,
     aliases=ALIASES,
     examples="BLOOM-560M..176B, BLOOMZ-560M/1B1",
+    gguf=GGUF,
 )

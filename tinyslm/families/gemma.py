@@ -20,6 +20,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
+from .gguf_arch import Arch
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
 
@@ -40,7 +41,6 @@ SANDWICH_MODULES = LLAMA_MODULES | {
 
 # config.json layer types -> ours ("attention" is the old name transformers still maps to "full_attention")
 HF_LAYER_TYPES = {"sliding_attention": "sliding", "full_attention": "full", "attention": "full"}
-
 
 
 def gemma_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
@@ -174,6 +174,16 @@ def to_hf(config: ModelConfig) -> dict:
     return llama_like_to_hf(config, "GemmaForCausalLM", attention_bias=bias, rms_norm_eps=eps)
 
 
+def _gemma_refuse(config) -> list[str]:
+    # llama.cpp's gemma graph has no attention biases and always reads the head off token_embd
+    # (convert_hf_to_gguf.py's GemmaModel drops lm_head.weight)
+    return (["attention biases (attention_bias=true)"] if config.qkv_bias or config.out_bias else []) + (
+        ["an untied lm_head (tie_word_embeddings=false)"] if not config.tie_embeddings else [])
+
+
+# convert_hf_to_gguf.py's GemmaModel: (1 + w) norms stored 1 + w, q/k not permuted, head tied
+GGUF = Arch("gemma", norm_offset=1.0, refuse=_gemma_refuse)
+
 FAMILY = Family(
     model_type="gemma",
     architecture="GemmaForCausalLM",
@@ -182,4 +192,5 @@ FAMILY = Family(
     modules=LLAMA_MODULES,  # Gemma-1's post_attention_layernorm is Llama's pre-FFN norm
     ignored=LLAMA_IGNORED,
     examples="gemma-2b, gemma-7b",
+    gguf=GGUF,
 )

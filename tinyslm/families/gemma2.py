@@ -17,9 +17,17 @@ from __future__ import annotations
 from ..config import ModelConfig
 from . import Family
 from .gemma import (
-    GEMMA_DEFAULTS, SANDWICH_MODULES, attn_scale_from_hf, attn_scale_to_hf,
-    check_gemma_shape, gemma_like_from_hf, optional_float, sliding_layout, sliding_layout_to_hf,
+    GEMMA_DEFAULTS,
+    SANDWICH_MODULES,
+    attn_scale_from_hf,
+    attn_scale_to_hf,
+    check_gemma_shape,
+    gemma_like_from_hf,
+    optional_float,
+    sliding_layout,
+    sliding_layout_to_hf,
 )  # fmt: skip
+from .gguf_arch import GEMMA2_KEYS, Arch
 from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 from .llama import LLAMA_IGNORED, llama_like_to_hf
 
@@ -65,6 +73,9 @@ def to_hf(config: ModelConfig) -> dict:
     return hf
 
 
+# Gemma's RMSNorm multiplies by (1 + w); llama.cpp stores 1 + w (convert_hf_to_gguf.py's Gemma2Model)
+GGUF = Arch("gemma2", keys=GEMMA2_KEYS, norm_offset=1.0)
+
 FAMILY = Family(
     model_type="gemma2",
     architecture="Gemma2ForCausalLM",
@@ -73,4 +84,5 @@ FAMILY = Family(
     modules=SANDWICH_MODULES,
     ignored=LLAMA_IGNORED,
     examples="gemma-2-2b, gemma-2-9b, gemma-2-27b",
+    gguf=GGUF,
 )

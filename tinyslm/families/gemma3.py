@@ -22,10 +22,18 @@ from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
 from .gemma import (
-    GEMMA_DEFAULTS, SANDWICH_MODULES, attn_scale_from_hf, attn_scale_to_hf, check_gemma_shape,
-    gemma_like_from_hf, optional_float, sliding_layout, sliding_layout_to_hf,
+    GEMMA_DEFAULTS,
+    SANDWICH_MODULES,
+    attn_scale_from_hf,
+    attn_scale_to_hf,
+    check_gemma_shape,
+    gemma_like_from_hf,
+    optional_float,
+    sliding_layout,
+    sliding_layout_to_hf,
 )  # fmt: skip
 from .gemma2 import softcap_from_hf
+from .gguf_arch import DECODER_KEYS, Arch
 from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 from .llama import LLAMA_IGNORED, llama_like_to_hf
 
@@ -128,6 +136,9 @@ def to_hf(config: ModelConfig) -> dict:
     return hf
 
 
+# Gemma-3's text model; its q/k norms are (1 + w) norms too, stored 1 + w
+GGUF = Arch("gemma3", keys=DECODER_KEYS + (("attention.sliding_window", "sliding_window", int),), norm_offset=1.0)
+
 FAMILY = Family(
     model_type="gemma3_text",
     architecture="Gemma3ForCausalLM",
@@ -136,4 +147,5 @@ FAMILY = Family(
     modules=SANDWICH_MODULES,  # with the llama map's self_attn.q_norm / k_norm
     ignored=LLAMA_IGNORED,
     examples="gemma-3-270m, gemma-3-1b",
+    gguf=GGUF,
 )

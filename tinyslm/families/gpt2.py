@@ -24,10 +24,10 @@ so it is accepted and ignored.
 
 from __future__ import annotations
 
-
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family, Fused
+from .gguf_arch import GPT2_KEYS, Arch
 from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 
 # GPT2Config defaults (transformers), used when config.json omits a key
@@ -115,6 +115,8 @@ def to_hf(config: ModelConfig) -> dict:
     )
 
 
+GGUF = Arch("gpt2", keys=GPT2_KEYS)
+
 FAMILY = Family(
     model_type="gpt2",
     architecture="GPT2LMHeadModel",
@@ -125,4 +127,5 @@ FAMILY = Family(
     aliases=ALIASES_KEYS,
     ignored=IGNORED,
     examples="Cerebras-GPT-111M..13B, LaMini-GPT-124M/774M, GPT-2",
+    gguf=GGUF,
 )

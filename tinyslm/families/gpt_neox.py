@@ -26,10 +26,10 @@ ones transformers uses is refused rather than silently loaded as a different mod
 
 from __future__ import annotations
 
-
 from ..config import ModelConfig
 from ..errors import ConfigError, UnsupportedModelError
 from . import Family, Fused
+from .gguf_arch import GPTNEOX_KEYS, Arch
 from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 
 # GPTNeoXConfig defaults (GPT-NeoX-20B's shape), used when config.json omits a key
@@ -142,6 +142,21 @@ def to_hf(config: ModelConfig) -> dict:
     )
 
 
+def _gptneox_refuse(config) -> list[str]:
+    # llama.cpp's gptneox graph loads every bias and an untied head; the GGUF states no activation, and
+    # Pythia's (GPTNeoXConfig's default) is exact GELU
+    problems = ["attention_bias=false"] if not (config.qkv_bias and config.out_bias) else []
+    if config.tie_embeddings:
+        problems.append("a tied head (tie_word_embeddings=true)")
+    if config.activation != "gelu":
+        problems.append(f"hidden_act={config.activation!r} (a gptneox GGUF is read as GPTNeoXConfig's 'gelu')")
+    return problems
+
+
+# Pythia (convert_hf_to_gguf.py's GPTNeoXModel): the per-head fused qkv is stored [q | k | v], as Bloom's
+GGUF = Arch("gptneox", keys=GPTNEOX_KEYS, partial_rotary=True, qkv_by_part=True,
+            rope_keys=("rotary_emb_base", "rotary_pct"), refuse=_gptneox_refuse)
+
 FAMILY = Family(
     model_type="gpt_neox",
     architecture="GPTNeoXForCausalLM",
@@ -152,4 +167,5 @@ FAMILY = Family(
     aliases=ALIASES,
     ignored=IGNORED,
     examples="Pythia-70M..12B, Dolly-v2-3B/7B/12B, GPT-NeoX-20B",
+    gguf=GGUF,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
+from .gguf_arch import Arch
 from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 
 # our module path -> HF module path; the suffix (.weight / .bias) carries over
@@ -30,7 +31,6 @@ LLAMA_MODULES = {
 }
 # older Llama files carry the RoPE table as a buffer; it is recomputed, never loaded
 LLAMA_IGNORED = (r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq", r"model\.rotary_emb\.inv_freq")
-
 
 
 def llama_like_from_hf(hf: HFConfig, family: str, **fields) -> ModelConfig:
@@ -113,6 +113,12 @@ def to_hf(config: ModelConfig) -> dict:
     return llama_like_to_hf(config, "LlamaForCausalLM", attention_bias=config.qkv_bias, mlp_bias=config.ffn_bias)
 
 
+def _llama_biases(names: set[str]) -> dict:
+    return {"attention_bias": "blk.0.attn_q.bias" in names, "mlp_bias": "blk.0.ffn_gate.bias" in names}
+
+
+GGUF = Arch("llama", from_tensors=_llama_biases, permuted_qk=True)
+
 FAMILY = Family(
     model_type="llama",
     architecture="LlamaForCausalLM",
@@ -121,4 +127,5 @@ FAMILY = Family(
     modules=LLAMA_MODULES,
     ignored=LLAMA_IGNORED,
     examples="TinyLlama-1.1B, SmolLM/SmolLM2, Llama-3.2-1B, MobileLLaMA, h2o-danube3",
+    gguf=GGUF,
 )

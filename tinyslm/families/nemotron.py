@@ -20,6 +20,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
+from .gguf_arch import NEMOTRON_KEYS, Arch
 from .hf_config import HFConfig
 from .llama import (
     LLAMA_IGNORED,
@@ -66,6 +67,12 @@ def to_hf(config: ModelConfig) -> dict:
     return values
 
 
+def _nemotron(names: set[str]) -> dict:
+    return {"attention_bias": "blk.0.attn_q.bias" in names, "mlp_bias": "blk.0.ffn_up.bias" in names}
+
+
+GGUF = Arch("nemotron", keys=NEMOTRON_KEYS, from_tensors=_nemotron, partial_rotary=True, norm_offset=1.0)
+
 FAMILY = Family(
     model_type="nemotron",
     architecture="NemotronForCausalLM",
@@ -74,4 +81,5 @@ FAMILY = Family(
     modules=LLAMA_MODULES,  # the plain FFN has up and down only; LayerNorm1P's .bias maps with its .weight
     ignored=LLAMA_IGNORED,
     examples="Minitron-4B-Base, Minitron-8B-Base",
+    gguf=GGUF,
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
+from .gguf_arch import OLMO_KEYS, Arch
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
 
@@ -32,7 +33,6 @@ HF_DEFAULTS = {
     "num_attention_heads": 32, "hidden_act": "silu", "max_position_embeddings": 2048,
     "bos_token_id": None, "eos_token_id": 50279, "tie_word_embeddings": False,
 }  # fmt: skip
-
 
 
 def from_hf(hf: HFConfig) -> ModelConfig:
@@ -69,6 +69,17 @@ def to_hf(config: ModelConfig) -> dict:
     return values
 
 
+def _olmo_refuse(config) -> list[str]:
+    problems = ["attention biases (attention_bias=true)"] if config.qkv_bias or config.out_bias else []
+    if config.qkv_clip is not None and config.qkv_clip <= 0:  # llama.cpp clamps only when clamp_kqv > 0
+        problems.append(f"clip_qkv={config.qkv_clip} (llama.cpp reads clamp_kqv <= 0 as no clamp)")
+    return problems
+
+
+# OLMo-1B-hf (convert_hf_to_gguf.py's OlmoModel): q/k permuted as a Llama's, no norm tensors
+GGUF = Arch("olmo", keys=OLMO_KEYS, permuted_qk=True, constants={"attention.layer_norm_epsilon": 1e-5},
+            refuse=_olmo_refuse)
+
 FAMILY = Family(
     model_type="olmo",
     architecture="OlmoForCausalLM",
@@ -77,4 +88,5 @@ FAMILY = Family(
     modules=LLAMA_MODULES,  # the norms have no parameters, so no norm key is mapped or expected
     ignored=LLAMA_IGNORED,
     examples="OLMo-1B-hf, OLMo-7B-hf",
+    gguf=GGUF,
 )

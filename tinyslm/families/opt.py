@@ -24,7 +24,6 @@ Older files were saved from the bare decoder and lack the leading `model.`; they
 
 from __future__ import annotations
 
-
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family

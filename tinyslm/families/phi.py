@@ -22,6 +22,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
+from .gguf_arch import PHI2_KEYS, Arch
 from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 from .llama import LLAMA_IGNORED, llama_like_from_hf, llama_like_to_hf
 
@@ -89,6 +90,19 @@ def to_hf(config: ModelConfig) -> dict:
     return values
 
 
+def _phi2_refuse(config) -> list[str]:
+    # llama.cpp's phi2 graph: no q/k LayerNorm, an untied head with a bias, GELU as tanh approximation
+    problems = ["qk_layernorm=true"] if config.qk_norm else []
+    if config.tie_embeddings:
+        problems.append("a tied lm_head (tie_word_embeddings=true)")
+    if config.activation not in ("gelu_new", "gelu_tanh"):
+        problems.append(f"hidden_act={config.activation!r} (a phi2 GGUF is read as gelu_new)")
+    return problems
+
+
+# convert_hf_to_gguf.py's Phi2Model: separate q/k/v with biases, partial RoPE
+GGUF = Arch("phi2", keys=PHI2_KEYS, partial_rotary=True, refuse=_phi2_refuse)
+
 FAMILY = Family(
     model_type="phi",
     architecture="PhiForCausalLM",
@@ -97,4 +111,5 @@ FAMILY = Family(
     modules=PHI_MODULES,
     ignored=LLAMA_IGNORED,
     examples="microsoft/phi-1, phi-1_5, phi-2",
+    gguf=GGUF,
 )

@@ -24,6 +24,7 @@ from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from ..rope_scaling import rope_type_of
 from . import Family, Fused
+from .gguf_arch import PHI3_KEYS, Arch
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, llama_like_from_hf, llama_like_to_hf
 
@@ -90,6 +91,8 @@ def to_hf(config: ModelConfig) -> dict:
     return llama_like_to_hf(config, "Phi3ForCausalLM", sliding_window=config.sliding_window, pad_token_id=None, **extra)
 
 
+GGUF = Arch("phi3", keys=PHI3_KEYS, partial_rotary=True)
+
 FAMILY = Family(
     model_type="phi3",
     architecture="Phi3ForCausalLM",
@@ -99,4 +102,5 @@ FAMILY = Family(
     fused=PHI3_FUSED,
     ignored=LLAMA_IGNORED,
     examples="microsoft/Phi-3-mini-4k-instruct, Phi-3-mini-128k-instruct, Phi-3.5-mini-instruct, Phi-4-mini-instruct",
+    gguf=GGUF,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
+from .gguf_arch import Arch
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
 
@@ -42,6 +43,8 @@ def to_hf(config: ModelConfig) -> dict:
     return llama_like_to_hf(config, "Qwen2ForCausalLM", use_sliding_window=False)
 
 
+GGUF = Arch("qwen2")
+
 FAMILY = Family(
     model_type="qwen2",
     architecture="Qwen2ForCausalLM",
@@ -50,4 +53,5 @@ FAMILY = Family(
     modules=LLAMA_MODULES,
     ignored=LLAMA_IGNORED,
     examples="Qwen1.5, Qwen2-0.5B, Qwen2.5-0.5B/1.5B",
+    gguf=GGUF,
 )

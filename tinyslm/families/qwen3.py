@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
+from .gguf_arch import Arch
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
 from .qwen2 import check_no_sliding_window, qwen_defaults
@@ -30,6 +31,12 @@ def to_hf(config: ModelConfig) -> dict:
     return llama_like_to_hf(config, "Qwen3ForCausalLM", attention_bias=config.qkv_bias, use_sliding_window=False)
 
 
+def _qwen3_bias(names: set[str]) -> dict:
+    return {"attention_bias": "blk.0.attn_q.bias" in names}
+
+
+GGUF = Arch("qwen3", from_tensors=_qwen3_bias)
+
 FAMILY = Family(
     model_type="qwen3",
     architecture="Qwen3ForCausalLM",
@@ -38,4 +45,5 @@ FAMILY = Family(
     modules=LLAMA_MODULES,
     ignored=LLAMA_IGNORED,
     examples="Qwen3-0.6B/1.7B/4B (dense)",
+    gguf=GGUF,
 )

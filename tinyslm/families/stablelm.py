@@ -21,6 +21,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
+from .gguf_arch import STABLELM_KEYS, Arch
 from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
 
@@ -83,6 +84,13 @@ def to_hf(config: ModelConfig) -> dict:
     return values
 
 
+def _stablelm(names: set[str]) -> dict:
+    # as transformers' GGUF loader reads them: q/k/v biases present, and no ffn_norm means one shared norm
+    return {"use_qkv_bias": "blk.0.attn_q.bias" in names, "use_parallel_residual": "blk.0.ffn_norm.weight" not in names}
+
+
+GGUF = Arch("stablelm", keys=STABLELM_KEYS, from_tensors=_stablelm, partial_rotary=True)
+
 FAMILY = Family(
     model_type="stablelm",
     architecture="StableLmForCausalLM",
@@ -91,4 +99,5 @@ FAMILY = Family(
     modules=STABLELM_MODULES,
     ignored=LLAMA_IGNORED,
     examples="stabilityai/stablelm-2-1_6b, stablelm-2-zephyr-1_6b, stablelm-zephyr-3b, stablelm-2-12b",
+    gguf=GGUF,
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
+from .gguf_arch import DECODER_KEYS, Arch
 from .hf_config import ACTIVATIONS_TO_HF, HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
 
@@ -65,6 +66,21 @@ def to_hf(config: ModelConfig) -> dict:
     return values
 
 
+# convert_hf_to_gguf.py's StarCoder2Model: LayerNorm eps under llama.cpp's layer_norm_epsilon, q/k not permuted,
+# the biases read off the tensors; llama.cpp has no key for the window: written under attention.sliding_window
+# (llama.cpp ignores it, tinyslm reads it back)
+STARCODER2_KEYS = tuple(k for k in DECODER_KEYS if k[0] != "attention.layer_norm_rms_epsilon") + (
+    ("attention.layer_norm_epsilon", "norm_epsilon", float),
+    ("attention.sliding_window", "sliding_window", int),
+)
+
+
+def _biases(names: set[str]) -> dict:
+    return {"use_bias": "blk.0.attn_q.bias" in names}
+
+
+GGUF = Arch("starcoder2", keys=STARCODER2_KEYS, from_tensors=_biases)
+
 FAMILY = Family(
     model_type="starcoder2",
     architecture="Starcoder2ForCausalLM",
@@ -73,4 +89,5 @@ FAMILY = Family(
     modules=STARCODER2_MODULES,
     ignored=LLAMA_IGNORED,
     examples="bigcode/starcoder2-3b, starcoder2-7b, starcoder2-15b",
+    gguf=GGUF,
 )

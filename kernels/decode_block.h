@@ -27,7 +27,7 @@
 //
 // Why a whole block in C++: decoding a small model is bound by the module path's ~40 operator calls
 // per layer (each a dispatch, an allocation, a fork and join of the thread pool, for microseconds of
-// work), not by its weights (quant/decode_block.py has the figures). Here a layer is one run of the kernels'
+// work), not by its weights (docs/performance.md has the figures). Here a layer is one run of the kernels'
 // thread pool (threads.h; a token's layers one call, decode_block.cpp): the threads split each product's groups
 // of 8 weight rows (as ggml_mm does), the attention's heads and the FFN's activations, and meet at a barrier
 // between the steps above (a short spin, then sleep: a busy machine's descheduled thread is waited for, not

@@ -21,7 +21,7 @@ masks by those positions (positions.attention_mask), so the slots need no order.
     a chunk of T    attend over (the W stored + the T new) keys, *then* keep the last W of them:
                     writing first would overwrite keys the chunk's early queries still need
 This stays exact past the window and for prefills longer than the window (tests/test_attention.py,
-tests/test_families.py: hypothesis over lengths around the window).
+tests/test_parity.py: hypothesis over lengths around the window).
 
 A fourth, which returns all S slots at every step (fixed shapes for a compiled step), lives with that step in
 tinyslm.runtime.compiled (StaticKVBuffer).

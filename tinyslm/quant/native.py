@@ -11,7 +11,7 @@ generic forces either, machine.py), and cached by torch under ~/.cache/torch_ext
 carrying the instruction set and the CPU's digest (_cpu_tag), so later processes on the same CPU load
 them in a fraction of a second. They run on their own threads (kernels/threads.h), as many as torch's.
 
-If they cannot be built (no compiler, no source in a non-editable install) or TINYSLM_NATIVE=0 is
+If they cannot be built (no compiler, no kernel sources found) or TINYSLM_NATIVE=0 is
 set, `available()` is False, says why once, and callers fall back to torch's own kernels (and the
 module path, or the compiled step, for decoding).
 """
@@ -57,7 +57,7 @@ def available() -> bool:
     isa = machine.kernel_isa()  # (a bad TINYSLM_KERNEL_ISA is the user's error: raised, not a fallback)
     missing = [str(s) for s in SOURCES if not s.exists()]
     if missing:
-        why_unavailable = f"kernel source {missing[0]} not found (install tinyslm with `pip install -e .`)"
+        why_unavailable = f"kernel source {missing[0]} not found (reinstall tinyslm: a wheel carries the kernels as tinyslm/kernels/)"
         return False
     try:
         _build_and_load(isa[1])

@@ -1,4 +1,4 @@
-"""The attention-variant toolkit (tinyslm/tools/variants.py): derived configs build, run, and cost what it claims."""
+"""The attention-variant toolkit (tinyslm/tools/variants.py, and tools/attention_costs.py for what each costs): derived configs build, run, and cost what it claims."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ import torch
 
 import tinyslm
 from tinyslm import CausalLM, ConfigError, ModelConfig
-from tinyslm.tools.variants import (
-    attention_variants,
-    compare_attention,
-    default_gqa_kv_heads,
-    derive,
-    format_compare_attention,
-    parse_contexts,
-)
+from tinyslm.tools.attention_costs import compare_attention, format_compare_attention, parse_contexts
+from tinyslm.tools.variants import attention_variants, default_gqa_kv_heads, derive
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TINY = ModelConfig(name="tiny", vocab_size=96, dim=64, n_layers=2, n_heads=8, n_kv_heads=2, ffn_dim=160,

@@ -36,7 +36,7 @@ from .tools.contention import format_contention, run_contention
 from .tools.demo import run_demo
 from .tools.parity import check_parity
 from .tools.stats import format_stats, model_stats
-from .tools.variants import compare_attention, format_compare_attention, parse_contexts
+from .tools.attention_costs import compare_attention, format_compare_attention, parse_contexts
 
 QUANT_CHOICES = ["q8_0", "q4_0", "q4_1", "int8", "int4"]  # tinyslm.quantize kinds (quant/quantize.py)
 

@@ -12,7 +12,7 @@ from ..data import prepare_data
 from ..errors import ConfigError
 from .report import summarize, write_outputs
 from .run import AblationSettings, mqar_config, mqar_task, run_ablation
-from .variants import parse_variants
+from ..tools.variants import parse_variants
 
 DESCRIPTION = """Train the same small model with different attention types - same data, same batches, same
 seeds, same step budget - and compare quality, KV-cache size and speed side by side.

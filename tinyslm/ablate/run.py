@@ -35,9 +35,9 @@ from ..data import MQAR, Batches, eval_batches
 from ..errors import ConfigError
 from ..runtime import generate
 from ..tools.stats import model_stats
-from ..tools.variants import layout_of
+from ..tools.attention_costs import layout_of
 from ..train import TrainConfig, train
-from .variants import Variant
+from ..tools.variants import Variant
 
 
 @dataclass

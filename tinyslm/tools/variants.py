@@ -30,20 +30,41 @@ dtype's size, so the toolkit cannot drift from the code. `compare_attention` put
 dict and `format_compare_attention` renders the table `tinyslm inspect --compare-attention` prints:
 at long context the cache, not the weights, dominates inference memory, and the rows show by how
 much each variant shrinks it.
+
+The ablation's variants come from a short spec, parsed here too (`parse_variants`): Ablation variants from a short spec: "mha,gqa:4,mqa,mla,swa:64,share:immediate".
+
+Each comma-separated item names one model derived from the base config; parts joined with "+"
+combine (the attention kind is applied first):
+
+    mha | mqa | mla       the attention type, via `derive` above (MLA: DeepSeek-V2 proportions)
+    gqa:K                 grouped-query attention with K KV heads (K divides the query-head count)
+    swa:W                 sliding-window attention, window W, in every layer (Mistral; Beltagy et al.
+                          2020, Longformer): the KV cache stops growing at W tokens
+    share:immediate       MobileLLM's block-wise weight sharing (Liu et al. 2024, arXiv:2402.14905):
+    share:cyclic          every stored block runs twice (A A B B ... or A B ... A B ...), same parameters,
+                          twice the depth and KV cache
+    sharedffn             MobiLlama's shared FFN (Thawakar et al. 2024, arXiv:2402.16840): one FFN, one set
+                          of parameters, used by every block
+    scale                 OpenELM's layer-wise scaling (Mehta et al. 2024, arXiv:2404.14619; layerwise.py):
+    scale:A-B/C-D         query heads from A*dim to B*dim and FFN width from C*dim to D*dim, spaced
+                          linearly over depth (plain `scale`: OpenELM's 0.5-1/0.5-4); KV heads follow
+                          the base's query-heads-per-KV-head ratio
+    gqa:2+swa:32          both
+
+With matched_budget=True the attention variants' FFN widths are resized (`_match_budget`) so every variant has the base's parameter count within 2%; swa and share keep
+the parameters they have (and so do sharedffn and scale: their point is a different budget).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+import re
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-import torch
-
-from ..checkpoint import load_config
-from ..config import ModelConfig, dtype_from_name
+from ..config import ModelConfig
 from ..errors import ConfigError
-from .stats import human, model_stats
+from ..layerwise import openelm_layer_sizes
+from .stats import model_stats
 
 KINDS = ("mha", "gqa", "mqa", "mla")
 MODES = ("same_heads", "matched_budget")
@@ -193,167 +214,118 @@ def default_gqa_kv_heads(base: ModelConfig) -> list[int]:
     return sorted(ks, reverse=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# measuring them
-
-
 def count_parameters(config: ModelConfig) -> tuple[int, int]:
     """(total, attention) distinct parameters of the model `config` builds (meta device, nothing allocated)."""
     stats = model_stats(config)  # a tied head / shared block is counted once
     return stats.parameters, stats.breakdown["attention"]
 
 
-@dataclass
-class AtContext:
-    context: int
-    cache_bytes: int  # batch x context x KV bytes per token
-    cache_share: float  # cache / (weights + cache)
+# ----------------------------------------------------------------------------------------------
+# the ablation's spec: "mha,gqa:4,mqa,mla,swa:64,share:immediate"
 
 
-@dataclass
-class VariantReport:
-    name: str  # "mha", "gqa4", "mqa", "mla"
-    config: ModelConfig = field(repr=False)
-    layout: str  # "9 q / 3 kv heads x 64", "9 heads, r=256 + dr=32"
-    parameters: int
-    attention_parameters: int
-    kv_values_per_token: int  # over all layers (depth steps)
-    kv_bytes_per_token: int
-    weight_bytes: int
-    cache_reduction_vs_mha: float  # MHA's cache / this one's, same H and head_dim
-    at: list[AtContext]
-    is_base: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "attention": self.config.attention, "layout": self.layout, "is_base": self.is_base,
-            "n_heads": self.config.n_heads,
-            "n_kv_heads": None if self.config.attention == "mla" else self.config.n_kv_heads,
-            **({k: getattr(self.config, k) for k in _MLA_FIELDS} if self.config.attention == "mla" else {}),
-            "ffn_dim": self.config.ffn_dim, "parameters": self.parameters,
-            "attention_parameters": self.attention_parameters, "kv_values_per_token": self.kv_values_per_token,
-            "kv_bytes_per_token": self.kv_bytes_per_token, "weight_bytes": self.weight_bytes,
-            "cache_reduction_vs_mha": self.cache_reduction_vs_mha,
-            "at_context": [vars(a).copy() for a in self.at],
-        }  # fmt: skip
+FORMS = ("mha, mqa, mla, gqa:K, swa:W, share:immediate, share:cyclic, sharedffn, scale, scale:A-B/C-D "
+         "(combine with +, e.g. gqa:2+swa:64)")
+OPENELM_SCALING = ((0.5, 1.0), (0.5, 4.0))  # OpenELM's qkv and FFN multiplier ranges (its configs, all sizes)
+FFN_DIVISOR = 16  # widths rounded to multiples of 16 (OpenELM uses 256 at dim 1280+; too coarse for tiny models)
+_ATTENTION = {"mha", "mqa", "mla", "gqa"}
 
 
-def layout_of(config: ModelConfig) -> str:
+@dataclass(frozen=True)
+class Variant:
+    name: str  # "gqa4", "swa64", "gqa2+swa32": a file-safe label
+    spec: str  # as the user wrote it
+    config: ModelConfig
+
+
+def parse_variants(text: str, base: ModelConfig, *, matched_budget: bool = False) -> list[Variant]:
+    """The variants a spec string names, built (and validated) from `base`; one clear error for a bad item."""
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"--variants: no variant named; use a comma-separated list of {FORMS}")
+    variants, seen = [], {}
+    for item in items:
+        variant = build_variant(item, base, matched_budget=matched_budget)
+        if variant.name in seen:
+            raise ConfigError(f"--variants: {item!r} names the same variant as {seen[variant.name]!r}")
+        seen[variant.name] = item
+        variants.append(variant)
+    return variants
+
+
+def build_variant(item: str, base: ModelConfig, *, matched_budget: bool = False) -> Variant:
+    parts = [_parse_part(part.strip().lower(), item) for part in item.split("+")]
+    kinds = [p for p in parts if p[0] in _ATTENTION]
+    if len(kinds) > 1 or any(sum(p[0] == k for p in parts) > 1 for k in ("swa", "share", "sharedffn", "scale")):
+        raise ConfigError(f"--variants: {item!r} combines two settings of the same kind; use at most one attention "
+                          "type and one of each other setting per variant")  # fmt: skip
+    parts.sort(key=lambda p: 0 if p[0] in _ATTENTION else 1)  # the attention type first (MLA resets windows)
+    config, labels = base, []
+    mode = "matched_budget" if matched_budget else "same_heads"
+    for kind, arg in parts:
+        if kind in _ATTENTION:
+            config = derive(config, kind, n_kv_heads=arg, mode=mode)
+            labels.append(f"gqa{arg}" if kind == "gqa" else kind)
+        elif kind == "swa":
+            if arg >= config.max_seq_len:
+                raise ConfigError(f"--variants: {item!r}: window {arg} is not smaller than the model's context "
+                                  f"({config.max_seq_len}); it would be full attention")  # fmt: skip
+            config = config.replace(sliding_window=arg, layer_types=None, sliding_pattern=None, rope_local_theta=None)
+            labels.append(f"swa{arg}")
+        elif kind == "share":
+            config = config.replace(block_sharing=arg, share_repeats=2, block_schedule=None)
+            labels.append(f"share-{arg}")
+        elif kind == "sharedffn":
+            if config.layer_ffn_dim is not None and len(set(config.layer_ffn_dim)) > 1:
+                raise ConfigError(f"--variants: {item!r}: one shared FFN needs one FFN width, but the layers' widths "
+                                  f"differ ({list(config.layer_ffn_dim)})")  # fmt: skip
+            config = config.replace(shared_ffn=True)
+            labels.append("sharedffn")
+        else:
+            config = _layer_scaled(config, arg, item)
+            (q0, q1), (f0, f1) = arg
+            labels.append(f"scale-q{q0:g}-{q1:g}-f{f0:g}-{f1:g}")
+    name = "+".join(labels)
+    return Variant(name=name, spec=item, config=config.replace(name=f"{base.name}-{name}"))
+
+
+def _layer_scaled(config: ModelConfig, ranges, item: str) -> ModelConfig:
+    """`config` with OpenELM's per-layer query heads, KV heads and FFN widths (layerwise.py)."""
     if config.attention == "mla":
-        q = "" if config.q_lora_rank is None else f", rq={config.q_lora_rank}"
-        return f"{config.n_heads} heads, r={config.kv_lora_rank} + dr={config.qk_rope_head_dim}{q}"
-    if config.layer_n_kv_heads is not None:
-        return f"per-layer q/kv heads x {config.head_dim}"
-    kv = "1 kv head" if config.n_kv_heads == 1 else f"{config.n_kv_heads} kv heads"
-    return f"{config.n_heads} q / {kv} x {config.head_dim}"
+        raise ConfigError(f"--variants: {item!r}: layer-wise scaling sets per-layer head counts, which MLA does not "
+                          "support; combine scale with mha, gqa:K or mqa")  # fmt: skip
+    if config.n_heads % config.n_kv_heads:
+        raise ConfigError(f"--variants: {item!r}: {config.n_heads} query heads do not group evenly over "
+                          f"{config.n_kv_heads} KV heads")  # fmt: skip
+    (q0, q1), (f0, f1) = ranges
+    sizes = openelm_layer_sizes(dim=config.dim, head_dim=config.head_dim, n_layers=config.n_layers,
+                                qkv_multipliers=[q0, q1], ffn_multipliers=[f0, f1],
+                                gqa_groups=config.n_heads // config.n_kv_heads, ffn_divisor=FFN_DIVISOR)  # fmt: skip
+    return config.replace(n_heads=max(sizes["layer_n_heads"]), n_kv_heads=max(sizes["layer_n_kv_heads"]),
+                          ffn_dim=max(sizes["layer_ffn_dim"]), **sizes)  # fmt: skip
 
 
-def report_variant(
-    name: str, config: ModelConfig, contexts: Sequence[int], dtype: torch.dtype = torch.bfloat16, batch: int = 1,
-    mha_values_per_token: int | None = None,
-) -> VariantReport:
-    """Parameters, KV bytes per token and at each context, and the cache's share of weights + cache."""
-    stats = model_stats(config, dtype)  # one meta-device build: parameters and cache width
-    total, attention = stats.parameters, stats.breakdown["attention"]
-    size, values = stats.dtype_bytes, stats.kv_cache_values_per_token  # what each attention module stores
-    weights = stats.weight_bytes
-    at = []
-    for ctx in contexts:
-        cache = batch * model_stats(config, dtype, context=ctx).kv_cache_values_at_context * size  # windows cap it
-        at.append(AtContext(ctx, cache, cache / (weights + cache)))
-    return VariantReport(
-        name=name, config=config, layout=layout_of(config), parameters=total, attention_parameters=attention,
-        kv_values_per_token=values, kv_bytes_per_token=values * size, weight_bytes=weights,
-        cache_reduction_vs_mha=(mha_values_per_token or values) / values, at=at,
-    )  # fmt: skip
-
-
-def _check_contexts(contexts: Sequence[int]) -> list[int]:
-    contexts = list(contexts)
-    if not contexts or any(not isinstance(c, int) or isinstance(c, bool) or c <= 0 for c in contexts):
-        raise ConfigError(f"contexts must be positive integers (token counts), found {contexts!r}")
-    return contexts
-
-
-def parse_contexts(text: str) -> list[int]:
-    """'2048,32768' -> [2048, 32768], with an error naming the bad part."""
-    try:
-        contexts = [int(part) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"contexts must be comma-separated positive integers, e.g. 2048,32768; found {text!r}"
-        ) from None
-    return _check_contexts(contexts)
-
-
-def compare_attention(
-    base: ModelConfig | str | Path,
-    contexts: Sequence[int],
-    *,
-    mode: str = "same_heads",
-    dtype: torch.dtype | str = "bfloat16",
-    gqa_kv_heads: Sequence[int] | None = None,
-    batch: int = 1,
-    mla: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Every attention variant of `base` (a ModelConfig, TOML file, config.json or checkpoint folder), JSON-able."""
-    if not isinstance(base, ModelConfig):
-        base = load_config(base)
-    contexts = _check_contexts(contexts)
-    if not isinstance(batch, int) or batch <= 0:
-        raise ConfigError(f"batch must be a positive integer, found {batch!r}")
-    dtype = dtype_from_name(dtype) if isinstance(dtype, str) else dtype
-    variants = attention_variants(base, mode=mode, gqa_kv_heads=gqa_kv_heads, mla=mla)
-    mha_values = model_stats(derive(base, "mha")).kv_cache_values_per_token
-    rows = [report_variant(name, cfg, contexts, dtype, batch, mha_values) for name, cfg in variants.items()]
-    for row in rows:  # the row that *is* the base config (none for per-layer KV heads or other MLA dims)
-        row.is_base = row.config.replace(name=base.name) == base
-    return {
-        "base": base.name, "base_parameters": count_parameters(base)[0],
-        "base_variant": next((r.name for r in rows if r.is_base), None), "mode": mode,
-        "dtype": str(dtype).removeprefix("torch."), "batch": batch, "contexts": contexts,
-        "variants": [r.to_dict() for r in rows],
-    }  # fmt: skip
-
-
-def format_compare_attention(result: dict[str, Any]) -> str:
-    """The `tinyslm inspect --compare-attention` table, from `compare_attention`'s dict."""
-    contexts = result["contexts"]
-    head = ["variant", "attention", "attn params", "total params", "KV/token", "vs MHA"]
-    for ctx in contexts:
-        head += [f"cache @{ctx:,}", "share"]
-    rows = []
-    for v in result["variants"]:
-        row = [
-            v["name"] + (" *" if v["is_base"] else ""),
-            v["layout"],
-            human(v["attention_parameters"]),
-            human(v["parameters"]),
-            human(v["kv_bytes_per_token"], "B"),
-            f"1/{v['cache_reduction_vs_mha']:.1f}",
-        ]
-        for a in v["at_context"]:
-            row += [human(a["cache_bytes"], "B"), f"{100 * a['cache_share']:.1f}%"]
-        rows.append(row)
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(cells: list[str]) -> str:  # first two columns are text (left), the rest numbers (right)
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    if result["mode"] == "same_heads":
-        mode = "same heads"
-    else:
-        mode = f"FFN width matched to {result['base_parameters']:,} parameters"
-    base_note = " * = the base config." if any(v["is_base"] for v in result["variants"]) else ""
-    out = [
-        f"attention variants of {result['base']} ({mode}; {result['dtype']} weights and cache, "
-        f"batch {result['batch']})",
-        line(head),
-        line(["-" * w for w in widths]),
-        *(line(r) for r in rows),
-        "",
-        "KV/token: cache bytes per token, all layers (cache_values_per_token x dtype size). vs MHA: this cache",
-        "as a fraction of MHA's with the same heads. share: cache / (weights + cache) at that context." + base_note,
-    ]
-    return "\n".join(out)
-
+def _parse_part(part: str, item: str) -> tuple[str, object]:
+    if part in ("mha", "mqa", "mla", "sharedffn"):
+        return part, None
+    if part == "scale":
+        return part, OPENELM_SCALING
+    number = r"(\d+(?:\.\d+)?)"
+    m = re.fullmatch(rf"scale:{number}-{number}/{number}-{number}", part)
+    if m and min(q0_q1_f0_f1 := [float(v) for v in m.groups()]) > 0:
+        q0, q1, f0, f1 = q0_q1_f0_f1
+        return "scale", ((q0, q1), (f0, f1))
+    m = re.fullmatch(r"(gqa|swa):(\d+)", part)
+    if m:
+        value = int(m.group(2))
+        if value <= 0:
+            raise ConfigError(f"--variants: {item!r}: {m.group(1)} needs a positive number, found {value}")
+        return m.group(1), value
+    m = re.fullmatch(r"share:(immediate|cyclic)", part)
+    if m:
+        return "share", m.group(1)
+    hint = {"gqa": " (gqa needs its KV-head count, e.g. gqa:4)", "swa": " (swa needs its window, e.g. swa:64)",
+            "share": " (share:immediate or share:cyclic)",
+            "scale": " (scale, or scale:A-B/C-D with positive multipliers, e.g. scale:0.5-1/0.5-4)"}.get(
+        part.split(":")[0], "")  # fmt: skip
+    raise ConfigError(f"--variants: unknown variant {part!r}{hint}; known: {FORMS}")

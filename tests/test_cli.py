@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 import tinyslm
 import tinyslm.cli as cli
+import tinyslm.tools.command
 import tinyslm.tools.parity
 from tinyslm.cli import main
 from tinyslm.config import ModelConfig
@@ -599,7 +600,7 @@ def test_strings_from_files_are_printed_escaped(reference, tmp_path, capsys, nam
 def test_tinyslm_debug_turns_tracebacks_on_only_when_true(reference, capsys, monkeypatch, debug):
     _, folder = reference
     monkeypatch.setenv("TINYSLM_DEBUG", debug)
-    monkeypatch.setattr(cli, "cmd_inspect", lambda args: 1 / 0)  # an unexpected failure
+    monkeypatch.setattr(tinyslm.tools.command, "cmd_inspect", lambda args: 1 / 0)  # an unexpected failure
     code, _, err = run(capsys, "inspect", folder)
     assert code == 1 and "Traceback" not in err and err.startswith("error: unexpected ZeroDivisionError")
     monkeypatch.setenv("TINYSLM_DEBUG", "1")

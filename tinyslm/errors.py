@@ -27,3 +27,7 @@ class GenerationError(TinySLMError, ValueError):
 
 class TokenizerError(TinySLMError):
     """No usable tokenizer file, or one that cannot be read."""
+
+
+class UsageError(TinySLMError):
+    """A bad option value that argparse's types cannot catch (the CLI prints it as one line, exit status 2)."""

@@ -34,7 +34,7 @@
 // spun for). The products are ggml_mm's
 // (the same 8-bit activations, the same integer sums) or float_mv's (float_dot.h: bfloat16 or float32
 // rows); the norms, RoPE, softmax and sums of attention are float32 like torch's, summed in another order, so the results agree to
-// float32 rounding, not bit for bit (tests/test_decode_block.py bounds the difference). A bfloat16
+// float32 rounding, not bit for bit (tests/runtime/test_decode_block.py bounds the difference). A bfloat16
 // model's input and cache are read as bfloat16, everything between computed in float32, and the
 // output and the new key and value rounded to bfloat16 (to nearest even, as torch rounds).
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # The machine notes (a busy machine, a slow step: machine.py) depend on what else the machine runs; tests that
-# compare a command's exact output must not see them. tests/test_machine.py turns them on where it tests them.
+# compare a command's exact output must not see them. tests/foundation/test_machine.py turns them on where it tests them.
 os.environ["TINYSLM_NOTES"] = "0"
 
 settings.register_profile("tinyslm", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -48,7 +48,7 @@ def build_hf_model(
 
     perturb="add": add 0.05 * N(0, 1) to the random init (norm weights around 1, biases around 0).
     perturb="resample": replace every parameter: 1-D ones (norms, biases) by 1 + 0.2 * N(0, 1), the
-    others by 0.15 * N(0, 1) (weights far from the init, logits of order one; tests/test_mla.py's
+    others by 0.15 * N(0, 1) (weights far from the init, logits of order one; tests/reference/test_mla.py's
     tolerances were tuned on this distribution).
     attn_implementation (e.g. "eager") is passed to the config when given.
     """

@@ -57,7 +57,7 @@ from .quant import QuantizedLinear, quantize  # noqa: E402
 from .tokenizer import load_tokenizer  # noqa: E402
 
 # `tinyslm --version` prints the installed package's version, this one only when there is no metadata (a source
-# tree on sys.path); keep it equal to pyproject.toml's (tests/test_cli_examples.py checks)
+# tree on sys.path); keep it equal to pyproject.toml's (tests/cli/test_cli_examples.py checks)
 __version__ = "0.1.0"
 
 __all__ = [

@@ -6,7 +6,7 @@
 
 The cache is allocated once for exactly prompt + max_new_tokens positions. Greedy decoding picks
 argmax at every step, so cached decoding must reproduce, token for token, what recomputing the
-whole sequence at every step would pick (tests/test_generate.py checks that). Every step's logits
+whole sequence at every step would pick (tests/reference/test_generate.py checks that). Every step's logits
 are checked for NaN and infinity, whichever path computed them.
 
 The loop runs the model through a `Decoder`, the one seam for faster paths: it makes the request's

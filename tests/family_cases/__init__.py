@@ -1,4 +1,4 @@
-"""Parity cases for every family tests/test_parity.py checks, grouped in modules by family
+"""Parity cases for every family tests/families/test_parity.py checks, grouped in modules by family
 (gemma.py holds gemma, gemma2 and gemma3_text; phi.py holds phi and phi3; llama.py the Llama-bodied
 TinyLlama / SmolLM / Llama-3.2 / Danube shapes).
 

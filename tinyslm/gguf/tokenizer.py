@@ -12,7 +12,7 @@ A GGUF stores no tokenizer.json, only the pieces (llama.cpp's key names):
 
 The pipeline around them is the one transformers' GGUF loader builds (its LlamaTokenizer and
 GPT2Tokenizer classes plus integrations/gguf/gguf_tokenizer_mapping.py), so both give the same
-ids for the same text; tests/test_gguf.py checks that on a real file.
+ids for the same text; tests/formats/test_gguf.py checks that on a real file.
 """
 
 from __future__ import annotations

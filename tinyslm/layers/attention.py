@@ -29,7 +29,7 @@ Two backends compute the same attention (`set_attention_backend`):
             transformers' eager path computes op for op.
     sdpa    torch.nn.functional.scaled_dot_product_attention: fused, never materialises float32
             probabilities for every layer (what training needs). It cannot soft-cap, so a
-            soft-capped layer stays on the eager path. Agreement: tests/test_attention.py.
+            soft-capped layer stays on the eager path. Agreement: tests/reference/test_attention.py.
 """
 
 from __future__ import annotations

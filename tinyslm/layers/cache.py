@@ -20,8 +20,8 @@ masks by those positions (positions.attention_mask), so the slots need no order.
     one new token   write it, then attend over the W slots: exactly the W keys its window holds
     a chunk of T    attend over (the W stored + the T new) keys, *then* keep the last W of them:
                     writing first would overwrite keys the chunk's early queries still need
-This stays exact past the window and for prefills longer than the window (tests/test_attention.py,
-tests/test_parity.py: hypothesis over lengths around the window).
+This stays exact past the window and for prefills longer than the window (tests/reference/test_attention.py,
+tests/families/test_parity.py: hypothesis over lengths around the window).
 
 A fourth, which returns all S slots at every step (fixed shapes for a compiled step), lives with that step in
 tinyslm.runtime.compiled (StaticKVBuffer).

@@ -41,7 +41,7 @@ latents every step (DeepSeek-V2-Lite: ~2.1M multiply-adds per cached token per l
 absorbed does ~17K: absorbed wins by two orders of magnitude. A long prefill (T = S) amortises
 the expansion over T queries, and the absorbed attention is wider (2r + dr = 1088 vs
 dqk + dv = 320 per head), so naive wins once T exceeds r*(dn+dv) / (2r-dn-dv) (~171 for Lite).
-Both give the same numbers up to float rounding (tests/test_mla.py).
+Both give the same numbers up to float rounding (tests/reference/test_mla.py).
 
 The RoPE layout is the checkpoint family's: DeepSeek-V2 weights pair dims (2i, 2i+1)
 ("interleaved", the config says so), MiniCPM3 pairs (i, i + dr/2) ("half").

@@ -9,7 +9,7 @@ torch's per-row int8 kernel would have to re-quantize), and the product reads 4.
 kernels/ggml_mm.cpp: the same bytes in another order, so that 8 rows are multiplied at once), as
 llama.cpp repacks them for its CPU kernels; `gguf_blocks()` gives the file's bytes back. The
 kernel quantizes the activations to 8 bits per block of 32, as llama.cpp does; that is the only
-rounding it adds to the float product of x and the dequantized weight (tests/test_quant_blocks.py
+rounding it adds to the float product of x and the dequantized weight (tests/runtime/test_quant_blocks.py
 bounds it). Prompts take the same kernel: its integer products beat a float32 GEMM over the
 dequantized weight at every prompt length measured (2 cores of an AMD EPYC, AVX2, a 5632 x 2048
 weight: Q4_0 9 vs 62 ms at 64 rows, 311 vs 435 ms at 2,048; Q8_0 477 vs 509 ms at 2,048).

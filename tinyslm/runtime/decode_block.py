@@ -25,7 +25,7 @@ does not suit the stack (a full cache past a sliding window) the step goes block
 natively where its cache allows (`block_step`); prompts and uncached calls keep the module path,
 which stays the reference. The two compute the same thing bit for bit (the same kernel).
 `tinyslm.generate` decodes inside it unless fast=False (tinyslm.runtime.decoding). Agreement with
-the module path (tests/test_decode_block.py): float32 models to float32 rounding (the norms and
+the module path (tests/runtime/test_decode_block.py): float32 models to float32 rounding (the norms and
 attention sum in another order; 1e-5 block by block). A bfloat16 model's step computes in float32
 between its bfloat16 input, weights and cache, and rounds its output and new key and value to
 bfloat16, as llama.cpp does, where the module path (and transformers) rounds after every operation:

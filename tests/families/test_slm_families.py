@@ -2,7 +2,7 @@
 sharing, their published parameter counts, what the loader refuses, sharing in training, and `inspect`.
 
 Parity with a reference assembled from transformers' own modules (these families ship remote code) is
-tests/test_parity.py's, over the cases in tests/family_cases/openelm.py, mobilellm.py, mobillama.py and
+tests/families/test_parity.py's, over the cases in tests/family_cases/openelm.py, mobilellm.py, mobillama.py and
 minicpm.py.
 """
 
@@ -172,7 +172,7 @@ def test_inspect_flops_equal_torch_flop_counter():
 def test_inspect_shows_executed_parameters_only_where_blocks_are_shared(config, line, capsys):
     """`executed parameters` (each use of a weight per token) is printed where block sharing makes it exceed the
     stored count, naming why; a tied head alone (stored once, used twice) is no reason for the line."""
-    path = Path(__file__).resolve().parents[1] / "configs" / f"{config}.toml"
+    path = Path(__file__).resolve().parents[2] / "configs" / f"{config}.toml"
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     executed = [row for row in out.splitlines() if row.startswith("executed parameters")]

@@ -23,7 +23,7 @@ from tinyslm.errors import ConfigError
 from tinyslm.families import get_family
 from tinyslm.model import CausalLM
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIG_FILES = sorted(CONFIG_DIR.glob("*.toml"))
 
 # Total parameters as transformers 5.23 counts them for the real config.json (meta device,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 GGUF = SHARED / "SmolLM2-135M-Instruct.Q4_1.gguf"
 # what the wheel must carry: every kernel source, under the package
 KERNEL_FILES = sorted(f"tinyslm/kernels/{p.name}" for p in (REPO / "kernels").iterdir() if p.suffix in (".cpp", ".h"))

@@ -17,7 +17,7 @@ import tinyslm
 from tinyslm.errors import TokenizerError
 from tinyslm.tokenizer import JSONTokenizer, SentencePieceTokenizer, load_tokenizer
 
-LLAMA2_TOKENIZER = Path(__file__).resolve().parents[2] / "shared/data/llama2-tokenizer.model"
+LLAMA2_TOKENIZER = Path(__file__).resolve().parents[3] / "shared/data/llama2-tokenizer.model"
 LLAMA2_TEXT = "Once upon a time, there was a little girl."
 LLAMA2_IDS = [9038, 2501, 263, 931, 29892, 727, 471, 263, 2217, 7826, 29889]  # the Llama-2 tokenizer (sentencepiece), no BOS
 
@@ -231,7 +231,7 @@ def test_add_bos_token_that_is_not_a_boolean_is_refused_naming_the_file(tmp_path
 
 
 def test_a_tokenizer_config_with_a_string_add_bos_token_is_one_clear_error(tmp_path):
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "llama2-tokenizer.model"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "llama2-tokenizer.model"
     if not shared.is_file():
         pytest.skip("the Llama-2 tokenizer is not in ../shared/data")
     import shutil

@@ -4,7 +4,7 @@ A small real GGUF (a random Llama with its byte-level BPE tokenizer, written by 
 with one metadata value replaced by a value hypothesis draws, of any GGUF type (a string where an integer goes,
 NaN, a negative id, a huge or empty array, nested arrays...), or one key removed. `tinyslm inspect` and
 `tinyslm generate` must then exit 0 or 2 (a refusal in one line), within the mutation tests' time and memory
-guards (tests/test_mutations.py).
+guards (tests/formats/test_mutations.py).
 """
 
 from pathlib import Path
@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 
 gguf = pytest.importorskip("gguf")
 
-from test_mutations import EXAMPLES, guarded, run_cli  # noqa: E402
-
 from hf_models import write_hf_checkpoint  # noqa: E402
+from hostile import EXAMPLES, guarded, run_cli  # noqa: E402
 
 KEYS = ["general.architecture", "llama.context_length", "llama.embedding_length", "llama.block_count",
         "llama.feed_forward_length", "llama.attention.head_count", "llama.attention.head_count_kv",

@@ -4,20 +4,19 @@ For each command a user runs on a model (inspect, generate, convert, train), hyp
 from the parser itself (so a new option is covered the day it is added), each with a value of the wrong kind or at
 an edge: empty, negative, zero, NaN, 1e308, a 40-digit integer, a lone surrogate, a terminal escape, a path that is
 a folder or missing. `tinyslm` must then exit 0, or 2 with one line `error: ...` (argparse's own refusals print its
-usage line above it), within the mutation tests' time and memory guards (tests/test_mutations.py).
+usage line above it), within the mutation tests' time and memory guards (tests/formats/test_mutations.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-from pathlib import Path
 
 import pytest
 from hf_models import write_hf_checkpoint
+from hostile import EXAMPLES, guarded, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_mutations import EXAMPLES, guarded, run_cli
 
 from tinyslm.cli import build_parser
 

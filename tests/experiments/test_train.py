@@ -22,7 +22,7 @@ from tinyslm.train import TrainConfig, TrainError, evaluate, lr_at, param_groups
 from tinyslm.train.distributed import World
 from tinyslm.train.state import STATE_FILE
 
-COMMANDS = ["tinyslm.train.command", "tinyslm.train.bench"]
+COMMANDS = ["tinyslm.tools.command", "tinyslm.train.command", "tinyslm.train.bench"]
 
 
 def tiny_config(vocab_size=64, **changes) -> tinyslm.ModelConfig:

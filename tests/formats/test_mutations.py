@@ -46,14 +46,10 @@ kind), TINYSLM_MUTATION_EXAMPLES examples each (default 30; raise it to hunt); C
 from __future__ import annotations
 
 import contextlib
-import faulthandler
-import io
 import json
 import math
 import os
-import resource
 import shutil
-import signal
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -63,18 +59,15 @@ from typing import Any
 import pytest
 import torch
 from hf_models import write_hf_checkpoint
+from hostile import EXAMPLES, guarded, run_cli
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 import tinyslm
-from tinyslm.cli import main
 
 transformers = pytest.importorskip("transformers")
 
-EXAMPLES = int(os.environ.get("TINYSLM_MUTATION_EXAMPLES", "30"))
-TIMEOUT_S = 10  # per example (they take well under a second); a hang fails the example
-EXTRA_ADDRESS_SPACE = 4 << 30  # what one example may allocate beyond the process's current size
 TOLERANCE = 1e-5  # max |ours - theirs| / max |theirs|, float32
 VOCAB = 64
 IDS = torch.tensor([[1, 5, 9, 33, 60], [63, 0, 2, 2, 17]])  # (2, 5), within every base's vocabulary
@@ -547,7 +540,7 @@ def byte_mutations(base: Base):
 def file_mutations(base: Base):
     # generation_config.json only matters to transformers (a FIFO there would hang it, not tinyslm)
     files = [f for f in base.files if f != "generation_config.json"]
-    # (links into /proc and /sys: tests/test_files.py; here a later mutation would write through them)
+    # (links into /proc and /sys: tests/foundation/test_files.py; here a later mutation would write through them)
     replacements = ["fifo", "folder", "dangling symlink", "symlink loop", "symlink to /dev/zero"]
     replacements += [f"symlink to {f}" for f in base.files]
     return st.one_of(
@@ -636,36 +629,13 @@ def damaged_checkpoints(draw, kind: str) -> Case:
 # guards and references
 
 
-class Hang(BaseException):
-    """Raised by the alarm: a BaseException, so no `except Exception` in the code under test swallows it."""
 
 
-def _address_space() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
 
 
-@contextlib.contextmanager
-def guarded():
-    """No hang (SIGALRM after TIMEOUT_S, a hard faulthandler exit at 3x that) and no runaway allocation."""
 
-    def on_alarm(signum, frame):
-        raise Hang(f"still running after {TIMEOUT_S} s")
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    limits = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (_address_space() + EXTRA_ADDRESS_SPACE, limits[1]))
-    faulthandler.dump_traceback_later(3 * TIMEOUT_S, exit=True)
-    signal.alarm(TIMEOUT_S)
-    try:
-        yield
-    except Hang as exc:  # hypothesis shrinks failures, not BaseExceptions
-        raise AssertionError(f"hang: {exc}") from exc
-    finally:
-        signal.alarm(0)
-        faulthandler.cancel_dump_traceback_later()
-        resource.setrlimit(resource.RLIMIT_AS, limits)
-        signal.signal(signal.SIGALRM, previous)
+
 
 
 @contextlib.contextmanager
@@ -692,23 +662,7 @@ def transformers_logits(folder: Path) -> torch.Tensor | None:
     return logits if bool(torch.isfinite(logits).all()) else None
 
 
-def run_cli(*argv: str) -> tuple[int, str]:
-    """(exit status, stderr) of `tinyslm ARGV` run in this process; argparse's refusals (its usage line, then one
-    error line) give their status and that one line."""
-    out, err = io.StringIO(), io.StringIO()
-    previous = os.environ.get("TINYSLM_DEBUG")
-    os.environ["TINYSLM_DEBUG"] = "1"  # an unexpected exception is raised here, traceback and all
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = main(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0), err.getvalue().strip().splitlines()[-1]
-    finally:
-        if previous is None:
-            del os.environ["TINYSLM_DEBUG"]
-        else:
-            os.environ["TINYSLM_DEBUG"] = previous
-    return status, err.getvalue()
+
 
 
 # ----------------------------------------------------------------------------------------------

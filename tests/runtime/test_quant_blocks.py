@@ -22,7 +22,7 @@ from tinyslm.quant import GGMLLinear, QuantizedLinear, native
 gguf = pytest.importorskip("gguf")
 from gguf import quants
 
-SMOLLM = Path(__file__).resolve().parents[2] / "shared" / "data" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM = Path(__file__).resolve().parents[3] / "shared" / "data" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 KINDS = ["Q4_0", "Q4_1", "Q8_0"]  # quantized by the gguf package
 ALL_KINDS = [*KINDS, "Q4_K", "Q6_K"]  # K-quants: the gguf package dequantizes them but has no quantizer: random blocks
 

@@ -21,7 +21,7 @@ from tinyslm.quant.int4pack import pack_int4, unpack_int4
 gguf = pytest.importorskip("gguf")
 from gguf import quants
 
-SMOLLM = Path(__file__).resolve().parents[2] / "shared" / "data" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM = Path(__file__).resolve().parents[3] / "shared" / "data" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 BF16_UNIT = 2.0**-8  # round-to-nearest relative error of bfloat16 (8 significant bits)
 
 

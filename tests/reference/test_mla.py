@@ -2,7 +2,7 @@
 what the loader refuses.
 
 Parity with transformers (logits, greedy tokens, decode steps and bfloat16 on each decode path, the save round
-trip) is tests/test_parity.py's, over the cases in tests/family_cases/deepseek_v2.py.
+trip) is tests/families/test_parity.py's, over the cases in tests/family_cases/deepseek_v2.py.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def test_variants_are_derived_from_the_base(base_toml):
 
 
 def test_unknown_variant_is_one_clear_error_and_nothing_is_written(base_toml, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["tinyslm.ablate.command"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["tinyslm.tools.command", "tinyslm.ablate.command"])
     out = tmp_path / "out"
     code = cli.main(["ablate", "--base", str(base_toml), "--variants", "mha,gqa:2,mqb", "--steps", "2", "--out", str(out)])
     err = capsys.readouterr().err.strip()
@@ -142,7 +142,7 @@ def test_shipped_ablation_configs_are_small_llamas():
 
     from tinyslm.tools.stats import model_stats
 
-    files = sorted((Path(__file__).resolve().parents[1] / "configs" / "ablation").glob("*.toml"))
+    files = sorted((Path(__file__).resolve().parents[2] / "configs" / "ablation").glob("*.toml"))
     assert files
     for path in files:
         base = ModelConfig.from_toml(path)

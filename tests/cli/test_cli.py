@@ -33,7 +33,7 @@ from tinyslm.model import CausalLM
 from tinyslm.tools.stats import model_stats
 from tinyslm.tools.variants import derive
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOLLM = REPO / "configs/smollm-135m.toml"  # 30 layers, 9 query / 3 KV heads of 64
 SMOLLM_PARAMETERS = 134_515_008
 VOCAB = 128  # model vocabulary == the trained sentencepiece vocabulary, so every id decodes
@@ -465,7 +465,7 @@ def test_demo_prints_its_table_with_parity_ok_for_every_model(capsys):
         row = next(line for line in out.splitlines() if name in line)
         assert " ok " in row, row
     assert "family" in out and "tok/s" in out and "demo finished" in out
-    assert "validation loss" in out and "trained:" in out  # the training part ran (tests/test_demo.py checks it)
+    assert "validation loss" in out and "trained:" in out  # the training part ran (tests/experiments/test_demo.py checks it)
 
 
 def test_parity_without_transformers_says_how_to_install_it(reference, capsys, monkeypatch):

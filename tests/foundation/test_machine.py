@@ -21,7 +21,7 @@ from tinyslm.errors import ConfigError
 from tinyslm.quant import linear, native
 from tinyslm.train.trainer import autocast_dtype
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 XEON = {"model name": "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
         "flags": "fpu sse2 avx avx2 fma f16c avx512f avx512_bf16 amx_bf16 amx_tile"}  # fmt: skip
 EPYC = {"model name": "AMD EPYC 7B13 64-Core Processor", "flags": "fpu sse2 avx avx2 fma f16c"}
@@ -160,8 +160,8 @@ def test_the_native_steps_waits_yield_their_core_on_a_busy_machine():
 
 # ---- each branch's tests, in a fresh process with the decisions forced -----------------------------------------
 
-KERNEL_TESTS = ["tests/test_decode_block.py", "tests/test_quant_blocks.py", "tests/test_quant_float_mv.py",
-                "tests/test_quant.py"]  # fmt: skip
+KERNEL_TESTS = ["tests/runtime/test_decode_block.py", "tests/runtime/test_quant_blocks.py", "tests/runtime/test_quant_float_mv.py",
+                "tests/runtime/test_quant.py"]  # fmt: skip
 BRANCHES = {
     # what a CPU with AVX2 and no native bfloat16 (AMD EPYC) takes: the AVX2 intrinsics, oneDNN's AVX2 kernels,
     # float32 for a bfloat16 prompt and float32 autocast. (Not ATEN_CPU_CAPABILITY=avx2: on an AVX-512 CPU torch
@@ -186,8 +186,8 @@ def test_the_kernel_and_precision_tests_pass_on_each_forced_branch(branch):
         pytest.skip(f"this CPU lacks {', '.join(missing)}: the {branch} branch cannot execute here")
     if branch == "bf16-cpu" and machine.native_bf16():
         pytest.skip("this CPU has native bfloat16: the suite itself runs that branch")
-    files = KERNEL_TESTS + ["tests/test_train.py::test_bf16_autocast_trains",
-                            "tests/test_train.py::test_two_gloo_processes_match_one_process"]  # fmt: skip
+    files = KERNEL_TESTS + ["tests/experiments/test_train.py::test_bf16_autocast_trains",
+                            "tests/experiments/test_train.py::test_two_gloo_processes_match_one_process"]  # fmt: skip
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files], cwd=REPO,
                          env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert run.returncode == 0, f"{branch} ({env}):\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}"

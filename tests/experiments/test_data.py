@@ -18,7 +18,7 @@ from tinyslm.data.corpus import corpus_files
 from tinyslm.data.mqar import IGNORE
 from tinyslm.errors import TinySLMError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")

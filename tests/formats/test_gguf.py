@@ -30,7 +30,7 @@ from tinyslm import pretrained  # noqa: E402
 from tinyslm.gguf import command, gguf_tokenizer, load_gguf, loader, writer  # noqa: E402
 from tinyslm.gguf.reader import GGUFFile  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 SMOLLM = DATA / "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLAMA2_SP = DATA / "llama2-tokenizer.model"
 VOCAB = 320

@@ -18,7 +18,7 @@ import pytest
 import tinyslm
 from tinyslm.cli import build_parser, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHELL_FENCES = {"", "bash", "sh", "shell", "console"}  # a bare fence holds commands (and their output) too
 
 

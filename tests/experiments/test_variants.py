@@ -13,7 +13,7 @@ from tinyslm import CausalLM, ConfigError, ModelConfig
 from tinyslm.tools.attention_costs import compare_attention, format_compare_attention, parse_contexts
 from tinyslm.tools.variants import attention_variants, default_gqa_kv_heads, derive
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = ModelConfig(name="tiny", vocab_size=96, dim=64, n_layers=2, n_heads=8, n_kv_heads=2, ffn_dim=160,
                    max_seq_len=128, tie_embeddings=True)  # fmt: skip
 LITE_DENSE = ModelConfig(  # DeepSeek-V2-Lite's attention and sizes, every layer dense (huggingface.co/deepseek-ai/DeepSeek-V2-Lite config.json)

@@ -32,7 +32,7 @@ from test_quant_blocks import gguf_weight  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"native kernel unavailable: {native.why_unavailable}")
 
-SMOLLM = Path(__file__).resolve().parents[2] / "shared" / "data" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM = Path(__file__).resolve().parents[3] / "shared" / "data" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 SHAPES = {  # widths of 256 so that the K-quants' super-blocks fit
     "gqa": dict(n_heads=8, n_kv_heads=2),  # head_dim 32, 4 query heads per KV head
     "qkv-bias": dict(n_heads=8, n_kv_heads=2, qkv_bias=True),  # Qwen2

@@ -19,7 +19,7 @@ import each other):
     reference    layers/, model, sizing, generate     the plain decoder, readable top to bottom
     families     families/                            config.json <-> ModelConfig, HF names <-> ours
     formats      checkpoint, tokenizer(_types), gguf/ files on disk: HF folders, GGUF, tokenizers
-    runtime      quant/, pretrained                   kernels, quantized linears, fast decode steps
+    runtime      quant/, runtime/, pretrained         kernels, quantized linears, fast decode steps
     experiments  train/, data/, ablate/, tools/       what is done with a model
     cli          cli, */command.py                    the `tinyslm` command
     api          tinyslm/__init__.py                  these names

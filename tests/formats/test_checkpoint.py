@@ -816,6 +816,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_save_stopped_at_any_point_leaves_the_old_or_the_new_checkpoint_and_loses_nothing(tmp_path):
     # SIGKILL and SIGINT at many points of back-to-back saves: after each, the target holds one complete
     # checkpoint of the two, the user's own file beside it is intact, and the next save cleans every leftover

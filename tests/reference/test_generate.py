@@ -173,6 +173,7 @@ def test_mla_decode_argument_changes_no_token_and_restores_the_model(q_lora_rank
     assert [m.decode for m in layers] == ["auto", "auto"]
 
 
+@pytest.mark.slow
 def test_fast_path_gives_the_plain_paths_tokens_and_compiles_once():
     """The compiled step over a static cache (sliding window, soft-cap, int8 weights: the parts it must
     carry) decodes exactly the plain path's tokens; a second request of another length reuses the compile."""
@@ -201,6 +202,7 @@ def test_fast_path_refuses_mla_and_auto_stays_plain_for_short_requests():
     assert tinyslm.generate(model, torch.tensor([[1, 2]]), 3).shape == (1, 5)  # auto: the plain path
 
 
+@pytest.mark.slow
 def test_auto_compiles_long_requests_only(monkeypatch):
     from tinyslm.quant import quantize
     from tinyslm.runtime import decoding, fast_decoding

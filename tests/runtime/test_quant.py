@@ -223,6 +223,7 @@ def perplexity(model, ids: torch.Tensor) -> float:
     return float(torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]).exp())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SMOLLM.exists(), reason="SmolLM2-135M-Instruct.Q4_1.gguf not present")
 def test_smollm2_q4_1_kept_4_bit_matches_its_float32_dequantization(monkeypatch):
     """Kept 4-bit in torch's int4 layout (the fallback when the native kernel cannot be built; bfloat16 scales and activations) vs the float32 dequantized file: logits within 5% of

@@ -176,6 +176,7 @@ def test_wrong_byte_count_is_one_clear_error():
         GGMLLinear.from_gguf("Q4_0", raw.reshape(-1)[:-1], (32, 64))
 
 
+@pytest.mark.slow
 @needs_kernel
 def test_compiled_layer_equals_eager():
     raw, _ = gguf_weight("Q4_1", 64, 128)

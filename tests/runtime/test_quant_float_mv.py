@@ -95,6 +95,7 @@ def test_generate_uses_the_kernels_and_leaves_the_forward_as_it_was():
     assert seen == [nn.Linear] * 2  # fast=False: the reference arithmetic throughout
 
 
+@pytest.mark.slow
 @needs_kernel
 def test_compiled_layer_equals_eager():
     layer = nn.Linear(64, 32).bfloat16()

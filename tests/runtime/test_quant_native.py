@@ -49,6 +49,7 @@ def test_a_lock_left_by_a_stopped_build_is_not_waited_for(cache):
     assert not (build / "lock").exists() and "compiling" not in run.stderr  # the complete build was loaded as it is
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "foreign"])
 def test_a_truncated_or_foreign_library_is_built_again_not_loaded(cache, damage):
     root, build, library = cache

@@ -11,8 +11,7 @@ llama.cpp repacks them for its CPU kernels; `gguf_blocks()` gives the file's byt
 kernel quantizes the activations to 8 bits per block of 32, as llama.cpp does; that is the only
 rounding it adds to the float product of x and the dequantized weight (tests/runtime/test_quant_blocks.py
 bounds it). Prompts take the same kernel: its integer products beat a float32 GEMM over the
-dequantized weight at every prompt length measured (2 cores of an AMD EPYC, AVX2, a 5632 x 2048
-weight: Q4_0 9 vs 62 ms at 64 rows, 311 vs 435 ms at 2,048; Q8_0 477 vs 509 ms at 2,048).
+dequantized weight at every prompt length measured (docs/performance.md, "Decisions in the code").
 """
 
 from __future__ import annotations

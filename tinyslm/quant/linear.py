@@ -41,10 +41,8 @@ _PLAN: tuple[int | None, torch.dtype | None] | None = None
 
 
 # From how many activation rows the unpacked dense GEMM beats the packed kernel, on CPUs without
-# native bfloat16 (AVX2), where the dense path is float32. Measured on 2 cores of an AMD EPYC
-# (AVX2), TinyLlama-1.1B shape, prefill of 128 / 512 tokens: int4 kernel 3.8 / 13.9 s, unpacked
-# 13.0 / 14.1 s (unpacking costs ~12 s whatever the rows); int8 kernel 3.3 / 13.8 s, unpacked
-# 5.0 / 10.3 s. The crossings, interpolated: ~550 rows for int4, ~250 for int8.
+# native bfloat16 (AVX2), where the dense path is float32: the crossings of the two prefill times
+# (docs/performance.md, "Decisions in the code").
 AVX2_MIN_ROWS = {4: 512, 8: 256}
 Q8_CHUNK = 1024  # rows of a Q8_0 tensor re-quantized at a time
 

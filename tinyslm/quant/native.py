@@ -1,11 +1,10 @@
 """The hand-written CPU kernels (kernels/: ggml_mm.cpp, float_mv.cpp, decode_block.cpp), built on first use.
 
 torch has no CPU kernel for weights in GGUF's own blocks (a float16 scale per 32 values), and its
-int4 kernel reaches a quarter of the memory-bandwidth bound when decoding (measured: 7.7 GB/s on
-a 5632 x 2048 weight, 2 cores of an AMD EPYC with AVX2, where `ggml_mm` reads Q4_0 at 13-18 GB/s
-and Q8_0 at 17-21 GB/s, depending on the hour). So `ggml_pack`, `ggml_mm`, `ggml_dequantize`
+int4 kernel reads its weights at a fraction of the memory's speed when decoding (docs/performance.md,
+"Decisions in the code"). So `ggml_pack`, `ggml_mm`, `ggml_dequantize`
 (blocks.py), `float_mv` (float_mv.py) and `decode_block` (decode_block.py) are compiled from kernels/ the first time a process needs them, with torch's own extension builder
-(the C++ compiler torch.compile uses too; ~12 s on 2 cores), for the CPU it runs on
+(the C++ compiler torch.compile uses too; once per CPU), for the CPU it runs on
 (-march=native: AVX2 intrinsics where there is AVX2, plain loops elsewhere; TINYSLM_KERNEL_ISA=avx2 or
 generic forces either, machine.py), and cached by torch under ~/.cache/torch_extensions by a name
 carrying the instruction set and the CPU's digest (_cpu_tag), so later processes on the same CPU load

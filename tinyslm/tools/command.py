@@ -84,7 +84,7 @@ def add_parser(sub) -> None:
                    help="the fast decoding path. A model whose weights are GGUF blocks, bfloat16 or float32 (any family but MLA) decodes "
                    "each block in one native call (kernels/decode_block.cpp; nothing to compile) with on and auto alike. "
                    "Other models: a compiled decoding step over a static cache (torch.compile; same tokens; the compile "
-                   "is paid once per process, ~15 s on a 2-core CPU, ~3-5 s with inductor's disk cache warm, shown in the "
+                   "is paid once per process, seconds, less with inductor's disk cache warm, shown in the "
                    "summary): on, or auto (default: compiled for --max-new-tokens of 512 or more, plain below). "
                    "off: the plain module path, the reference, for debugging")
     p.set_defaults(run=cmd_generate)
@@ -160,7 +160,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--tokens", type=int, default=32, help="greedy tokens to decode per model (default 32)")
     p.add_argument("--no-train", action="store_true", help="skip the short training run on the embedded corpus "
-                   "(about half a minute on a 2-core CPU) that follows the table")
+                   "that follows the table")
     machine.add_threads_option(p)
     p.set_defaults(run=cmd_demo)
 

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # the config as data (checked fields, per-layer expansion, the rope_scaling dict's schema)
     ("config", ("tinyslm.config", "tinyslm.layerwise", "tinyslm.rope_scaling")),
     # the plain decoder: its modules, the model, its size, greedy/sampled generation
-    ("reference", ("tinyslm.layers", "tinyslm.model", "tinyslm.sizing", "tinyslm.generate")),
+    ("reference", ("tinyslm.layers", "tinyslm.model", "tinyslm.sizing", "tinyslm.sampling", "tinyslm.generate")),
     # one file per model family: config.json <-> ModelConfig, HF tensor names <-> ours
     ("families", ("tinyslm.families",)),
     # files on disk: HF folders, GGUF, tokenizers

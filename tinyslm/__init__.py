@@ -16,7 +16,8 @@ import each other):
 
     foundation   errors, files, machine               exceptions, careful file reading, cores and threads
     config       config, layerwise, rope_scaling      ModelConfig: the architecture as checked data
-    reference    layers/, model, sizing, generate     the plain decoder, readable top to bottom
+    reference    layers/, model, sizing, sampling,    the plain decoder, readable top to bottom
+                 generate
     families     families/                            config.json <-> ModelConfig, HF names <-> ours
     formats      checkpoint, tokenizer(_types), gguf/ files on disk: HF folders, GGUF, tokenizers
     runtime      quant/, runtime/, pretrained         kernels, quantized linears, fast decode steps

@@ -1,4 +1,4 @@
-"""Greedy decoding with a KV cache: the reference decoder.
+"""Decoding with a KV cache: the reference decoder (greedy unless a Sampler draws the tokens).
 
     prefill:  one forward over the whole prompt fills the cache and gives the first new token
               (logits for the last position only: the others would be computed and dropped)
@@ -27,6 +27,7 @@ import torch
 from .errors import GenerationError
 from .layers.cache import KVCache
 from .layers.mla import decode_path
+from .sampling import Sampler
 
 
 class Decoder:
@@ -77,24 +78,25 @@ def check_request(model, input_ids: torch.Tensor, max_new_tokens: int) -> torch.
 @torch.inference_mode()
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | list[int] | None = None,
              on_token: Callable[[torch.Tensor], None] | None = None, mla_decode: str | None = None,
-             decoder: Decoder | None = None) -> torch.Tensor:  # fmt: skip
-    """Greedy decoding. input_ids (B, T) of equal-length prompts -> (B, T + n) with n <= max_new_tokens.
+             decoder: Decoder | None = None, sampler: Sampler | None = None) -> torch.Tensor:  # fmt: skip
+    """Decoding, greedy by default. input_ids (B, T) of equal-length prompts -> (B, T + n), n <= max_new_tokens.
 
     Stops early only when `eos_token_id` is given and every sequence has produced it; sequences
     that finished earlier are padded with their eos token. `on_token` is called with each new
     column of tokens (B,) as soon as it is decoded (for streaming). For MLA models, `mla_decode`
     picks the attention path for this call: "naive", "absorbed" or "auto" (see layers/mla.py).
     `decoder`: how to run the model (default: the reference Decoder, the model's own forward);
-    tinyslm.runtime.fast_decoding yields faster ones.
+    tinyslm.runtime.fast_decoding yields faster ones. `sampler`: how each token is chosen from the
+    logits (sampling.py; default: argmax, greedy).
     """
     input_ids = check_request(model, input_ids, max_new_tokens)
     with contextlib.ExitStack() as scope:
         if mla_decode is not None:
             scope.enter_context(decode_path(model, mla_decode))
-        return _greedy(decoder or Decoder(model), input_ids, max_new_tokens, eos_token_id, on_token)
+        return _decode(decoder or Decoder(model), sampler or Sampler(), input_ids, max_new_tokens, eos_token_id, on_token)
 
 
-def _greedy(decoder: Decoder, input_ids, max_new_tokens, eos_token_id, on_token) -> torch.Tensor:
+def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_token_id, on_token) -> torch.Tensor:
     """generate's loop (see there)."""
     device = next(decoder.model.parameters()).device
     input_ids = input_ids.to(device)
@@ -114,7 +116,7 @@ def _greedy(decoder: Decoder, input_ids, max_new_tokens, eos_token_id, on_token)
                       "an extreme norm eps or a zeroed weight?); greedy decoding picks token 0", RuntimeWarning,
                       stacklevel=3)  # fmt: skip
     for i in range(max_new_tokens):
-        token = logits[:, -1].argmax(dim=-1)  # (B,)
+        token = pick(logits[:, -1], out[:, : prompt_len + i])  # (B,): argmax, or a draw (sampling.py)
         if eos is not None:
             token = torch.where(finished, eos[0], token)
             finished |= torch.isin(token, eos)

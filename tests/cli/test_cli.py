@@ -239,6 +239,31 @@ def test_generate_ids_prints_the_greedy_tokens_of_transformers(reference, capsys
     assert "prefill" in lines[-1] and "tokens/s" in lines[-1]
 
 
+def test_generate_samples_transformers_tokens_for_a_seed(reference, capsys):
+    theirs, folder = reference
+    ids = torch.tensor([[1, 2, 3]])
+    options = dict(temperature=0.8, top_k=40, top_p=0.95)
+    torch.manual_seed(7)
+    expected = theirs.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, max_new_tokens=6,
+                               pad_token_id=0, **options)[0, 3:].tolist()  # fmt: skip
+    assert len(expected) == 6, "precondition: this seed must not draw eos within 6 tokens"
+    flags = ["--temperature", "0.8", "--top-k", "40", "--top-p", "0.95", "--seed", "7"]
+    runs = [run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "6", *flags) for _ in range(2)]
+    assert [r[0] for r in runs] == [0, 0] and runs[0][1].splitlines()[0] == runs[1][1].splitlines()[0]
+    assert [int(t) for t in runs[0][1].splitlines()[0].split(",")] == expected
+    assert "sampled, decoded by the" in runs[0][1].strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flags, message", [(["--temperature", "-1"], "temperature must be a number >= 0"),
+                                            (["--top-p", "0"], "top_p must be a number in (0, 1]"),
+                                            (["--top-k", "-3"], "top_k must be an integer >= 0"),
+                                            (["--repetition-penalty", "0"], "repetition_penalty must be a number > 0")])
+def test_generate_refuses_bad_sampling_values_in_one_line(reference, capsys, flags, message):
+    _, folder = reference
+    code, _, err = run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "2", *flags)
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and message in err
+
+
 def test_generate_prompt_streams_the_decoded_continuation(reference, sp_model, tmp_path, capsys):
     theirs, folder = reference
     folder = copy_checkpoint(folder, tmp_path / "ckpt")

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import contextlib
 
-from ..errors import GenerationError
 from .. import generate as reference
+from ..errors import GenerationError
 from ..generate import Decoder
 from ..layers.cache import KVCache
 from ..quant.float_mv import float_kernels
+from ..sampling import Sampler
 from .compiled import compiled_step, static_cache, supports_compiled
 from .decode_block import native_decode
 
@@ -79,11 +80,17 @@ def fast_decoding(model, fast: bool | None = None):
 
 
 def generate(model, input_ids, max_new_tokens: int, eos_token_id: int | list[int] | None = None, on_token=None,
-             mla_decode: str | None = None, fast: bool | None = None, decoder: Decoder | None = None):  # fmt: skip
+             mla_decode: str | None = None, fast: bool | None = None, decoder: Decoder | None = None, *,
+             temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+             min_p: float | None = None, repetition_penalty: float | None = None, seed: int | None = None):  # fmt: skip
     """`tinyslm.generate`: the reference decoder (tinyslm/generate.py, where the arguments are described) run
     through `fast_decoding(model, fast)`: None (default) and True take the runtime's paths, False the reference
-    Decoder; a given `decoder` is used as it is (e.g. one from fast_decoding, to read its `path` afterwards)."""
+    Decoder; a given `decoder` is used as it is (e.g. one from fast_decoding, to read its `path` afterwards).
+    Greedy unless a temperature above 0, top_k, top_p or min_p is given: then sampled, with transformers'
+    processors in transformers' order, from a generator seeded by `seed` (tinyslm/sampling.py)."""
+    sampler = Sampler(temperature, top_k, top_p, min_p, repetition_penalty, seed)
     with contextlib.ExitStack() as scope:
         if decoder is None:
             decoder = scope.enter_context(fast_decoding(model, fast))
-        return reference.generate(model, input_ids, max_new_tokens, eos_token_id, on_token, mla_decode, decoder)
+        return reference.generate(model, input_ids, max_new_tokens, eos_token_id, on_token, mla_decode, decoder,
+                                  sampler)  # fmt: skip

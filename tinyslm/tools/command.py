@@ -23,6 +23,7 @@ from ..layers.attention import set_attention_backend
 from ..pretrained import load_pretrained
 from ..quant import GGMLLinear, QuantizedLinear, quantize
 from ..runtime import FAST_CHOICES, fast_decoding, generate
+from ..sampling import Sampler
 from ..tokenizer import load_tokenizer
 from ..tools.attention_costs import compare_attention, format_compare_attention, parse_contexts
 from ..tools.bench import format_bench, run_bench
@@ -65,6 +66,15 @@ def add_parser(sub) -> None:
     src.add_argument("--prompt", help="prompt text (needs tokenizer.json or tokenizer.model in the folder)")
     src.add_argument("--ids", help="prompt as comma-separated token ids, e.g. 1,2,3 (no tokenizer needed)")
     p.add_argument("--max-new-tokens", type=int, required=True, help="how many tokens to decode at most")
+    sampling = p.add_argument_group("sampling (greedy unless --temperature above 0, --top-k, --top-p or --min-p is "
+                                    "given; applied as transformers applies them, in its order)")
+    sampling.add_argument("--temperature", type=float, help="logits / T before sampling (0: greedy)")
+    sampling.add_argument("--top-k", type=int, help="keep the k most likely tokens (0: all)")
+    sampling.add_argument("--top-p", type=float, help="keep the fewest tokens whose probability reaches p (1: all)")
+    sampling.add_argument("--min-p", type=float, help="keep tokens at least min-p x the top token's probability")
+    sampling.add_argument("--repetition-penalty", type=float, help="lower the logits of tokens already in the text "
+                          "(1: none; greedy decoding too)")
+    sampling.add_argument("--seed", type=int, help="the sampler's seed: the same seed, the same text")
     p.add_argument("--dtype", default=None,
                    help="float32, bfloat16 or float16; default: float32 for a folder, a GGUF's own precision (bfloat16 for a BF16 file, else float32, quantized weights kept quantized)")
     p.add_argument("--allow-pickle", action="store_true", help="allow *.bin pickle weights (read with torch.load(weights_only=True))")
@@ -196,6 +206,9 @@ def _gguf_bytes(target: str) -> dict[str, int] | None:
 
 
 def cmd_generate(args) -> int:
+    choice = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                  repetition_penalty=args.repetition_penalty, seed=args.seed)  # fmt: skip
+    sampler = Sampler(**choice)  # checked before anything is loaded
 
 
     machine.say(machine.busy_note(machine.use_threads(args.threads)))
@@ -264,7 +277,7 @@ def cmd_generate(args) -> int:
     t0 = time.perf_counter()
     with fast_decoding(model, FAST_CHOICES[args.fast]) as decoder:  # its path and compile time: the summary's
         generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=timed, mla_decode=args.mla_decode,
-                 decoder=decoder)  # fmt: skip
+                 decoder=decoder, **choice)  # fmt: skip
     print()
     if times:
 
@@ -277,7 +290,8 @@ def cmd_generate(args) -> int:
         print(
             f"[load {t_load:.2f} s | prompt {prompt.shape[1]} tokens, prefill {1000 * (times[0] - t0):.1f} ms | "
             f"{len(times)} new tokens, decode {decode} | {weights}, {args.attention} attention, "
-            f"{torch.get_num_threads()} threads, decoded by the {decoder.path}{compiled}]"
+            f"{torch.get_num_threads()} threads, {'sampled' if sampler.samples else 'greedy'}, decoded by the "
+            f"{decoder.path}{compiled}]"
         )
     return 0
 

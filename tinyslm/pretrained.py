@@ -65,13 +65,15 @@ def load_pretrained(
     dtype: torch.dtype | str | None = None,
     device: str | torch.device = "cpu",
     allow_pickle: bool = False,
+    keep_quantized: bool | None = None,
 ) -> CausalLM:
     """Build a CausalLM from an HF checkpoint folder (or a GGUF file) and load its weights (strictly checked).
 
     dtype: of the parameters; None means float32 for a folder (as transformers loads one) and the
     file's own precision for a GGUF (bfloat16 for a BF16 file, quantized weights kept quantized;
-    see `load_gguf`)."""
+    see `load_gguf`). keep_quantized=False: a GGUF's quantized weights dequantized into plain float
+    layers, as transformers loads the file (for a parity check); a folder has none to keep."""
     folder = Path(path).expanduser()
     if is_gguf(folder):  # a .gguf file, or a folder holding one and no config.json
-        return load_gguf(folder, dtype=dtype, device=device)
+        return load_gguf(folder, dtype=dtype, device=device, keep_quantized=keep_quantized)
     return load_hf_folder(folder, dtype=dtype, device=device, allow_pickle=allow_pickle)

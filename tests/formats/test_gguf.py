@@ -1041,3 +1041,27 @@ def test_an_eos_id_that_is_not_an_integer_is_one_clear_line(hf_folders, tmp_path
     path.write_bytes(bytes(data))
     err = _cli_error(path, capsys)
     assert "tokenizer.ggml.eos_token_id must be a token id (an integer >= 0), found" in err
+
+
+def test_load_pretrained_dequantizes_a_gguf_on_request_as_transformers_loads_it(smollm):
+    """load_pretrained(path, keep_quantized=False), the main entry point, gives the plain float model that
+    load_gguf(keep_quantized=False) gives and transformers' GGUF loading matches; the default keeps the blocks."""
+    from tinyslm.quant import GGMLLinear, QuantizedLinear
+
+    plain, theirs = smollm
+    ours = tinyslm.load_pretrained(SMOLLM, keep_quantized=False)
+    assert not any(isinstance(m, (GGMLLinear, QuantizedLinear)) for m in ours.modules())
+    ids = torch.tensor([[1, 504, 3213, 28, 2]])
+    with torch.no_grad():
+        assert torch.equal(ours(ids), plain(ids)) and rel(ours(ids), theirs(ids).logits) <= 1e-5
+    assert any(isinstance(m, (GGMLLinear, QuantizedLinear)) for m in tinyslm.load_pretrained(SMOLLM).modules())
+
+
+@pytest.mark.slow
+def test_parity_command_compares_a_gguf_with_transformers_gguf_loading(capsys):
+    if not SMOLLM.is_file():
+        pytest.skip(f"{SMOLLM.name} not present")
+    from tinyslm.cli import main
+
+    assert main(["parity", str(SMOLLM), "--tokens", "4"]) == 0
+    assert "PARITY OK" in capsys.readouterr().out

@@ -101,12 +101,12 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser(
         "parity",
-        help="compare a checkpoint folder with transformers, logit for logit",
-        description="Load the folder with tinyslm and with transformers (float32), compare logits on a fixed batch "
-        "and a greedy continuation, and name the first diverging decoder layer. Exits 1 on mismatch. Needs "
-        "transformers (pip install 'tinyslm[test]').",
+        help="compare a checkpoint folder or a GGUF with transformers, logit for logit",
+        description="Load the folder (or GGUF file, dequantized by both) with tinyslm and with transformers "
+        "(float32), compare logits on a fixed batch and a greedy continuation, and name the first diverging decoder "
+        "layer. Exits 1 on mismatch. Needs transformers (pip install 'tinyslm[test]'; a GGUF needs gguf too).",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR|FILE.gguf")
     p.add_argument("--tokens", type=int, default=16, help="greedy tokens to compare (default 16)")
     p.add_argument("--tolerance", type=float, default=1e-5, help="max |logit diff| / max |logit| allowed (default 1e-5)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -12,7 +12,6 @@ transformers is only the reference here; it is imported lazily and is an optiona
 from __future__ import annotations
 
 import inspect
-
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,8 +19,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..checkpoint import load_config, load_pretrained, weight_files
+from ..checkpoint import load_config, weight_files
 from ..errors import GenerationError, TinySLMError
+from ..gguf.loader import gguf_path, is_gguf
+from ..pretrained import load_pretrained
 from ..runtime import generate
 
 DEFAULT_TOLERANCE = 1e-5  # max |diff| / max |logit| in float32
@@ -133,13 +134,16 @@ def check_parity(
     allow_pickle: bool = False,
     progress: Callable[[str], None] = lambda _message: None,
 ) -> ParityReport:
-    """Compare tinyslm with transformers on one folder; `progress` hears about each (slow) stage."""
+    """Compare tinyslm with transformers on one folder, or one GGUF file (both dequantize it to float32: the
+    comparison is of the two models, not of the quantization); `progress` hears about each (slow) stage."""
     folder = Path(folder).expanduser()  # transformers reads "~/x" as a Hub repo id
     transformers = import_transformers()
-    load_config(folder)  # a missing folder, config or weights fails here, before any progress line
-    weight_files(folder, allow_pickle)
+    gguf = gguf_path(folder) if is_gguf(folder) else None
+    if gguf is None:
+        load_config(folder)  # a missing folder, config or weights fails here, before any progress line
+        weight_files(folder, allow_pickle)
     progress("loading with tinyslm (float32)")
-    ours = load_pretrained(folder, dtype=torch.float32, allow_pickle=allow_pickle)
+    ours = load_pretrained(folder, dtype=torch.float32, allow_pickle=allow_pickle, keep_quantized=False)
     if not 1 <= new_tokens < ours.config.max_seq_len:
         raise GenerationError(
             f"parity needs 1 <= tokens < the model's context ({ours.config.max_seq_len}), found {new_tokens}"
@@ -147,12 +151,15 @@ def check_parity(
     progress("loading with transformers (float32)")
     # eager: transformers' reference path (its SDPA path skips, e.g., Gemma-2's attention soft-cap)
     try:
+        where = {"pretrained_model_name_or_path": str(folder)} if gguf is None else {
+            "pretrained_model_name_or_path": str(gguf.parent), "gguf_file": gguf.name}
         theirs = transformers.AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=torch.float32, attn_implementation="eager"
+            **where, dtype=torch.float32, attn_implementation="eager"
         ).eval()
     except Exception as exc:  # noqa: BLE001  (the reference refused a folder tinyslm loads: say so, in one line)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise TinySLMError(f"{folder}: transformers cannot load this folder ({type(exc).__name__}: {message})") from None
+        raise TinySLMError(f"{gguf or folder}: transformers cannot load this {'file' if gguf else 'folder'} "
+                           f"({type(exc).__name__}: {message})") from None
     config = ours.config
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, config.vocab_size, (batch, min(length, config.max_seq_len - new_tokens)), generator=gen)

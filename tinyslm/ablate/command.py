@@ -93,7 +93,6 @@ def run(args) -> int:
         context=args.context, precision=args.precision,
     )  # fmt: skip
     if settings.mqar_steps:
-
         task = mqar_task(settings)  # a bad MQAR shape is refused here, before any training
         for v in variants:
             mqar_config(v.config, task, settings.mqar_layers)
@@ -101,7 +100,6 @@ def run(args) -> int:
         if args.seq_len > v.config.max_seq_len:
             raise ConfigError(f"--seq-len {args.seq_len} exceeds the context of {args.base} (max_seq_len="
                               f"{v.config.max_seq_len})")  # fmt: skip
-
 
     say = (lambda message: None) if args.no_progress else (lambda message: print(message, file=sys.stderr, flush=True))
     data = prepare_data(args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, progress=not args.no_progress)

@@ -149,7 +149,6 @@ class StepBar:
     """
 
     def __init__(self, batches, steps: int, label: str, *, enabled: bool = True, file=None):
-
         self.batches, self.taken = batches, 0
         self.bar = tqdm(total=steps, desc=label, unit="step", dynamic_ncols=True, leave=False, file=file,
                         disable=None if enabled else True)  # None: shown on a terminal only  # fmt: skip

@@ -89,7 +89,6 @@ class ParallelBlock(nn.Module):
 
 def build_attention(config: ModelConfig, layer: int) -> nn.Module:
     if config.attention == "mla":
-
         return MLAttention.from_config(config)
     spec = config.layer(layer)
     hd = config.head_dim

@@ -210,7 +210,6 @@ def cmd_generate(args) -> int:
                   repetition_penalty=args.repetition_penalty, seed=args.seed)  # fmt: skip
     sampler = Sampler(**choice)  # checked before anything is loaded
 
-
     machine.say(machine.busy_note(machine.use_threads(args.threads)))
     tokenizer = None
     if args.ids is not None:
@@ -224,7 +223,6 @@ def cmd_generate(args) -> int:
     t_load = time.perf_counter()
     model = load_pretrained(args.checkpoint, dtype=args.dtype, allow_pickle=args.allow_pickle)
     if args.quantize is not None:
-
         quantize(model, args.quantize, group_size=args.group_size)
     t_load = time.perf_counter() - t_load
     set_attention_backend(model, args.attention)
@@ -265,7 +263,6 @@ def cmd_generate(args) -> int:
             print(text[len(shown) :], end="", flush=True)
             shown = text
 
-
     slow = machine.SlowSteps("token", torch.get_num_threads())
 
     def timed(token) -> None:
@@ -280,7 +277,6 @@ def cmd_generate(args) -> int:
                  decoder=decoder, **choice)  # fmt: skip
     print()
     if times:
-
         decode = f"{(len(times) - 1) / (times[-1] - times[0]):.1f} tokens/s" if len(times) > 1 else "n/a (one token)"
         packed = sorted({m.kind if isinstance(m, GGMLLinear) else f"int{m.bits}" for m in model.modules()
                          if isinstance(m, (GGMLLinear, QuantizedLinear))})  # fmt: skip
@@ -320,7 +316,6 @@ def cmd_bench(args) -> int:
             f"of {config.max_seq_len}"
         )
     if args.contention is not None:
-
         rows = run_contention(args.checkpoint, args.contention, args.dtype, args.prompt_tokens, args.new_tokens,
                               runs=args.runs, threads=args.threads, llama_cpp=not args.no_llama_cpp,
                               timeout=args.timeout, rounds=args.rounds)  # fmt: skip

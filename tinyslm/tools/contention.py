@@ -51,7 +51,6 @@ def run_contention(folder: str | Path, busy: int, dtype: str | None = None, prom
     config = load_config(path)
     dtype = dtype or str(default_dtype(path)).removeprefix("torch.")
     if path.is_dir() and not (path / "config.json").exists():
-
         path = gguf_path(path)
     opts = {"dtype": dtype, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "prefill_tokens": [], "runs": runs,
             "quantize": None, "fast": "auto", "vocab_size": config.vocab_size, "threads": threads, "attention": "sdpa"}  # fmt: skip

@@ -16,7 +16,11 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_hf_folder
-from .gguf.loader import KeptLinears, is_gguf, model_from_gguf
+from .config import ModelConfig
+from .errors import CheckpointError
+from .files import read_json, shown
+from .gguf.loader import KeptLinears, gguf_path, is_gguf, model_from_gguf
+from .gguf.reader import GGUFFile
 from .model import CausalLM
 from .quant import GGMLLinear, QuantizedLinear, native
 from .quant.blocks import quantize_blocks
@@ -77,3 +81,29 @@ def load_pretrained(
     if is_gguf(folder):  # a .gguf file, or a folder holding one and no config.json
         return load_gguf(folder, dtype=dtype, device=device, keep_quantized=keep_quantized)
     return load_hf_folder(folder, dtype=dtype, device=device, allow_pickle=allow_pickle)
+
+
+def end_ids(path: str | Path, config: ModelConfig) -> list[int]:
+    """Every token id that ends a reply, as the checkpoint declares them: config.json's eos_token_id (one or a
+    list), generation_config.json's (chat models often list their end-of-turn token only there), and a GGUF's
+    end-of-turn and end-of-message ids beside its eos."""
+    ids = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    path = Path(path).expanduser()
+    if is_gguf(path):
+        file = GGUFFile(gguf_path(path))
+        found = {key: file.get(key) for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")}
+        where = str(file.path)
+    elif (path / "generation_config.json").is_file():
+        where = str(path / "generation_config.json")
+        found = {"eos_token_id": read_json(path / "generation_config.json").get("eos_token_id")}
+    else:
+        found, where = {}, ""
+    for key, value in found.items():
+        for i in value if isinstance(value, list) else [value]:
+            if i is None:
+                continue
+            if type(i) is not int or not 0 <= i < config.vocab_size:
+                raise CheckpointError(f"{where}: {key} must be token ids in [0, {config.vocab_size}), found "
+                                      f"{shown(repr(value))}")  # fmt: skip
+            ids.append(i)
+    return sorted({i for i in ids if i is not None})

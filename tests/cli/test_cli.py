@@ -264,6 +264,44 @@ def test_generate_refuses_bad_sampling_values_in_one_line(reference, capsys, fla
     assert code == 2 and err.strip().splitlines() == [err.strip()] and message in err
 
 
+def test_generate_stops_at_every_end_id_the_checkpoint_declares(reference, tmp_path, capsys):
+    """generation_config.json's eos_token_id list (where chat models put their end-of-turn token) stops decoding
+    as config.json's eos does; a value that is no token id is refused naming the file."""
+    theirs, folder = reference
+    expected = hf_new_ids(theirs, [1, 2, 3], 6)
+    copy = copy_checkpoint(folder, tmp_path / "ckpt")
+    (copy / "generation_config.json").write_text(json.dumps({"eos_token_id": [expected[2]]}))
+    code, out, _ = run(capsys, "generate", copy, "--ids", "1,2,3", "--max-new-tokens", "6")
+    assert code == 0 and [int(t) for t in out.splitlines()[0].split(",")] == expected[: expected.index(expected[2]) + 1]
+    (copy / "generation_config.json").write_text(json.dumps({"eos_token_id": ["</s>"]}))
+    code, _, err = run(capsys, "generate", copy, "--ids", "1,2,3", "--max-new-tokens", "6")
+    assert code == 2 and "generation_config.json: eos_token_id must be token ids" in err and len(err.splitlines()) == 1
+
+
+def test_generate_stop_text_cuts_the_continuation_before_it(reference, sp_model, tmp_path, capsys):
+    _, folder = reference
+    copy = copy_checkpoint(folder, tmp_path / "ckpt")
+    shutil.copy(sp_model, copy / "tokenizer.model")
+    code, out, _ = run(capsys, "generate", copy, "--prompt", "Once upon a time", "--max-new-tokens", "24")
+    full = out.splitlines()[0]
+    continuation = full[len("Once upon a time"):]
+    stop = next(w for w in continuation.split() if len(w) > 1)  # a word the greedy continuation writes
+    code, out, _ = run(capsys, "generate", copy, "--prompt", "Once upon a time", "--max-new-tokens", "24",
+                       "--stop", "zzz-never", "--stop", stop)  # fmt: skip
+    cut = out.splitlines()[0]
+    assert code == 0 and cut == full[: len("Once upon a time") + continuation.index(stop)]
+    assert int(re.search(r"(\d+) new tokens", out).group(1)) < 24  # decoding ended there
+
+
+@pytest.mark.parametrize("flags, message", [(["--stop", ""], "--stop: an empty stop text"),
+                                            (["--ids", "1,2", "--stop", "x"], "--stop needs --prompt")])
+def test_generate_refuses_a_stop_it_cannot_use(reference, capsys, flags, message):
+    _, folder = reference
+    argv = ["generate", folder, "--max-new-tokens", "2", *flags] + ([] if "--ids" in flags else ["--prompt", "hi"])
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
 def test_generate_prompt_streams_the_decoded_continuation(reference, sp_model, tmp_path, capsys):
     theirs, folder = reference
     folder = copy_checkpoint(folder, tmp_path / "ckpt")

@@ -20,7 +20,7 @@ from ..errors import TokenizerError, UsageError
 from ..generate import check_request
 from ..gguf.loader import gguf_tensor_bytes, is_gguf
 from ..layers.attention import set_attention_backend
-from ..pretrained import load_pretrained
+from ..pretrained import end_ids, load_pretrained
 from ..quant import GGMLLinear, QuantizedLinear, quantize
 from ..runtime import FAST_CHOICES, fast_decoding, generate
 from ..sampling import Sampler
@@ -66,6 +66,10 @@ def add_parser(sub) -> None:
     src.add_argument("--prompt", help="prompt text (needs tokenizer.json or tokenizer.model in the folder)")
     src.add_argument("--ids", help="prompt as comma-separated token ids, e.g. 1,2,3 (no tokenizer needed)")
     p.add_argument("--max-new-tokens", type=int, required=True, help="how many tokens to decode at most")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop when the text contains TEXT, cut before it (repeatable; needs --prompt). Decoding also "
+                   "stops at every end id the checkpoint declares (config.json and generation_config.json "
+                   "eos_token_id, a GGUF's eos and end-of-turn ids)")
     sampling = p.add_argument_group("sampling (greedy unless --temperature above 0, --top-k, --top-p or --min-p is "
                                     "given; applied as transformers applies them, in its order)")
     sampling.add_argument("--temperature", type=float, help="logits / T before sampling (0: greedy)")
@@ -205,10 +209,18 @@ def _gguf_bytes(target: str) -> dict[str, int] | None:
     return gguf_tensor_bytes(target) if is_gguf(target) else None
 
 
+class _Stopped(Exception):
+    """A --stop text appeared: decoding ends here."""
+
+
 def cmd_generate(args) -> int:
     choice = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                   repetition_penalty=args.repetition_penalty, seed=args.seed)  # fmt: skip
     sampler = Sampler(**choice)  # checked before anything is loaded
+    if any(stop == "" for stop in args.stop):
+        raise UsageError("--stop: an empty stop text would stop before the first token; give some text")
+    if args.stop and args.prompt is None:
+        raise UsageError("--stop needs --prompt (text to search; --ids prints ids, not text)")
 
     machine.say(machine.busy_note(machine.use_threads(args.threads)))
     tokenizer = None
@@ -235,9 +247,9 @@ def cmd_generate(args) -> int:
         tokenizer = load_tokenizer(args.checkpoint)
         ids = tokenizer.encode(args.prompt)
     prompt = check_request(model, torch.tensor([ids], dtype=torch.long), args.max_new_tokens)
-    eos = model.config.eos_token_id
-    if eos is None and tokenizer is not None:
-        eos = tokenizer.eos_id
+    eos = end_ids(args.checkpoint, model.config)
+    if not eos and tokenizer is not None and tokenizer.eos_id is not None:
+        eos = [tokenizer.eos_id]
 
     new: list[int] = []
     times: list[float] = []
@@ -259,9 +271,18 @@ def cmd_generate(args) -> int:
                 f"the model produced id {new[-1]}, beyond the tokenizer's {tokenizer.vocab_size} tokens; use --ids"
             )
         text = tokenizer.decode(ids + new)
-        if not text.endswith("\ufffd"):  # wait for a complete multi-byte character
-            print(text[len(shown) :], end="", flush=True)
-            shown = text
+        if text.endswith("\ufffd"):  # wait for a complete multi-byte character
+            return
+        found = [text.find(stop, start) for stop in args.stop if text.find(stop, start) >= 0]
+        # print what no stop text can still begin in: hold back the last (longest stop - 1) characters
+        end = min(found) if found else max(len(shown), len(text) - max(map(len, args.stop), default=1) + 1)
+        print(text[len(shown) : end], end="", flush=True)
+        shown, held[0] = text[:end], text
+        if found:
+            raise _Stopped
+
+    start = len(shown)  # where the continuation begins in the decoded text
+    held = [shown]  # the whole text decoded so far (what is printed may stop short of it)
 
     slow = machine.SlowSteps("token", torch.get_num_threads())
 
@@ -273,8 +294,12 @@ def cmd_generate(args) -> int:
 
     t0 = time.perf_counter()
     with fast_decoding(model, FAST_CHOICES[args.fast]) as decoder:  # its path and compile time: the summary's
-        generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=timed, mla_decode=args.mla_decode,
-                 decoder=decoder, **choice)  # fmt: skip
+        try:
+            generate(model, prompt, args.max_new_tokens, eos_token_id=eos, on_token=timed,
+                     mla_decode=args.mla_decode, decoder=decoder, **choice)  # fmt: skip
+            print(held[0][len(shown) :], end="")  # the held-back tail: no stop text came
+        except _Stopped:
+            pass
     print()
     if times:
         decode = f"{(len(times) - 1) / (times[-1] - times[0]):.1f} tokens/s" if len(times) > 1 else "n/a (one token)"

@@ -102,7 +102,7 @@ def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_toke
     input_ids = input_ids.to(device)
     if max_new_tokens == 0:
         return input_ids
-    eos = None if eos_token_id is None else torch.tensor(eos_token_id, device=device).reshape(-1)
+    eos = None if eos_token_id in (None, []) else torch.tensor(eos_token_id, device=device).reshape(-1)
     batch, prompt_len = input_ids.shape
     cache = decoder.new_cache(batch, prompt_len, max_new_tokens)
     out = torch.empty(batch, prompt_len + max_new_tokens, dtype=torch.long, device=device)

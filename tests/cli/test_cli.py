@@ -276,6 +276,9 @@ def test_generate_stops_at_every_end_id_the_checkpoint_declares(reference, tmp_p
     (copy / "generation_config.json").write_text(json.dumps({"eos_token_id": ["</s>"]}))
     code, _, err = run(capsys, "generate", copy, "--ids", "1,2,3", "--max-new-tokens", "6")
     assert code == 2 and "generation_config.json: eos_token_id must be token ids" in err and len(err.splitlines()) == 1
+    (copy / "generation_config.json").write_text(json.dumps({"eos_token_id": [10**6]}))  # past the vocabulary
+    code, out, _ = run(capsys, "generate", copy, "--ids", "1,2,3", "--max-new-tokens", "6")
+    assert code == 0 and len(out.splitlines()[0].split(",")) == len(expected)  # never produced: no stop
 
 
 def test_generate_stop_text_cuts_the_continuation_before_it(reference, sp_model, tmp_path, capsys):

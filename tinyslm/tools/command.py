@@ -247,8 +247,8 @@ def cmd_generate(args) -> int:
         tokenizer = load_tokenizer(args.checkpoint)
         ids = tokenizer.encode(args.prompt)
     prompt = check_request(model, torch.tensor([ids], dtype=torch.long), args.max_new_tokens)
-    eos = end_ids(args.checkpoint, model.config)
-    if not eos and tokenizer is not None and tokenizer.eos_id is not None:
+    eos = end_ids(args.checkpoint, model.config) or None
+    if eos is None and tokenizer is not None and tokenizer.eos_id is not None:
         eos = [tokenizer.eos_id]
 
     new: list[int] = []

@@ -16,7 +16,7 @@ from ..config import ModelConfig
 from ..errors import UnsupportedModelError
 from . import Family
 from .gguf_arch import DECODER_KEYS, Arch
-from .hf_config import ACTIVATIONS_TO_HF, HFConfig
+from .hf_config import HFConfig
 from .llama import LLAMA_IGNORED, LLAMA_MODULES, llama_like_from_hf, llama_like_to_hf
 
 STARCODER2_MODULES = {
@@ -60,7 +60,6 @@ def to_hf(config: ModelConfig) -> dict:
         norm_epsilon=float(config.norm_eps),
         use_bias=config.ffn_bias,
         sliding_window=config.sliding_window,
-        hidden_act=ACTIVATIONS_TO_HF[config.activation],
     )  # fmt: skip
     del values["rms_norm_eps"]
     return values

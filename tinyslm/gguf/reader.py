@@ -188,10 +188,7 @@ class _Header:
         if kind == 8:
             return self.string()
         if kind == 9:
-            if depth >= MAX_NESTING:
-                raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} nests arrays more than "
-                                      f"{MAX_NESTING} deep")  # fmt: skip
-            item, count = self.scalar(4), self.scalar(10)
+            item, count = self.array_header(depth)
             if item in _NUMPY:
                 size = np.dtype(_NUMPY[item]).itemsize
                 values = np.frombuffer(self.take(count * size), dtype=_NUMPY[item])
@@ -206,26 +203,32 @@ class _Header:
                 return [self.string() for _ in range(count)]
             if item == 9:
                 return [self.value(9, depth + 1) for _ in range(count)]
-        raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} has value type {kind}, which GGUF does not define")
+        raise self.undefined(kind)
 
+    def array_header(self, depth: int) -> tuple[int, int]:
+        """(item type, count) of an array `depth` arrays deep, refusing absurd nesting."""
+        if depth >= MAX_NESTING:
+            raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} nests arrays more than "
+                                  f"{MAX_NESTING} deep")  # fmt: skip
+        return self.scalar(4), self.scalar(10)
+
+    def undefined(self, kind: int) -> CheckpointError:
+        return CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} has value type {kind}, which GGUF "
+                               "does not define")  # fmt: skip
 
     def skip(self, kind: int, depth: int) -> None:
         """Step over one value of `kind` (a string, or an array of anything) without building it."""
         if kind == 8:
             self.take(self.scalar(10))
             return
-        if depth >= MAX_NESTING:
-            raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} nests arrays more than "
-                                  f"{MAX_NESTING} deep")  # fmt: skip
-        item, count = self.scalar(4), self.scalar(10)
+        item, count = self.array_header(depth)
         if item in _NUMPY:
             self.take(count * np.dtype(_NUMPY[item]).itemsize)
         elif item in (8, 9):
             for _ in range(count):
                 self.skip(item, depth + 1)
         else:
-            raise CheckpointError(f"{self.path}: corrupt GGUF header: {self.where} has value type {item}, which GGUF "
-                                  "does not define")  # fmt: skip
+            raise self.undefined(item)
 
 
 class LongArray:

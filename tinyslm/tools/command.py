@@ -273,7 +273,7 @@ def cmd_generate(args) -> int:
         text = tokenizer.decode(ids + new)
         if text.endswith("\ufffd"):  # wait for a complete multi-byte character
             return
-        found = [text.find(stop, start) for stop in args.stop if text.find(stop, start) >= 0]
+        found = [i for i in (text.find(stop, start) for stop in args.stop) if i >= 0]
         # print what no stop text can still begin in: hold back the last (longest stop - 1) characters
         end = min(found) if found else max(len(shown), len(text) - max(map(len, args.stop), default=1) + 1)
         print(text[len(shown) : end], end="", flush=True)

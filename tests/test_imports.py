@@ -38,8 +38,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # what makes it fast: native kernels, decode steps, quantized linears; and the loading entry points
     # that hand a format's quantized weights to them (tinyslm.pretrained)
     ("runtime", ("tinyslm.quant", "tinyslm.runtime", "tinyslm.pretrained")),
-    # what is done with models: training, data, ablations, the inspect/bench/parity/demo tools
-    ("experiments", ("tinyslm.train", "tinyslm.data", "tinyslm.ablate", "tinyslm.tools")),
+    # what is done with models: training, data, ablations, the inspect/bench/parity/demo tools, and the course's
+    # exercise checkers (tinyslm.course: what notebooks/ imports besides the public API)
+    ("experiments", ("tinyslm.train", "tinyslm.data", "tinyslm.ablate", "tinyslm.tools", "tinyslm.course")),
     # the command line: the parser and every subpackage's command.py
     ("cli", ("tinyslm.cli", "*.command")),
     # `import tinyslm`: the public names, re-exported from wherever they live
@@ -50,7 +51,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 # the standard library's modules that exist on some systems only
 OPTIONAL = {  # by top-level name
     "gguf": "extra [gguf]: only when a GGUF file is read or written",
-    "matplotlib": "extra [plots]: `tinyslm ablate`'s PNG plots",
+    "matplotlib": "extras [plots], [course]: `tinyslm ablate`'s PNG plots, the lessons' figures",
     "llama_cpp": "extra [llamacpp]: llama.cpp beside tinyslm in `tinyslm bench`",
     "transformers": "extra [test]: the reference `tinyslm parity` and the tests compare against",
     "accelerate": "extra [test]: what transformers needs to load a GGUF",

@@ -34,13 +34,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # one file per model family: config.json <-> ModelConfig, HF tensor names <-> ours
     ("families", ("tinyslm.families",)),
     # files on disk: HF folders, GGUF, tokenizers
-    ("formats", ("tinyslm.checkpoint", "tinyslm.tokenizer", "tinyslm.tokenizer_types", "tinyslm.gguf")),
+    ("formats", ("tinyslm.checkpoint", "tinyslm.tokenizer", "tinyslm.tokenizer_types", "tinyslm.chat_template",
+                 "tinyslm.gguf")),
     # what makes it fast: native kernels, decode steps, quantized linears; and the loading entry points
     # that hand a format's quantized weights to them (tinyslm.pretrained)
     ("runtime", ("tinyslm.quant", "tinyslm.runtime", "tinyslm.pretrained")),
-    # what is done with models: training, data, ablations, the inspect/bench/parity/demo tools, and the course's
+    # what is done with models: training, data, ablations, the inspect/bench/parity/demo tools, a chat session, the course's
     # exercise checkers (tinyslm.course: what notebooks/ imports besides the public API)
-    ("experiments", ("tinyslm.train", "tinyslm.data", "tinyslm.ablate", "tinyslm.tools", "tinyslm.course")),
+    ("experiments", ("tinyslm.train", "tinyslm.data", "tinyslm.ablate", "tinyslm.tools", "tinyslm.chat",
+                     "tinyslm.course")),
     # the command line: the parser and every subpackage's command.py
     ("cli", ("tinyslm.cli", "*.command")),
     # `import tinyslm`: the public names, re-exported from wherever they live

@@ -19,9 +19,11 @@ import each other):
     reference    layers/, model, sizing, sampling,    the plain decoder, readable top to bottom
                  generate
     families     families/                            config.json <-> ModelConfig, HF names <-> ours
-    formats      checkpoint, tokenizer(_types), gguf/ files on disk: HF folders, GGUF, tokenizers
+    formats      checkpoint, tokenizer(_types), gguf/, files on disk: HF folders, GGUF, tokenizers, chat templates
+                 chat_template
     runtime      quant/, runtime/, pretrained         kernels, quantized linears, fast decode steps
-    experiments  train/, data/, ablate/, tools/       what is done with a model
+    experiments  train/, data/, ablate/, tools/,      what is done with a model (and the course's checkers)
+                 chat/, course/
     cli          cli, */command.py                    the `tinyslm` command
     api          tinyslm/__init__.py                  these names
 
@@ -55,7 +57,7 @@ from .runtime import generate  # noqa: E402  (the reference decoder with the run
 from .model import CausalLM  # noqa: E402
 from .pretrained import load_pretrained  # noqa: E402
 from .quant import QuantizedLinear, quantize  # noqa: E402
-from .tokenizer import load_tokenizer  # noqa: E402
+from .tokenizer import load_chat_template, load_tokenizer  # noqa: E402
 
 # `tinyslm --version` prints the installed package's version, this one only when there is no metadata (a source
 # tree on sys.path); keep it equal to pyproject.toml's (tests/cli/test_cli_examples.py checks)
@@ -63,6 +65,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CausalLM", "ModelConfig", "LayerSpec", "LayerShape", "load_config", "load_pretrained", "save_pretrained", "generate",
-    "load_tokenizer", "TinySLMError", "ConfigError", "CheckpointError", "UnsupportedModelError", "GenerationError",
+    "load_tokenizer", "load_chat_template", "TinySLMError", "ConfigError", "CheckpointError", "UnsupportedModelError", "GenerationError",
     "TokenizerError", "quantize", "QuantizedLinear",
 ]  # fmt: skip

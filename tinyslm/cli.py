@@ -1,6 +1,6 @@
 """The `tinyslm` command line: the parser, and the one way a command is registered (COMMAND_MODULES: each
 module's `add_parser(subparsers)` adds its commands with `set_defaults(run=...)`): inspect, generate, parity,
-bench and demo (tools/command.py), convert, tokenizer, train, train-bench, ablate.
+bench and demo (tools/command.py), chat, convert, tokenizer, train, train-bench, ablate.
 
 Every failure tinyslm anticipates prints one line `error: ...` and exits with status 2; an
 unexpected one prints one line too (set TINYSLM_DEBUG=1 for the traceback). Never a raw
@@ -28,6 +28,8 @@ EPILOG = """examples:
   tinyslm parity ~/models/SmolLM-135M
   tinyslm bench ~/models/TinyLlama-1.1B --dtype bfloat16
   tinyslm generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt "Gravity is" --max-new-tokens 40
+  tinyslm chat SmolLM2-135M-Instruct.Q4_1.gguf       # a conversation, in the model's chat template
+  tinyslm generate SmolLM2-135M-Instruct.Q4_1.gguf --chat "What is the capital of France?" --max-new-tokens 40
   tinyslm convert ~/models/SmolLM2-135M model.Q8_0.gguf --type q8_0
   tinyslm train configs/ablation/llama-1m.toml --steps 500 --out runs/llama-1m
   tinyslm ablate --base configs/ablation/llama-1m.toml --variants mha,gqa:2,mqa,mla --steps 300 --out runs/ablation
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 # `set_defaults(run=...)`; the function gets the parsed args and returns the exit status.
 COMMAND_MODULES: list[str] = [
     "tinyslm.tools.command",  # inspect, generate, parity, bench, demo
+    "tinyslm.chat.command",  # chat
     "tinyslm.gguf.command",  # convert
     "tinyslm.data.command",  # tokenizer train, data prepare
     "tinyslm.train.command",  # train

@@ -43,6 +43,10 @@ class Decoder:
     def new_cache(self, batch: int, prompt_len: int, max_new_tokens: int) -> KVCache:
         return self.model.new_cache(batch, prompt_len + max_new_tokens)
 
+    def reuse(self, cache: KVCache) -> KVCache:
+        """A cache the caller keeps between requests (a chat's), continued by this one."""
+        return cache
+
     def prefill(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:  # (B, T) -> (B, 1, V)
         return self.model(input_ids, cache=cache, last_only=True)
 
@@ -50,8 +54,8 @@ class Decoder:
         return self.model(token, cache=cache, last_only=True)
 
 
-def check_request(model, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-    """Validate a decoding request; returns input_ids as (B, T)."""
+def check_request(model, input_ids: torch.Tensor, max_new_tokens: int, cache: KVCache | None = None) -> torch.Tensor:
+    """Validate a decoding request (that continues `cache`, if given); returns input_ids as (B, T)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise GenerationError(f"max_new_tokens must be a non-negative integer, found {max_new_tokens!r}")
     input_ids = torch.as_tensor(input_ids)
@@ -72,13 +76,22 @@ def check_request(model, input_ids: torch.Tensor, max_new_tokens: int) -> torch.
             f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) = {total} exceeds the "
             f"model's context of {limit} positions"
         )
+    if cache is not None:
+        held = cache.length
+        if held + total > cache.capacity:
+            raise GenerationError(f"the cache holds {held} positions of {cache.capacity}: {input_ids.shape[1]} more "
+                                  f"+ max_new_tokens ({max_new_tokens}) do not fit")  # fmt: skip
+        if cache.layers and cache.layers[0].tensors()[0].shape[0] != input_ids.shape[0]:
+            raise GenerationError(f"the cache is for a batch of {cache.layers[0].tensors()[0].shape[0]}, the "
+                                  f"prompt is {input_ids.shape[0]} rows")  # fmt: skip
     return input_ids.long()
 
 
 @torch.inference_mode()
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | list[int] | None = None,
              on_token: Callable[[torch.Tensor], None] | None = None, mla_decode: str | None = None,
-             decoder: Decoder | None = None, sampler: Sampler | None = None) -> torch.Tensor:  # fmt: skip
+             decoder: Decoder | None = None, sampler: Sampler | None = None,
+             cache: KVCache | None = None) -> torch.Tensor:  # fmt: skip
     """Decoding, greedy by default. input_ids (B, T) of equal-length prompts -> (B, T + n), n <= max_new_tokens.
 
     Stops early only when `eos_token_id` is given and every sequence has produced it; sequences
@@ -87,16 +100,19 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: 
     picks the attention path for this call: "naive", "absorbed" or "auto" (see layers/mla.py).
     `decoder`: how to run the model (default: the reference Decoder, the model's own forward);
     tinyslm.runtime.fast_decoding yields faster ones. `sampler`: how each token is chosen from the
-    logits (sampling.py; default: argmax, greedy).
+    logits (sampling.py; default: argmax, greedy). `cache`: a cache to continue (a chat keeps one between
+    turns): input_ids are the tokens after the cache.length it holds, and the returned ids start with them;
+    it is left holding every token fed through the model (the last new token is not: it was never fed).
     """
-    input_ids = check_request(model, input_ids, max_new_tokens)
+    input_ids = check_request(model, input_ids, max_new_tokens, cache)
     with contextlib.ExitStack() as scope:
         if mla_decode is not None:
             scope.enter_context(decode_path(model, mla_decode))
-        return _decode(decoder or Decoder(model), sampler or Sampler(), input_ids, max_new_tokens, eos_token_id, on_token)
+        return _decode(decoder or Decoder(model), sampler or Sampler(), input_ids, max_new_tokens, eos_token_id,
+                       on_token, cache)  # fmt: skip
 
 
-def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_token_id, on_token) -> torch.Tensor:
+def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_token_id, on_token, cache=None):
     """generate's loop (see there)."""
     device = next(decoder.model.parameters()).device
     input_ids = input_ids.to(device)
@@ -104,7 +120,7 @@ def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_toke
         return input_ids
     eos = None if eos_token_id in (None, []) else torch.tensor(eos_token_id, device=device).reshape(-1)
     batch, prompt_len = input_ids.shape
-    cache = decoder.new_cache(batch, prompt_len, max_new_tokens)
+    cache = decoder.new_cache(batch, prompt_len, max_new_tokens) if cache is None else decoder.reuse(cache)
     out = torch.empty(batch, prompt_len + max_new_tokens, dtype=torch.long, device=device)
     out[:, :prompt_len] = input_ids
     finished = torch.zeros(batch, dtype=torch.bool, device=device)

@@ -1,5 +1,6 @@
 """Tokenizers of checkpoint folders: `tokenizer.model` (sentencepiece) or `tokenizer.json` (HF tokenizers),
-or of a GGUF file (rebuilt from its metadata, tinyslm/gguf/tokenizer.py).
+or of a GGUF file (rebuilt from its metadata, tinyslm/gguf/tokenizer.py); and their chat templates
+(`load_chat_template`, rendered by chat_template.py).
 
 Both are wrapped in one small interface (tokenizer_types.py): `encode(text) -> list[int]`,
 `decode(ids) -> str`, `bos_id`, `eos_id`. Whether a BOS token is prepended follows the folder's
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .chat_template import ChatTemplate, folder_chat_template
 from .errors import TokenizerError
 from .files import file_bool, read_json, regular_file
 from .gguf.loader import is_gguf
-from .gguf.tokenizer import gguf_tokenizer
+from .gguf.tokenizer import gguf_chat_template, gguf_tokenizer
 from .tokenizer_types import JSONTokenizer, SentencePieceTokenizer, Tokenizer
 
-__all__ = ["load_tokenizer", "Tokenizer", "JSONTokenizer", "SentencePieceTokenizer"]
+__all__ = ["load_tokenizer", "load_chat_template", "Tokenizer", "JSONTokenizer", "SentencePieceTokenizer"]
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -48,3 +50,13 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
                                 TokenizerError)  # fmt: skip
             return SentencePieceTokenizer(file, add_bos=add_bos)
     raise TokenizerError(f"{path}: no tokenizer.json or tokenizer.model found")
+
+
+def load_chat_template(path: str | Path, template: str | Path | None = None) -> ChatTemplate:
+    """The chat template of a checkpoint folder or GGUF (chat_template.py), or the Jinja file `template` in its place
+    (the special tokens still the checkpoint's). One that has none is refused when rendered, naming the fix."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise TokenizerError(f"{path}: no such file or folder")
+    found = gguf_chat_template(path) if is_gguf(path) else folder_chat_template(path if path.is_dir() else path.parent)
+    return found if template is None else found.with_text(template)

@@ -27,6 +27,7 @@ from tokenizers import AddedToken, Regex, decoders, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import BPE
 
+from ..chat_template import ChatTemplate, folder_chat_template
 from ..errors import TokenizerError
 from ..files import file_bool, read_json, shown
 from ..tokenizer_types import JSONTokenizer, Tokenizer
@@ -169,6 +170,27 @@ def _merges_from_scores(tokens: list[str], meta: dict, source: str) -> list[tupl
     return [(a, b) for a, b, _ in merges]
 
 
+# the special tokens a chat template may name, and the GGUF key of each one's id (llama.cpp spells "seperator")
+SPECIAL_IDS = {"bos_token": "tokenizer.ggml.bos_token_id", "eos_token": "tokenizer.ggml.eos_token_id",
+               "unk_token": "tokenizer.ggml.unknown_token_id", "sep_token": "tokenizer.ggml.seperator_token_id",
+               "pad_token": "tokenizer.ggml.padding_token_id"}  # fmt: skip
+
+
+def gguf_chat_template(path: str | Path) -> ChatTemplate:
+    """A GGUF's chat template (tokenizer.chat_template; text None where it has none) and its special tokens."""
+    file = GGUFFile(gguf_path(path))
+    tokens = file.get("tokenizer.ggml.tokens")
+    special = {}
+    for key, id_key in SPECIAL_IDS.items():
+        i = file.get(id_key)
+        if type(i) is int and isinstance(tokens, list) and 0 <= i < len(tokens) and isinstance(tokens[i], str):
+            special[key] = tokens[i]
+    text = file.get("tokenizer.chat_template")
+    if text is not None and not isinstance(text, str):
+        raise TokenizerError(f"{file.path}: tokenizer.chat_template must be a string, found {type(text).__name__}")
+    return ChatTemplate(text, f"{file.path}: tokenizer.chat_template", special)
+
+
 def gguf_tokenizer(path: str | Path) -> Tokenizer:
     """The tokenizer of a GGUF file (or of the one .gguf in a folder), rebuilt from its metadata."""
     file = GGUFFile(gguf_path(path))
@@ -198,7 +220,7 @@ def tokenizer_metadata(folder: Path) -> dict[str, Any]:
         for name, i in (("bos", sp.bos_id()), ("eos", sp.eos_id()), ("unknown", sp.unk_id()), ("padding", sp.pad_id())):
             if i >= 0:
                 meta[f"tokenizer.ggml.{name}_token_id"] = i
-        return meta
+        return meta | _chat_template(folder)
     if not (folder / "tokenizer.json").is_file():
         raise TokenizerError(f"{folder}: no tokenizer.json or tokenizer.model to write into the GGUF")
     data = json.loads((folder / "tokenizer.json").read_text())
@@ -221,9 +243,13 @@ def tokenizer_metadata(folder: Path) -> dict[str, Any]:
     for name, key in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
         if special.get(key) in vocab:
             meta[f"tokenizer.ggml.{name}_token_id"] = vocab[special[key]]
-    if isinstance(config.get("chat_template"), str):
-        meta["tokenizer.chat_template"] = config["chat_template"]
-    return meta
+    return meta | _chat_template(folder)
+
+
+def _chat_template(folder: Path) -> dict[str, str]:
+    """The folder's chat template as GGUF metadata (llama.cpp and Ollama read it from there), if it has one."""
+    text = folder_chat_template(folder).text
+    return {} if text is None else {"tokenizer.chat_template": text}
 
 
 def _pre_name(pre: dict | None, folder: Path) -> str:

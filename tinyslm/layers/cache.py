@@ -40,6 +40,7 @@ class LayerCache:
     """The protocol: `capacity` positions, `update` (per attention type), `tensors()` for byte counts."""
 
     capacity: int
+    keeps_every_position = True  # positions 0..length-1 all stay readable (KVCache.truncate can go back)
 
     def tensors(self) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -72,6 +73,8 @@ class KVBuffer(LayerCache):
 
 class RingKVBuffer(LayerCache):
     """Keys and values of a sliding-window layer: the last W positions in W slots, slot = position % W."""
+
+    keeps_every_position = False  # a slot is overwritten W positions later
 
     def __init__(self, batch: int, n_kv_heads: int, window: int, capacity: int, head_dim: int, dtype, device):
         self.capacity, self.window = capacity, window
@@ -114,6 +117,17 @@ class KVCache:
 
     def __getitem__(self, step: int) -> LayerCache:
         return self.layers[step]
+
+    def truncate(self, length: int) -> bool:
+        """Forget every position from `length` on (a conversation whose next prompt shares only the first `length`
+        tokens with what the cache holds); False, nothing changed, where a layer has already overwritten positions
+        before `length` (a ring buffer past its window): the caller then starts over."""
+        if not 0 <= length <= self.length:
+            raise GenerationError(f"cannot truncate a cache of {self.length} positions to {length}")
+        if length < self.length and not all(layer.keeps_every_position for layer in self.layers):
+            return False
+        self.length = length
+        return True
 
     @property
     def nbytes(self) -> int:

@@ -62,6 +62,11 @@ class FastDecoder(Decoder):
         self.path = "module path"
         return super().new_cache(batch, prompt_len, max_new_tokens)
 
+    def reuse(self, cache: KVCache) -> KVCache:
+        self.compile_s, self.compiled = None, None  # a kept cache is the model's own: no static one to compile for
+        self.path = "native step" if self.native else "module path"
+        return cache
+
     def step(self, token, cache: KVCache):
         return self.compiled(token, cache) if self.compiled is not None else super().step(token, cache)
 
@@ -82,7 +87,8 @@ def fast_decoding(model, fast: bool | None = None):
 def generate(model, input_ids, max_new_tokens: int, eos_token_id: int | list[int] | None = None, on_token=None,
              mla_decode: str | None = None, fast: bool | None = None, decoder: Decoder | None = None, *,
              temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-             min_p: float | None = None, repetition_penalty: float | None = None, seed: int | None = None):  # fmt: skip
+             min_p: float | None = None, repetition_penalty: float | None = None, seed: int | None = None,
+             cache: KVCache | None = None):  # fmt: skip
     """`tinyslm.generate`: the reference decoder (tinyslm/generate.py, where the arguments are described) run
     through `fast_decoding(model, fast)`: None (default) and True take the runtime's paths, False the reference
     Decoder; a given `decoder` is used as it is (e.g. one from fast_decoding, to read its `path` afterwards).
@@ -93,4 +99,4 @@ def generate(model, input_ids, max_new_tokens: int, eos_token_id: int | list[int
         if decoder is None:
             decoder = scope.enter_context(fast_decoding(model, fast))
         return reference.generate(model, input_ids, max_new_tokens, eos_token_id, on_token, mla_decode, decoder,
-                                  sampler)  # fmt: skip
+                                  sampler, cache)  # fmt: skip

@@ -24,7 +24,7 @@ from ..pretrained import end_ids, load_pretrained
 from ..quant import GGMLLinear, QuantizedLinear, quantize
 from ..runtime import FAST_CHOICES, fast_decoding, generate
 from ..sampling import Sampler
-from ..tokenizer import load_tokenizer
+from ..tokenizer import load_chat_template, load_tokenizer
 from ..tools.attention_costs import compare_attention, format_compare_attention, parse_contexts
 from ..tools.bench import format_bench, run_bench
 from ..tools.contention import format_contention, run_contention
@@ -33,6 +33,44 @@ from ..tools.parity import check_parity
 from ..tools.stats import format_stats, model_stats
 
 QUANT_CHOICES = ["q8_0", "q4_0", "q4_1", "int8", "int4"]  # tinyslm.quantize kinds (quant/quantize.py)
+
+
+def add_sampling_options(p) -> None:
+    """The sampler's options (generate, chat); `sampling_options(args)` reads them back."""
+    sampling = p.add_argument_group("sampling (greedy unless --temperature above 0, --top-k, --top-p or --min-p is "
+                                    "given; applied as transformers applies them, in its order)")
+    sampling.add_argument("--temperature", type=float, help="logits / T before sampling (0: greedy)")
+    sampling.add_argument("--top-k", type=int, help="keep the k most likely tokens (0: all)")
+    sampling.add_argument("--top-p", type=float, help="keep the fewest tokens whose probability reaches p (1: all)")
+    sampling.add_argument("--min-p", type=float, help="keep tokens at least min-p x the top token's probability")
+    sampling.add_argument("--repetition-penalty", type=float, help="lower the logits of tokens already in the text "
+                          "(1: none; greedy decoding too)")
+    sampling.add_argument("--seed", type=int, help="the sampler's seed: the same seed, the same text")
+
+
+def sampling_options(args) -> dict:
+    """The sampling options as tinyslm.generate's keyword arguments, checked (a bad value: one line, exit 2)."""
+    choice = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                  repetition_penalty=args.repetition_penalty, seed=args.seed)  # fmt: skip
+    Sampler(**choice)  # checked before anything is loaded
+    return choice
+
+
+def add_chat_options(p, needs: str | None = None) -> None:
+    """--system and --template (generate --chat, chat)."""
+    after = f" (with {needs})" if needs else ""
+    p.add_argument("--system", metavar="TEXT", help=f"a system message opening the conversation{after}")
+    p.add_argument("--template", metavar="FILE", help="a Jinja chat template file to use instead of the model's own "
+                   f"(needed where the checkpoint has none){after}")
+
+
+def chat_prompt(args, tokenizer) -> list[int]:
+    """generate --chat's prompt: the system message (if any) and TEXT, written out by the chat template."""
+    template = load_chat_template(args.checkpoint, args.template)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.chat}
+    ]
+    return tokenizer.encode(template.render(messages, add_generation_prompt=True), add_special_tokens=False)
 
 
 def add_parser(sub) -> None:
@@ -56,29 +94,25 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser(
         "generate",
-        help="greedy decoding from a checkpoint folder, streamed, with timings",
-        description="Load an HF checkpoint folder (config.json + safetensors), decode greedily with the KV cache, "
-        "stream the text as it is decoded, then print prefill time and decode speed. Stops at the model's "
-        "end-of-sequence token.",
+        help="decode from a checkpoint folder or GGUF (greedy or sampled), streamed, with timings",
+        description="Load an HF checkpoint folder (config.json + safetensors) or a GGUF file, decode with the KV "
+        "cache (greedy unless a sampling option is given), stream the text as it is decoded, then print prefill "
+        "time and decode speed. Stops at the model's end ids. --chat writes one user message out with the "
+        "model's chat template (an instruct model answers only in its own layout).",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text (needs tokenizer.json or tokenizer.model in the folder)")
     src.add_argument("--ids", help="prompt as comma-separated token ids, e.g. 1,2,3 (no tokenizer needed)")
+    src.add_argument("--chat", metavar="TEXT", help="one turn of a conversation: TEXT as the user's message, written "
+                     "out with the model's chat template (prints the reply only; `tinyslm chat` for more turns)")
     p.add_argument("--max-new-tokens", type=int, required=True, help="how many tokens to decode at most")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="stop when the text contains TEXT, cut before it (repeatable; needs --prompt). Decoding also "
                    "stops at every end id the checkpoint declares (config.json and generation_config.json "
                    "eos_token_id, a GGUF's eos and end-of-turn ids)")
-    sampling = p.add_argument_group("sampling (greedy unless --temperature above 0, --top-k, --top-p or --min-p is "
-                                    "given; applied as transformers applies them, in its order)")
-    sampling.add_argument("--temperature", type=float, help="logits / T before sampling (0: greedy)")
-    sampling.add_argument("--top-k", type=int, help="keep the k most likely tokens (0: all)")
-    sampling.add_argument("--top-p", type=float, help="keep the fewest tokens whose probability reaches p (1: all)")
-    sampling.add_argument("--min-p", type=float, help="keep tokens at least min-p x the top token's probability")
-    sampling.add_argument("--repetition-penalty", type=float, help="lower the logits of tokens already in the text "
-                          "(1: none; greedy decoding too)")
-    sampling.add_argument("--seed", type=int, help="the sampler's seed: the same seed, the same text")
+    add_chat_options(p, "--chat")
+    add_sampling_options(p)
     p.add_argument("--dtype", default=None,
                    help="float32, bfloat16 or float16; default: float32 for a folder, a GGUF's own precision (bfloat16 for a BF16 file, else float32, quantized weights kept quantized)")
     p.add_argument("--allow-pickle", action="store_true", help="allow *.bin pickle weights (read with torch.load(weights_only=True))")
@@ -214,13 +248,16 @@ class _Stopped(Exception):
 
 
 def cmd_generate(args) -> int:
-    choice = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                  repetition_penalty=args.repetition_penalty, seed=args.seed)  # fmt: skip
-    sampler = Sampler(**choice)  # checked before anything is loaded
+    choice = sampling_options(args)
+    sampler = Sampler(**choice)
     if any(stop == "" for stop in args.stop):
         raise UsageError("--stop: an empty stop text would stop before the first token; give some text")
-    if args.stop and args.prompt is None:
-        raise UsageError("--stop needs --prompt (text to search; --ids prints ids, not text)")
+    if args.stop and args.ids is not None:
+        raise UsageError("--stop needs --prompt or --chat (text to search; --ids prints ids, not text)")
+    for option in ("system", "template"):
+        if getattr(args, option) is not None and args.chat is None:
+            raise UsageError(f"--{option} goes with --chat (a conversation); --prompt is raw text")
+    text = args.prompt if args.prompt is not None else args.chat
 
     machine.say(machine.busy_note(machine.use_threads(args.threads)))
     tokenizer = None
@@ -238,14 +275,14 @@ def cmd_generate(args) -> int:
         quantize(model, args.quantize, group_size=args.group_size)
     t_load = time.perf_counter() - t_load
     set_attention_backend(model, args.attention)
-    if args.prompt is not None:
+    if text is not None:
         try:  # (bytes that are not UTF-8 reach Python's argv as lone surrogates: no tokenizer encodes them)
-            args.prompt.encode("utf-8")
+            text.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise UsageError(f"--prompt is not valid UTF-8 text (at character {exc.start}); check the terminal's "
-                             "or the file's encoding") from None  # fmt: skip
+            raise UsageError(f"--{'prompt' if args.chat is None else 'chat'} is not valid UTF-8 text (at character "
+                             f"{exc.start}); check the terminal's or the file's encoding") from None  # fmt: skip
         tokenizer = load_tokenizer(args.checkpoint)
-        ids = tokenizer.encode(args.prompt)
+        ids = tokenizer.encode(text) if args.chat is None else chat_prompt(args, tokenizer)
     prompt = check_request(model, torch.tensor([ids], dtype=torch.long), args.max_new_tokens)
     eos = end_ids(args.checkpoint, model.config) or None
     if eos is None and tokenizer is not None and tokenizer.eos_id is not None:
@@ -256,8 +293,9 @@ def cmd_generate(args) -> int:
     # Decode prompt + continuation together and print what was added: sentencepiece drops the
     # leading space of a sequence's first piece, so decoding the new tokens alone glues words.
     shown = tokenizer.decode(ids) if tokenizer is not None else ""
-    if tokenizer is not None:
+    if tokenizer is not None and args.chat is None:  # (a chat prints the reply alone, not the template's text)
         print(shown, end="", flush=True)
+    ends = set(eos or ())
 
     def on_token(token) -> None:
         nonlocal shown
@@ -270,7 +308,7 @@ def cmd_generate(args) -> int:
             raise TokenizerError(
                 f"the model produced id {new[-1]}, beyond the tokenizer's {tokenizer.vocab_size} tokens; use --ids"
             )
-        text = tokenizer.decode(ids + new)
+        text = tokenizer.decode(ids + [t for t in new if t not in ends])  # (an end token's text is not the reply's)
         if text.endswith("\ufffd"):  # wait for a complete multi-byte character
             return
         found = [i for i in (text.find(stop, start) for stop in args.stop) if i >= 0]

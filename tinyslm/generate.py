@@ -40,7 +40,8 @@ class Decoder:
     def __init__(self, model):
         self.model = model
 
-    def new_cache(self, batch: int, prompt_len: int, max_new_tokens: int) -> KVCache:
+    def new_cache(self, batch: int, prompt_len: int, max_new_tokens: int, padded: bool = False) -> KVCache:
+        """The request's cache; `padded`: its rows are prompts of different lengths, left-padded."""
         return self.model.new_cache(batch, prompt_len + max_new_tokens)
 
     def reuse(self, cache: KVCache) -> KVCache:
@@ -54,7 +55,39 @@ class Decoder:
         return self.model(token, cache=cache, last_only=True)
 
 
-def check_request(model, input_ids: torch.Tensor, max_new_tokens: int, cache: KVCache | None = None) -> torch.Tensor:
+def left_pad(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths -> input_ids (B, T) left-padded with token 0 and their attention_mask (B, T):
+    1 for a prompt's token, 0 for padding. Each prompt then ends in the last column, where decoding continues."""
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            raise GenerationError(f"prompt {i}: expected a list of token ids (ints), found {prompt!r:.80}")
+        if not prompt:
+            raise GenerationError(f"prompt {i} is empty: give every prompt at least one token")
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)  # (B, T)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)  # (B, T)
+    return ids, mask
+
+
+def padding_of(attention_mask, shape: torch.Size) -> torch.Tensor | None:
+    """The padding slots per row (B,) of a left-padding attention_mask (B, T) (None: no padding anywhere)."""
+    mask = torch.as_tensor(attention_mask)
+    if tuple(mask.shape) != tuple(shape):
+        raise GenerationError(f"attention_mask has shape {tuple(mask.shape)}, input_ids {tuple(shape)}: give one 0/1 per token")
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise GenerationError("attention_mask must hold 0 (padding) and 1 (a prompt's token) only")
+    mask = mask.long()
+    if not bool((mask[:, 1:] >= mask[:, :-1]).all()):
+        raise GenerationError("attention_mask: only left padding is supported (each row's 0s before its 1s), as "
+                              "decoding continues every row from the last column")  # fmt: skip
+    empty = (mask.sum(1) == 0).nonzero()
+    if len(empty):
+        raise GenerationError(f"row {int(empty[0])} of the batch is empty (its attention_mask is all 0s)")
+    padding = (mask == 0).sum(1)  # (B,)
+    return padding if bool(padding.any()) else None
+
+
+def check_request(model, input_ids, max_new_tokens: int, cache: KVCache | None = None) -> torch.Tensor:
     """Validate a decoding request (that continues `cache`, if given); returns input_ids as (B, T)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise GenerationError(f"max_new_tokens must be a non-negative integer, found {max_new_tokens!r}")
@@ -91,8 +124,13 @@ def check_request(model, input_ids: torch.Tensor, max_new_tokens: int, cache: KV
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | list[int] | None = None,
              on_token: Callable[[torch.Tensor], None] | None = None, mla_decode: str | None = None,
              decoder: Decoder | None = None, sampler: Sampler | None = None,
-             cache: KVCache | None = None) -> torch.Tensor:  # fmt: skip
-    """Decoding, greedy by default. input_ids (B, T) of equal-length prompts -> (B, T + n), n <= max_new_tokens.
+             cache: KVCache | None = None, attention_mask=None) -> torch.Tensor:  # fmt: skip
+    """Decoding, greedy by default. input_ids (B, T) -> (B, T + n), n <= max_new_tokens.
+
+    Prompts of different lengths: a list of token-id lists (left-padded here), or, as transformers takes them, a
+    left-padded (B, T) tensor with `attention_mask` (B, T) (1: a prompt's token, 0: padding). Each row is
+    decoded as it would be alone: its positions count from its first real token, padding is never attended
+    (layers/positions.py's Step), and it stops at its own end id. The result keeps the padding on the left.
 
     Stops early only when `eos_token_id` is given and every sequence has produced it; sequences
     that finished earlier are padded with their eos token. `on_token` is called with each new
@@ -104,15 +142,23 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: 
     turns): input_ids are the tokens after the cache.length it holds, and the returned ids start with them;
     it is left holding every token fed through the model (the last new token is not: it was never fed).
     """
+    if isinstance(input_ids, (list, tuple)) and input_ids and isinstance(input_ids[0], (list, tuple)):
+        if attention_mask is not None:
+            raise GenerationError("give prompts as a list of id lists or as a padded tensor with attention_mask, not both")
+        input_ids, attention_mask = left_pad(input_ids)
     input_ids = check_request(model, input_ids, max_new_tokens, cache)
+    padding = None if attention_mask is None else padding_of(attention_mask, input_ids.shape)
+    if padding is not None and cache is not None:
+        raise GenerationError("a kept cache continues one conversation: padded batches need a fresh one")
     with contextlib.ExitStack() as scope:
         if mla_decode is not None:
             scope.enter_context(decode_path(model, mla_decode))
         return _decode(decoder or Decoder(model), sampler or Sampler(), input_ids, max_new_tokens, eos_token_id,
-                       on_token, cache)  # fmt: skip
+                       on_token, cache, padding)  # fmt: skip
 
 
-def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_token_id, on_token, cache=None):
+def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_token_id, on_token, cache=None,
+            padding=None):  # fmt: skip
     """generate's loop (see there)."""
     device = next(decoder.model.parameters()).device
     input_ids = input_ids.to(device)
@@ -120,7 +166,8 @@ def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_toke
         return input_ids
     eos = None if eos_token_id in (None, []) else torch.tensor(eos_token_id, device=device).reshape(-1)
     batch, prompt_len = input_ids.shape
-    cache = decoder.new_cache(batch, prompt_len, max_new_tokens) if cache is None else decoder.reuse(cache)
+    cache = decoder.new_cache(batch, prompt_len, max_new_tokens, padding is not None) if cache is None else decoder.reuse(cache)
+    cache.padding = None if padding is None else padding.to(device)  # the model's forward reads it every step
     out = torch.empty(batch, prompt_len + max_new_tokens, dtype=torch.long, device=device)
     out[:, :prompt_len] = input_ids
     finished = torch.zeros(batch, dtype=torch.bool, device=device)

@@ -101,18 +101,23 @@ class CausalLM(nn.Module):
         })  # fmt: skip
         self.schedule = config.schedule()
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False,
+                padding: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """input_ids (B, T) -> logits (B, T, V). With a cache, input_ids continue what it holds.
 
         last_only=True applies the final norm and head to the last position only -> (B, 1, V):
         decoding needs only the next token's logits, and a prompt's full (B, T, V) is large (a
         2,048-token prompt x Qwen's 151,936 vocabulary is 1.2 GB in float32).
+        padding (B,): left-padded rows of different lengths, each row's count of padding slots (Step);
+        a cache remembers it (cache.padding) for the steps that continue it.
         """
         start = cache.length if cache is not None else 0
-        step = Step.with_rope(self.ropes, start, input_ids.shape[1], input_ids.device)  # positions, cos/sin, masks
+        if cache is not None:
+            cache.padding = padding = padding if padding is not None else cache.padding
+        step = Step.with_rope(self.ropes, start, input_ids.shape[1], input_ids.device, padding)  # positions, cos/sin, masks
         x = self.tok_emb(input_ids)  # (B, T, D)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(step.positions)  # (T, D) broadcast over B
+            x = x + self.pos_emb(step.positions)  # (T, D) broadcast over B, or per row (B, T, D)
         x = self.emb_norm(x)
         x = self.run_blocks(x, step, cache)
         if cache is not None:

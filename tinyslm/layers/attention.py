@@ -67,7 +67,8 @@ def attend(
     """Grouped scaled-dot-product attention.
 
     q (B, H, T, hd_qk), k (B, K, S, hd_qk), v (B, K, S, hd_v) -> (B, H, T, hd_v), H a multiple of K.
-    mask: bool (T, S), True = may attend (None = all); bias: additive (H, T or 1, S), added after scaling.
+    mask: bool (T, S), or per row (B, 1, T, S), True = may attend (None = all); bias: additive (H, T or 1, S), or
+    per row (B, H, 1, S), added after scaling.
     causal: the mask is the plain causal triangle with S == T (Step.causal); sdpa then passes
     `is_causal` instead of the mask, which skips the masked half (eager reads the mask as always).
     """
@@ -83,10 +84,10 @@ def attend(
     if softcap is not None:  # Gemma-2: bound the logits smoothly to (-cap, cap)
         scores = torch.tanh(scores / softcap) * softcap
     scores = scores.view(b, n_kv, g, t, s)  # (B, K, G, T, S)
-    if bias is not None:
-        scores = scores + bias.view(n_kv, g, -1, s)  # (K, G, T or 1, S) broadcast over B
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+    if bias is not None:  # (H, T or 1, S) -> (K, G, T or 1, S) broadcast over B; per row (B, H, 1, S) -> (B, K, G, 1, S)
+        scores = scores + (bias.view(n_kv, g, -1, s) if bias.dim() == 3 else bias.view(b, n_kv, g, -1, s))
+    if mask is not None:  # (T, S), or per row (B, 1, T, S) -> (B, 1, 1, T, S)
+        scores = scores.masked_fill(~(mask if mask.dim() == 2 else mask[:, :, None]), float("-inf"))
     # softmax in (at least) float32, as transformers does
     probs = F.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(v.dtype)
     out = probs.view(b, n_kv, g * t, s) @ v  # (B, K, G*T, hd_v)
@@ -98,9 +99,9 @@ def _attend_sdpa(q, k, v, *, scale: float, mask, bias, causal: bool) -> torch.Te
     enable_gqa = q.shape[1] != k.shape[1]
     if causal and bias is None:  # a prompt's triangle: SDPA skips the masked half (docs/performance.md)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=enable_gqa)
-    attn_mask = mask
+    attn_mask = mask  # (T, S) or (B, 1, T, S)
     if bias is not None:
-        bias = bias[None]  # (1, H, T or 1, S)
+        bias = bias if bias.dim() == 4 else bias[None]  # (1 or B, H, T or 1, S)
         attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale, enable_gqa=enable_gqa)
 
@@ -173,8 +174,8 @@ class Attention(nn.Module):
         causal = step.causal(k_pos, k.shape[2], self.window)
         bias = None
         if self.pos_bias is not None:
-            positions = k_pos if k_pos is not None else torch.arange(k.shape[2], device=x.device)
-            bias = self.pos_bias(positions, q.dtype)  # (H, 1, S)
+            slots = k_pos if k_pos is not None else torch.arange(k.shape[2], device=x.device)
+            bias = self.pos_bias(step.key_positions(slots), q.dtype)  # (H, 1, S), or (B, H, 1, S) with padding
         out = attend(q, k, v, scale=self.scale, mask=mask, bias=bias, softcap=self.softcap, causal=causal,
                      backend=self.backend)  # fmt: skip
         return self.wo(rearrange(out, "b h t d -> b t (h d)"))  # (B, T, D)

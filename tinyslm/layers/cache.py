@@ -113,7 +113,8 @@ class KVCache:
     def __init__(self, layers: list[LayerCache], capacity: int):
         self.layers = layers  # one layer cache per depth step
         self.capacity = capacity
-        self.length = 0  # positions already stored; the next token's position
+        self.length = 0  # slots already stored; the next token's slot
+        self.padding: torch.Tensor | None = None  # (B,) left-padding slots per row of a padded batch (positions.Step)
 
     def __getitem__(self, step: int) -> LayerCache:
         return self.layers[step]

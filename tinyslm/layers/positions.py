@@ -35,39 +35,64 @@ def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None)
 
 
 class Step:
-    """One forward call: positions start..start+T-1, their RoPE tables, and masks shared by the layers."""
+    """One forward call: slots start..start+T-1, their positions and RoPE tables, masks shared by the layers.
 
-    def __init__(self, start: int, length: int, device, tables: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None):
-        self.start, self.length = start, length
-        self.positions = torch.arange(start, start + length, device=device)  # (T,)
-        self.tables = tables or {}  # {"global": (cos, sin) (T, d), ...}
+    A batch of prompts of different lengths is left-padded (`padding` (B,): how many slots each row's padding
+    takes). Row b's token in slot s is then at position s - padding[b] (its prompt starts at position 0, as it
+    would alone), so positions become (B, T) and RoPE tables (B, 1, T, d); and its keys in slots before
+    padding[b] are masked, except that a padding query sees itself (a row with no key at all would be NaN).
+    Without padding, slots are positions.
+    """
+
+    def __init__(self, start: int, length: int, device, tables: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 padding: torch.Tensor | None = None):  # fmt: skip
+        self.start, self.length, self.padding = start, length, padding
+        self.slots = torch.arange(start, start + length, device=device)  # (T,)
+        # (T,), or per row (B, T) with padding (a padding slot's own position clamped to 0: nothing reads it)
+        self.positions = self.slots if padding is None else (self.slots[None] - padding[:, None]).clamp(min=0)
+        self.tables = tables or {}  # {"global": (cos, sin) (T, d) or (B, 1, T, d), ...}
         self._masks: dict = {}
 
     @classmethod
-    def with_rope(cls, ropes: dict[str, nn.Module], start: int, length: int, device) -> "Step":
-        step = cls(start, length, device)
-        step.tables = {key: rope(step.positions) for key, rope in ropes.items()}
+    def with_rope(cls, ropes: dict[str, nn.Module], start: int, length: int, device,
+                  padding: torch.Tensor | None = None) -> "Step":  # fmt: skip
+        step = cls(start, length, device, padding=padding)
+        per_row = (lambda t: t[:, None]) if padding is not None else (lambda t: t)  # (B, T, d) -> (B, 1, T, d)
+        step.tables = {key: tuple(map(per_row, rope(step.positions))) for key, rope in ropes.items()}
         return step
+
+    def key_positions(self, k_slots: torch.Tensor) -> torch.Tensor:
+        """The positions of keys in slots k_slots (S,): (S,), or per row (B, S) with padding."""
+        return k_slots if self.padding is None else (k_slots[None] - self.padding[:, None]).clamp(min=0)
 
     def rope(self, key: str = "global") -> tuple[torch.Tensor, torch.Tensor] | None:
         return self.tables.get(key)
 
     def mask(self, k_pos: torch.Tensor | None, n_keys: int, window: int | None) -> torch.Tensor | None:
-        """(T, S) mask for keys at k_pos (None: positions 0..n_keys-1); None when every key is visible."""
+        """(T, S) mask for keys in slots k_pos (None: slots 0..n_keys-1), or (B, 1, T, S) with padding; None when
+        every key is visible."""
         if k_pos is None:
-            if self.length == 1 and window is None:
+            if self.length == 1 and window is None and self.padding is None:
                 return None  # one new token with a full cache sees every key: no mask needed
             key = (n_keys, window)
             if key not in self._masks:
-                positions = torch.arange(n_keys, device=self.positions.device)
-                self._masks[key] = attention_mask(self.positions, positions, window)
+                self._masks[key] = self._mask(torch.arange(n_keys, device=self.slots.device), window)
             return self._masks[key]
-        return attention_mask(self.positions, k_pos, window)
+        return self._mask(k_pos, window)
+
+    def _mask(self, k_slots: torch.Tensor, window: int | None) -> torch.Tensor:
+        allowed = attention_mask(self.slots, k_slots, window)  # (T, S): slot differences are position differences
+        if self.padding is None:
+            return allowed
+        real = k_slots[None, None, :] >= self.padding[:, None, None]  # (B, 1, S): not a padding key
+        itself = k_slots[None, :] == self.slots[:, None]  # (T, S)
+        return (allowed & (real | itself))[:, None]  # (B, 1, T, S)
 
     def causal(self, k_pos: torch.Tensor | None, n_keys: int, window: int | None) -> bool:
         """True when `mask` is the plain causal triangle: a prompt from position 0 whose keys are its own
-        T tokens, no window cutting in. A fused kernel takes that as a flag and skips the masked half."""
-        return k_pos is None and self.start == 0 and n_keys == self.length and (window is None or window >= self.length)
+        T tokens, no window cutting in, no padding. A fused kernel takes that as a flag and skips the masked half."""
+        return (k_pos is None and self.start == 0 and n_keys == self.length and self.padding is None
+                and (window is None or window >= self.length))  # fmt: skip
 
 
 class LearnedPositions(nn.Module):
@@ -115,5 +140,5 @@ class ALiBi(nn.Module):
     def reset_buffers(self, device=None) -> None:
         self.slopes = alibi_slopes(self.slopes.shape[0]).to(device or ("cpu" if self.slopes.is_meta else self.slopes.device))
 
-    def forward(self, k_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # (S,) -> (H, 1, S)
-        return (self.slopes[:, None, None] * k_pos.clamp(min=0).float()[None, None, :]).to(dtype)
+    def forward(self, k_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # (S,) -> (H, 1, S); (B, S) -> (B, H, 1, S)
+        return (self.slopes[:, None, None] * k_pos.clamp(min=0).float()[..., None, None, :]).to(dtype)

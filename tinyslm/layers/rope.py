@@ -193,7 +193,7 @@ class RotaryEmbedding(nn.Module):
             self.long_inv_freq = self._long_inv_freq().to(device)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (T,) -> cos, sin (T, d), computed in float32 (then cast to `dtype`).
+        """positions (T,) -> cos, sin (T, d) (or (B, T) -> (B, T, d)), computed in float32 (then cast to `dtype`).
 
         The model keeps them in float32: `apply_rope` casts them to the activations' dtype where
         transformers does (split-half) or rotates in float32 (interleaved, as DeepSeek-V2 does).
@@ -207,7 +207,7 @@ class RotaryEmbedding(nn.Module):
         elif self.rope_type == "longrope":  # one table for the whole call (class docstring); no host sync
             seq_len = positions.max() + 1  # () tensor
             inv_freq = torch.where(seq_len > self.original_max_seq_len, self.long_inv_freq, self.inv_freq)  # (d/2,)
-        freqs = positions.float()[:, None] * inv_freq.float()[None, :]  # (T, d/2)
+        freqs = positions.float()[..., None] * inv_freq.float()  # (T, d/2), or (B, T, d/2) for per-row positions
         emb = torch.cat((freqs, freqs), dim=-1)  # (T, d)
         cos, sin = emb.cos() * self.attention_factor, emb.sin() * self.attention_factor
         return cos.to(dtype), sin.to(dtype)

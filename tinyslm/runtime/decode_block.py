@@ -188,7 +188,7 @@ def block_step(block: nn.Module, args: NativeArgs, x: torch.Tensor, step, cache=
     """One block for one new token over a cache of x's dtype, natively (x (B, 1, D) -> (B, 1, D)); else (a prompt,
     no cache, a cache the step does not take) the block's own forward, the module path."""
     p = step.start
-    where = _slot(block.attn.window, cache, p) if _takes(x, cache) else None
+    where = _slot(block.attn.window, cache, p) if _takes(x, cache) and step.padding is None else None
     if where is None:
         return block(x, step, cache)
     cache.check_room(p, 1)
@@ -233,7 +233,7 @@ def _native_stack(model: nn.Module, stack: StackPlan, x: torch.Tensor, step, cac
     p = step.start
     layers = cache.layers if cache is not None else []
     wheres = [_slot(attn.window, layer, p) if _takes(x, layer) else None for attn, layer in zip(stack.attns, layers)]
-    if cache is None or None in wheres:
+    if cache is None or None in wheres or step.padding is not None:  # (padded rows: the module path masks them)
         return _one_by_one(model, stack, x, step, cache)
     positions, angles = set(), {}
     for layer, (slot, _) in zip(layers, wheres):

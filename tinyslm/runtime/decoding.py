@@ -46,8 +46,12 @@ class FastDecoder(Decoder):
         self.fast, self.native, self.compiled = fast, native, None
         self.path = "native step" if native else "module path"
 
-    def new_cache(self, batch: int, prompt_len: int, max_new_tokens: int) -> KVCache:
+    def new_cache(self, batch: int, prompt_len: int, max_new_tokens: int, padded: bool = False) -> KVCache:
         self.compile_s, self.compiled = None, None
+        if padded:  # rows of different lengths: neither fast step masks padding or counts positions per row yet
+            self.path = "module path"
+            return super().new_cache(batch, prompt_len, max_new_tokens)
+        self.path = "native step" if self.native else self.path
         if self.native or self.fast is False:
             return super().new_cache(batch, prompt_len, max_new_tokens)
         if not supports_compiled(self.model):
@@ -88,7 +92,7 @@ def generate(model, input_ids, max_new_tokens: int, eos_token_id: int | list[int
              mla_decode: str | None = None, fast: bool | None = None, decoder: Decoder | None = None, *,
              temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
              min_p: float | None = None, repetition_penalty: float | None = None, seed: int | None = None,
-             cache: KVCache | None = None):  # fmt: skip
+             cache: KVCache | None = None, attention_mask=None):  # fmt: skip
     """`tinyslm.generate`: the reference decoder (tinyslm/generate.py, where the arguments are described) run
     through `fast_decoding(model, fast)`: None (default) and True take the runtime's paths, False the reference
     Decoder; a given `decoder` is used as it is (e.g. one from fast_decoding, to read its `path` afterwards).
@@ -99,4 +103,4 @@ def generate(model, input_ids, max_new_tokens: int, eos_token_id: int | list[int
         if decoder is None:
             decoder = scope.enter_context(fast_decoding(model, fast))
         return reference.generate(model, input_ids, max_new_tokens, eos_token_id, on_token, mla_decode, decoder,
-                                  sampler, cache)  # fmt: skip
+                                  sampler, cache, attention_mask)  # fmt: skip

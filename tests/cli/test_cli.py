@@ -248,10 +248,14 @@ def test_generate_samples_transformers_tokens_for_a_seed(reference, capsys):
                                pad_token_id=0, **options)[0, 3:].tolist()  # fmt: skip
     assert len(expected) == 6, "precondition: this seed must not draw eos within 6 tokens"
     flags = ["--temperature", "0.8", "--top-k", "40", "--top-p", "0.95", "--seed", "7"]
-    runs = [run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "6", *flags) for _ in range(2)]
-    assert [r[0] for r in runs] == [0, 0] and runs[0][1].splitlines()[0] == runs[1][1].splitlines()[0]
-    assert [int(t) for t in runs[0][1].splitlines()[0].split(",")] == expected
-    assert "sampled, decoded by the" in runs[0][1].strip().splitlines()[-1]
+    # the module path (--fast off) draws as transformers does; the fast paths by inverse CDF (reproducible too)
+    for fast in ("off", "auto"):
+        runs = [run(capsys, "generate", folder, "--ids", "1,2,3", "--max-new-tokens", "6", *flags, "--fast", fast)
+                for _ in range(2)]  # fmt: skip
+        assert [r[0] for r in runs] == [0, 0] and runs[0][1].splitlines()[0] == runs[1][1].splitlines()[0]
+        assert "sampled, decoded by the" in runs[0][1].strip().splitlines()[-1]
+        if fast == "off":
+            assert [int(t) for t in runs[0][1].splitlines()[0].split(",")] == expected
 
 
 @pytest.mark.parametrize("flags, message", [(["--temperature", "-1"], "temperature must be a number >= 0"),

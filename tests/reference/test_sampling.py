@@ -11,12 +11,12 @@ import math
 import pytest
 import torch
 from hf_models import build_hf_model
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import tinyslm
 from tinyslm.errors import GenerationError
-from tinyslm.sampling import Sampler, repetition_penalty, warp
+from tinyslm.sampling import Sampler, inverse_cdf, repetition_penalty, warp
 
 transformers = pytest.importorskip("transformers")
 from transformers.generation import logits_process as lp  # noqa: E402
@@ -129,3 +129,42 @@ def test_bad_sampling_values_are_one_clear_error(options, message):
     with pytest.raises(GenerationError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
                        .replace("^", r"\^")):  # fmt: skip
         Sampler(**options)
+
+
+# ----------------------------------------------------------------------------------------------
+# the fast paths' draw: inverse CDF, the same distribution as torch.multinomial
+
+
+def test_inverse_cdf_draws_follow_the_distribution():
+    logits = torch.tensor([2.0, 0.5, -1.0, 1.5, -math.inf, 0.0])
+    probs = logits.softmax(-1).double()
+    n = 60_000
+    draws = inverse_cdf(logits.expand(n, -1), torch.Generator().manual_seed(0))
+    counts = torch.bincount(draws, minlength=6).double()
+    assert counts[4] == 0  # probability 0: never
+    sigma = (n * probs * (1 - probs)).sqrt()
+    assert ((counts - n * probs).abs() <= 5 * sigma + 1e-9).all(), (counts / n, probs)
+
+
+@given(st.lists(st.one_of(st.floats(-30, 30), st.just(-math.inf)), min_size=1, max_size=40), st.integers(0, 2**32))
+def test_inverse_cdf_never_draws_a_dropped_token(values, seed):
+    assume(any(math.isfinite(v) for v in values))
+    logits = torch.tensor(values).expand(64, -1)
+    draws = inverse_cdf(logits, torch.Generator().manual_seed(seed))
+    assert torch.isfinite(logits[0, draws]).all()
+
+
+def test_the_fast_paths_draw_by_inverse_cdf_reproducibly(pair):
+    _, ours = pair
+    ids = torch.tensor([[5, 17, 99]])
+    runs = [tinyslm.generate(ours, ids, 12, temperature=1.3, seed=5).tolist() for _ in range(2)]
+    assert runs[0] == runs[1]
+    generator = torch.Generator().manual_seed(5)  # the same draws, by hand: inverse_cdf over the model's logits
+    tokens = ids.tolist()[0]
+    for _ in range(12):
+        logits = ours(torch.tensor([tokens]))[:, -1].float()
+        tokens.append(int(inverse_cdf(logits / 1.3, generator)[0]))
+    assert runs[0][0] == tokens
+    assert Sampler(temperature=1.0, draw="inverse_cdf").samples
+    with pytest.raises(tinyslm.GenerationError, match="draw must be one of"):
+        Sampler(temperature=1.0, draw="gumbel")

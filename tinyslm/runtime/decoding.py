@@ -24,6 +24,7 @@ model's own. Figures (the compile's cost, each path's speed): docs/performance.m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 from .. import generate as reference
 from ..errors import GenerationError
@@ -97,10 +98,14 @@ def generate(model, input_ids, max_new_tokens: int, eos_token_id: int | list[int
     through `fast_decoding(model, fast)`: None (default) and True take the runtime's paths, False the reference
     Decoder; a given `decoder` is used as it is (e.g. one from fast_decoding, to read its `path` afterwards).
     Greedy unless a temperature above 0, top_k, top_p or min_p is given: then sampled, with transformers'
-    processors in transformers' order, from a generator seeded by `seed` (tinyslm/sampling.py)."""
-    sampler = Sampler(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+    processors in transformers' order, from a generator seeded by `seed` (tinyslm/sampling.py): with fast=False
+    drawn as transformers draws (the same tokens as its generate after torch.manual_seed(seed)), else by inverse
+    CDF (the same distribution, a tenth of the cost: sampling.py)."""
+    sampler = Sampler(temperature, top_k, top_p, min_p, repetition_penalty, seed)  # (checked before anything runs)
     with contextlib.ExitStack() as scope:
         if decoder is None:
             decoder = scope.enter_context(fast_decoding(model, fast))
+        if type(decoder) is not Decoder:  # the reference draws as transformers; a fast path by inverse CDF (sampling.py)
+            sampler = dataclasses.replace(sampler, draw="inverse_cdf")
         return reference.generate(model, input_ids, max_new_tokens, eos_token_id, on_token, mla_decode, decoder,
                                   sampler, cache, attention_mask)  # fmt: skip

@@ -174,6 +174,10 @@ struct Block {  // one block's parameters and settings, as decode_block received
   const float* bias[MATRICES];  // null: no bias
   Norm norm[NORM_SLOTS];
   const float *cos, *sin, *alibi;  // null: no RoPE (d = 0) / no ALiBi
+  // a left-padded batch: pad (B,) each row's padding slots, whose keys it never attends; key_slots (S,) the slot
+  // index each cache slot holds (a ring buffer's), null: slot j holds index j; RoPE angles then per row (B, d)
+  const int64_t *pad, *key_slots;
+  int64_t rope_stride;  // 0: one cos/sin for every row; d: row b's at b * d
   bool layer_norm, parallel, gated, blocks;  // blocks: some matrix holds GGUF blocks (8-bit activations needed)
   int64_t dim, n_heads, n_kv, hd, d_rot, ffn, act;
   double eps, qk_eps;
@@ -251,7 +255,7 @@ void block_step(const Block& k, const T* xp, T* outp, T* kc, T* vc, int64_t bsz,
            clamp(vec, hd, k.clip);
            const Norm& qk = k.norm[is_q ? Q_NORM : K_NORM];
            if (qk.w) normalize(vec, qk, k.layer_norm, hd, k.qk_eps, vec);
-           if (k.cos) rope(vec, k.cos, k.sin, k.d_rot);
+           if (k.cos) rope(vec, k.cos + b * k.rope_stride, k.sin + b * k.rope_stride, k.d_rot);
            if (!is_q) {
              float* vv = &v[b * kv_width + at];
              if (const float* add = k.bias[WV])
@@ -274,10 +278,12 @@ void block_step(const Block& k, const T* xp, T* outp, T* kc, T* vc, int64_t bsz,
            int64_t j = 0;
            for (; j + 4 <= n_keys; j += 4) dot4(keys + j * hd, hd, qh, &s[j]);  // four keys a q load (as the products)
            for (; j < n_keys; ++j) s[j] = dot(keys + j * hd, qh, hd);  // (bfloat16 keys widened in registers)
+           const int64_t padding = k.pad ? k.pad[b] : 0;  // key slot index i is at position i - padding
            for (j = 0; j < n_keys; ++j) {
              s[j] *= k.scale;
              if (k.softcap > 0.f) s[j] = std::tanh(s[j] / k.softcap) * k.softcap;
-             if (k.alibi) s[j] += to_float(from_float<T>(k.alibi[head] * (float)j));  // in the scores' dtype, as Bloom
+             if (k.alibi) s[j] += to_float(from_float<T>(k.alibi[head] * (float)(j - padding)));  // as Bloom, in T
+             if ((k.key_slots ? k.key_slots[j] : j) < padding) s[j] = -INFINITY;  // a padding key: weight 0
              top = std::max(top, s[j]);
            }
            // exp(s - top) below -87.3 is a float32 subnormal, < 1.2e-38 of the sum (>= 1): taken as 0, the exact
@@ -410,9 +416,10 @@ Block make_block(const c10::List<std::optional<at::Tensor>>& norms, at::TensorLi
 }
 
 // Checks one call's input (B, D), caches (B, K, S, hd) and position against block k, and sets k's RoPE angles
-// (cos, sin: (d,) at the new position, or None).
+// (cos, sin: (d,) at the new position, or (B, d) per row of a padded batch, or None) and padding (pad, key_slots).
 void check_step(Block& k, const at::Tensor& x, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t slot,
-                int64_t n_keys, const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin) {
+                int64_t n_keys, const std::optional<at::Tensor>& cos, const std::optional<at::Tensor>& sin,
+                const std::optional<at::Tensor>& pad, const std::optional<at::Tensor>& key_slots) {
   const char* op = "decode_block";
   const auto dtype = x.scalar_type();
   TORCH_CHECK(x.dim() == 2 && (dtype == at::kFloat || dtype == at::kBFloat16) && x.is_contiguous(), op,
@@ -426,11 +433,26 @@ void check_step(Block& k, const at::Tensor& x, const at::Tensor& k_cache, const 
   TORCH_CHECK(slot >= 0 && slot < n_keys && n_keys <= k_cache.size(2), op, ": slot ", slot, " of ", n_keys,
               " keys outside a cache of ", k_cache.size(2), " slots");
   TORCH_CHECK(cos.has_value() == sin.has_value(), op, ": cos and sin come together");
-  k.cos = k.sin = nullptr, k.d_rot = 0;
+  k.pad = k.key_slots = nullptr;
+  if (pad.has_value()) {
+    TORCH_CHECK(pad->dim() == 1 && pad->size(0) == x.size(0) && pad->scalar_type() == at::kLong && pad->is_contiguous(),
+                op, ": pad must be (B,) contiguous int64, one padding count per row");
+    k.pad = pad->data_ptr<int64_t>();
+  }
+  if (key_slots.has_value()) {
+    TORCH_CHECK(key_slots->dim() == 1 && key_slots->size(0) >= n_keys && key_slots->scalar_type() == at::kLong &&
+                    key_slots->is_contiguous(), op, ": key_slots must be (S,) contiguous int64 covering the keys");
+    k.key_slots = key_slots->data_ptr<int64_t>();
+  }
+  k.cos = k.sin = nullptr, k.d_rot = 0, k.rope_stride = 0;
   if (cos.has_value()) {
-    k.d_rot = cos->numel();
-    TORCH_CHECK(k.d_rot <= k.hd && k.d_rot % 2 == 0, op, ": cos and sin must be (d,) with d <= head_dim, even");
-    k.cos = vector_or_null(cos, k.d_rot, "cos"), k.sin = vector_or_null(sin, k.d_rot, "sin");
+    const bool per_row = cos->dim() == 2;  // (B, d): a padded batch's rows are at different positions
+    TORCH_CHECK(!per_row || cos->size(0) == x.size(0), op, ": per-row angles must be (B, d)");
+    k.d_rot = per_row ? cos->size(1) : cos->numel();
+    k.rope_stride = per_row ? k.d_rot : 0;
+    TORCH_CHECK(k.d_rot <= k.hd && k.d_rot % 2 == 0, op, ": cos and sin must be (d,) or (B, d) with d <= head_dim, even");
+    const int64_t n = per_row ? x.size(0) * k.d_rot : k.d_rot;
+    k.cos = vector_or_null(cos, n, "cos"), k.sin = vector_or_null(sin, n, "sin");
   }
 }
 

@@ -158,3 +158,46 @@ def test_padded_logits_equal_each_prompt_alone_and_transformers_cached_or_not(na
         assert rel(full[row, real], solo) < 1e-5, row
         assert rel(cached[row, real], solo) < 1e-5, row
         assert rel(full[row, real], theirs[row, real]) < 1e-4, row
+
+
+@pytest.mark.parametrize("name", ["smollm", "bloom-560m", "mistral-danube", "gemma2-2b", "opt-125m"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_native_step_decodes_padded_batches(name, dtype, checkpoints):
+    """The native step (tinyslm/runtime/decode_block.py) serves padded rows: per-row RoPE angles, padding keys
+    masked, ring buffers included. Its steps' logits equal the module path's on the same padded batch (float32
+    rounding; bfloat16: its own rounding, runtime/decode_block.py), and its greedy rows equal each prompt alone."""
+    from tinyslm.quant import native  # noqa: PLC0415
+    from tinyslm.runtime import fast_decoding  # noqa: PLC0415
+    from tinyslm.runtime.decode_block import native_decode  # noqa: PLC0415
+
+    if not native.available():
+        pytest.skip("the native kernels are not available here")
+    _, model = checkpoints(name)
+    model = model.to(dtype)
+    try:
+        window = CASES[name].window or 4
+        lengths = [2, window + 5, 5]
+        prompts = prompts_for(model.config.vocab_size, lengths, seed=2)
+        width, more = max(lengths), torch.randint(3, model.config.vocab_size, (len(prompts), 4))
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+        padding = torch.tensor([width - len(p) for p in prompts])
+
+        def steps():
+            cache = model.new_cache(len(prompts), width + 4)
+            out = [model(ids, cache, padding=padding, last_only=True)]
+            return torch.cat(out + [model(more[:, i : i + 1], cache) for i in range(4)], 1).float()
+
+        with torch.no_grad():
+            reference = steps()
+            with native_decode(model) as switched:
+                assert switched, "every block of this model should run natively"
+                fast = steps()
+        assert rel(fast, reference) < (1e-5 if dtype == torch.float32 else 3e-2)
+        if dtype == torch.float32:
+            with fast_decoding(model) as decoder:
+                out = tinyslm.generate(model, prompts, NEW, decoder=decoder)
+                assert decoder.path == "native step"
+            for row, prompt in enumerate(prompts):
+                assert out[row, width:].tolist() == alone(model, prompt), row
+    finally:
+        model.float()

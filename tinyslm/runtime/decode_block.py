@@ -15,7 +15,9 @@ It runs the blocks of every family tinyslm reads from GGUF: sequential or parall
 Phi-2's one), RMSNorm or LayerNorm (each with Gemma's or Nemotron's 1 + w, OLMo's parameter-free one),
 gated or plain FFNs (SiLU, GELU, tanh GELU, ReLU, squared ReLU), biases anywhere, RoPE over all or part of
 head_dim or none (learned positions, ALiBi), QK-norms, q/k/v clipping, sandwich norms, soft-capped scores,
-sliding windows, MiniCPM's residual scale. Not: MLA, StableLM's per-head q/k norms, interleaved RoPE.
+sliding windows, MiniCPM's residual scale; and left-padded batches of prompts of different lengths (each row's
+RoPE angles at its own position, its padding keys masked: `_padding`). Not: MLA, StableLM's per-head q/k norms,
+interleaved RoPE.
 
 `native_decode(model)` makes the model's run_blocks (the one seam: how its forward runs the blocks)
 decode_stack for the duration of the context, when `why_not_native` accepts every block: all of a
@@ -179,16 +181,27 @@ def _takes(x: torch.Tensor, cache) -> bool:
 
 
 def _angles(step, key: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The new position's RoPE angles cos, sin (d,) each from the step's table `key`; None, None without RoPE."""
+    """The new position's RoPE angles cos, sin (d,) each from the step's table `key`, or per row (B, d) in a padded
+    batch (its rows are at different positions); None, None without RoPE."""
     rope = step.rope(key)
-    return (rope[0][0], rope[1][0]) if rope is not None else (None, None)
+    if rope is None:
+        return None, None
+    return tuple(t[:, 0, 0].contiguous() if step.padding is not None else t[0] for t in rope)
+
+
+def _padding(step, cache) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A padded batch's (pad, key_slots) for the kernel: each row's padding slots, and which slot index each cache
+    slot holds (a ring buffer's positions; None: slot j holds index j); None, None without padding."""
+    if step.padding is None:
+        return None, None
+    return step.padding.contiguous(), cache.pos if type(cache) is RingKVBuffer else None
 
 
 def block_step(block: nn.Module, args: NativeArgs, x: torch.Tensor, step, cache=None) -> torch.Tensor:
     """One block for one new token over a cache of x's dtype, natively (x (B, 1, D) -> (B, 1, D)); else (a prompt,
     no cache, a cache the step does not take) the block's own forward, the module path."""
     p = step.start
-    where = _slot(block.attn.window, cache, p) if _takes(x, cache) and step.padding is None else None
+    where = _slot(block.attn.window, cache, p) if _takes(x, cache) else None
     if where is None:
         return block(x, step, cache)
     cache.check_room(p, 1)
@@ -197,7 +210,8 @@ def block_step(block: nn.Module, args: NativeArgs, x: torch.Tensor, step, cache=
         cache.pos[slot] = p  # the slot's position (a StaticKVBuffer's is shared by the layers: the same value)
     cos, sin = _angles(step, block.attn.rope_key)
     out = torch.ops.tinyslm.decode_block(x.reshape(x.shape[0], x.shape[2]).contiguous(), *args.head, cos, sin,
-                                         args.alibi, cache.k, cache.v, slot, n_keys, *args.tail)  # fmt: skip
+                                         args.alibi, cache.k, cache.v, slot, n_keys, *args.tail,
+                                         *_padding(step, cache))  # fmt: skip
     return out.view(x.shape)  # (B, 1, D)
 
 
@@ -233,7 +247,7 @@ def _native_stack(model: nn.Module, stack: StackPlan, x: torch.Tensor, step, cac
     p = step.start
     layers = cache.layers if cache is not None else []
     wheres = [_slot(attn.window, layer, p) if _takes(x, layer) else None for attn, layer in zip(stack.attns, layers)]
-    if cache is None or None in wheres or step.padding is not None:  # (padded rows: the module path masks them)
+    if cache is None or None in wheres:
         return _one_by_one(model, stack, x, step, cache)
     positions, angles = set(), {}
     for layer, (slot, _) in zip(layers, wheres):
@@ -247,7 +261,8 @@ def _native_stack(model: nn.Module, stack: StackPlan, x: torch.Tensor, step, cac
     cos, sin = zip(*(angles[attn.rope_key] for attn in stack.attns))
     out = torch.ops.tinyslm.decode_stack(x.reshape(x.shape[0], x.shape[2]).contiguous(), stack.plan,
                                          [layer.k for layer in layers], [layer.v for layer in layers], list(cos),
-                                         list(sin), [w[0] for w in wheres], [w[1] for w in wheres])  # fmt: skip
+                                         list(sin), [w[0] for w in wheres], [w[1] for w in wheres], step.padding,
+                                         [_padding(step, layer)[1] for layer in layers])  # fmt: skip
     return out.view(x.shape)  # (B, 1, D)
 
 

@@ -49,11 +49,8 @@ class FastDecoder(Decoder):
 
     def new_cache(self, batch: int, prompt_len: int, max_new_tokens: int, padded: bool = False) -> KVCache:
         self.compile_s, self.compiled = None, None
-        if padded:  # rows of different lengths: neither fast step masks padding or counts positions per row yet
-            self.path = "module path"
-            return super().new_cache(batch, prompt_len, max_new_tokens)
-        self.path = "native step" if self.native else self.path
-        if self.native or self.fast is False:
+        self.path = "native step" if self.native else "module path"
+        if self.native or self.fast is False or padded:  # (the compiled step does not take padded rows yet)
             return super().new_cache(batch, prompt_len, max_new_tokens)
         if not supports_compiled(self.model):
             if self.fast:

@@ -30,6 +30,7 @@ from ..tools.bench import format_bench, run_bench
 from ..tools.contention import format_contention, run_contention
 from ..tools.demo import run_demo
 from ..tools.parity import check_parity
+from ..tools.sampling_bench import format_sampling_bench, run_sampling_bench
 from ..tools.stats import format_stats, model_stats
 
 QUANT_CHOICES = ["q8_0", "q4_0", "q4_1", "int8", "int4"]  # tinyslm.quantize kinds (quant/quantize.py)
@@ -192,6 +193,10 @@ def add_parser(sub) -> None:
     p.add_argument("--contention", type=int, default=None, metavar="N",
                    help="instead: decode speed quiet and beside N busy processes (one per core is a busy shared "
                    "machine), tinyslm and llama.cpp (a .gguf, when installed) side by side, with the ratios")
+    p.add_argument("--sampling", action="store_true",
+                   help="instead: tinyslm's decode speed greedy and with each sampler (temperature; top-k, top-p, "
+                   "min-p; the reference's multinomial draw), interleaved in one process for --runs rounds, with the "
+                   "ratio to greedy")
     p.add_argument("--timeout", type=float, default=600.0, help="with --contention: seconds a loaded run may take "
                    "before it is reported as unfinished (default 600)")
     p.add_argument("--json", action="store_true", help="print the measurements as JSON (one object per implementation)")
@@ -378,6 +383,11 @@ def cmd_bench(args) -> int:
             f"--prompt-tokens + --new-tokens = {args.prompt_tokens + args.new_tokens} exceeds the model's context "
             f"of {config.max_seq_len}"
         )
+    if args.sampling:
+        machine.use_threads(args.threads)
+        rows = run_sampling_bench(args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens, runs=args.runs)
+        print(json.dumps(rows, indent=2) if args.json else format_sampling_bench(rows, args.checkpoint, args.new_tokens))
+        return 0
     if args.contention is not None:
         rows = run_contention(args.checkpoint, args.contention, args.dtype, args.prompt_tokens, args.new_tokens,
                               runs=args.runs, threads=args.threads, llama_cpp=not args.no_llama_cpp,

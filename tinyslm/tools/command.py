@@ -103,7 +103,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="prompt text (needs tokenizer.json or tokenizer.model in the folder)")
+    src.add_argument("--prompt", action="append", help="prompt text (needs tokenizer.json or tokenizer.model in the "
+                     "folder); repeat it for a batch of prompts of different lengths, decoded together, each row as "
+                     "it would be alone, printed when all are done")
     src.add_argument("--ids", help="prompt as comma-separated token ids, e.g. 1,2,3 (no tokenizer needed)")
     src.add_argument("--chat", metavar="TEXT", help="one turn of a conversation: TEXT as the user's message, written "
                      "out with the model's chat template (prints the reply only; `tinyslm chat` for more turns)")
@@ -253,6 +255,9 @@ class _Stopped(Exception):
 
 
 def cmd_generate(args) -> int:
+    if args.prompt is not None and len(args.prompt) > 1:
+        return generate_batch(args)
+    args.prompt = args.prompt[0] if args.prompt is not None else None
     choice = sampling_options(args)
     sampler = Sampler(**choice)
     if any(stop == "" for stop in args.stop):
@@ -357,6 +362,52 @@ def cmd_generate(args) -> int:
             f"{torch.get_num_threads()} threads, {'sampled' if sampler.samples else 'greedy'}, decoded by the "
             f"{decoder.path}{compiled}]"
         )
+    return 0
+
+
+def generate_batch(args) -> int:
+    """`generate --prompt A --prompt B ...`: one padded batch (tinyslm.generate's rows of different lengths)."""
+    choice = sampling_options(args)
+    if any(stop == "" for stop in args.stop):
+        raise UsageError("--stop: an empty stop text would stop before the first token; give some text")
+    for i, text in enumerate(args.prompt, 1):
+        if not text:
+            raise UsageError(f"--prompt number {i} is empty: give every prompt some text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UsageError(f"--prompt number {i} is not valid UTF-8 text (at character {exc.start})") from None
+    machine.say(machine.busy_note(machine.use_threads(args.threads)))
+    t_load = time.perf_counter()
+    model = load_pretrained(args.checkpoint, dtype=args.dtype, allow_pickle=args.allow_pickle)
+    if args.quantize is not None:
+        quantize(model, args.quantize, group_size=args.group_size)
+    t_load = time.perf_counter() - t_load
+    set_attention_backend(model, args.attention)
+    tokenizer = load_tokenizer(args.checkpoint)
+    prompts = [tokenizer.encode(text) for text in args.prompt]
+    eos = end_ids(args.checkpoint, model.config) or ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
+    times: list[float] = []
+    t0 = time.perf_counter()
+    with fast_decoding(model, FAST_CHOICES[args.fast]) as decoder:
+        out = generate(model, prompts, args.max_new_tokens, eos_token_id=eos or None, mla_decode=args.mla_decode,
+                       on_token=lambda _: times.append(time.perf_counter()), decoder=decoder, **choice)  # fmt: skip
+    width, produced = max(map(len, prompts)), 0
+    for i, prompt in enumerate(prompts, 1):
+        new = out[i - 1, width:].tolist()
+        ends = [k for k, t in enumerate(new) if t in eos]
+        new = new[: ends[0]] if ends else new  # (a finished row is filled with its end id)
+        produced += len(new) + bool(ends)
+        text = tokenizer.decode(prompt + new)
+        start = len(tokenizer.decode(prompt))
+        cut = min([j for j in (text.find(stop, start) for stop in args.stop) if j >= 0], default=len(text))
+        print(f"[{i}] {text[:cut]}")
+    if times:
+        decode = f"{(len(times) - 1) / (times[-1] - times[0]):.1f} steps/s" if len(times) > 1 else "n/a (one step)"
+        print(f"[load {t_load:.2f} s | {len(prompts)} prompts of {min(map(len, prompts))}-{width} tokens, prefill "
+              f"{1000 * (times[0] - t0):.1f} ms | {produced} new tokens in {len(times)} steps, decode {decode} | "
+              f"{args.attention} attention, {torch.get_num_threads()} threads, "
+              f"{'sampled' if Sampler(**choice).samples else 'greedy'}, decoded by the {decoder.path}]")  # fmt: skip
     return 0
 
 

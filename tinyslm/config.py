@@ -145,6 +145,8 @@ class ModelConfig:
                 derive(key, tuple(getattr(self, key)))
         if self.rope_scaling is not None:
             derive("rope_scaling", dict(self.rope_scaling))  # our own copy
+        derived = {key for key in DERIVED if getattr(self, key) is None}  # filled in below; `replace` refills them
+        object.__setattr__(self, "_derived", frozenset(derived))
         if self.n_kv_heads is None:
             derive("n_kv_heads", self.n_heads)
         if self.head_dim is None:
@@ -433,6 +435,12 @@ class ModelConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def replace(self, **changes: Any) -> "ModelConfig":
+        """A changed copy, checked as a new config is. A field this config derived rather than was given
+        (n_kv_heads from n_heads, head_dim from dim / n_heads, attention from the head counts) is derived again
+        when what it came from changes: replace(n_heads=4) halves an 8-head config's derived head_dim too."""
+        for key, sources in DERIVED.items():
+            if key in self._derived and key not in changes and sources & changes.keys():
+                changes[key] = None
         return dataclasses.replace(self, **changes)
 
 
@@ -447,6 +455,10 @@ _TYPE_CHECKS = {  # the annotations ModelConfig uses, one checker each
     "list[str]": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
     "dict[str, Any]": lambda v: isinstance(v, dict),
 }
+
+
+# fields __post_init__ fills in when they are None, and what each is derived from
+DERIVED = {"n_kv_heads": {"n_heads"}, "head_dim": {"dim", "n_heads"}, "attention": {"n_heads", "n_kv_heads"}}
 
 
 def _attention_kind(n_heads: int, n_kv_heads: int) -> str:

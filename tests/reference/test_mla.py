@@ -111,7 +111,7 @@ def test_absorbed_decode_equals_naive_decode(heads, kv_rank, q_rank, nope, rope_
     torch.testing.assert_close(outputs["naive"], full, rtol=1e-9, atol=1e-10)
 
 
-def test_auto_path_picks_absorbed_for_decode_steps_and_naive_for_long_prefills():
+def test_auto_path_picks_the_path_with_fewer_multiply_adds():
     with torch.device("meta"):  # DeepSeek-V2-Lite's sizes; nothing allocated
         attn = MLAttention.from_config(ModelConfig(
             attention="mla", dim=2048, n_heads=16, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
@@ -119,7 +119,15 @@ def test_auto_path_picks_absorbed_for_decode_steps_and_naive_for_long_prefills()
         ))  # fmt: skip
     attn.decode = "auto"
     assert attn.crossover_tokens() == pytest.approx(512 * 256 / 768)  # ~171 tokens for DeepSeek-V2-Lite
-    assert attn._path(1) == "absorbed" and attn._path(170) == "absorbed" and attn._path(171) == "naive"
+    assert attn._path(1, 4096) == "absorbed" and attn._path(1, 2) == "absorbed"  # a decoding step
+    assert attn._path(8, 8) == "naive" and attn._path(2048, 2048) == "naive"  # a prompt: nothing cached to re-expand
+    big = 10**9  # a chunk after a very long cache: the crossover
+    assert attn._path(170, big) == "absorbed" and attn._path(171, big) == "naive"
+    for t, s in [(1, 2), (5, 40), (100, 5000), (300, 10_000), (64, 64)]:  # the rule is the written-out costs' comparison
+        h, r, dn, dr, dv = 16, 512, 128, 64, 128
+        naive = s * r * h * (dn + dv) + t * s * h * (dn + dr + dv)
+        absorbed = t * s * h * (2 * r + dr) + t * h * r * (dn + dv)
+        assert attn._path(t, s) == ("absorbed" if absorbed < naive else "naive"), (t, s)
 
 
 def test_decode_path_is_checked():

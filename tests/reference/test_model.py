@@ -69,6 +69,16 @@ def test_a_config_is_frozen_and_replace_validates():
         config.replace(n_kv_heads=3)
 
 
+def test_replace_derives_again_what_the_config_derived_and_keeps_what_it_was_given():
+    derived = ModelConfig(dim=64, n_heads=8)  # n_kv_heads, head_dim and attention filled in
+    assert (derived.replace(n_kv_heads=2).attention, derived.replace(n_heads=4).head_dim) == ("gqa", 16)
+    assert derived.replace(n_heads=4).n_kv_heads == 4 and derived.replace(n_heads=4).attention == "mha"
+    given = ModelConfig(dim=64, n_heads=8, n_kv_heads=2, head_dim=8, attention="gqa")
+    assert given.replace(n_heads=4).head_dim == 8  # given: kept (and checked)
+    assert given.replace(n_kv_heads=4).attention == "gqa"  # given: kept
+    assert derived.replace(dim=64) == derived
+
+
 @pytest.mark.parametrize(
     "overrides, expected",
     [

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 
 from ..errors import CheckpointError
+from ..layers.rope import permute, unpermute  # noqa: F401  (the q/k row permutation: a RoPE fact; re-exported)
 from .reader import GGUFFile, GGUFTensor, _gguf
 
 
@@ -54,21 +55,6 @@ def gguf_name(arch: str, n_layers: int, hf_key: str) -> str:
     if name is None:
         raise CheckpointError(f"no GGUF name for tensor {hf_key!r} of a {arch} model (gguf-py's tensor name map)")
     return f"{name}.{leaf}"
-
-
-def permute(rows, n_heads: int):
-    """HF rotate_half row order -> llama.cpp's interleaved pairs (convert_hf_to_gguf.py's LlamaModel.permute).
-
-    `rows`: a torch tensor or numpy array whose first axis is n_heads * hd (weights, biases, packed rows).
-    """
-    shape = rows.shape
-    return rows.reshape(n_heads, 2, shape[0] // n_heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
-
-
-def unpermute(rows, n_heads: int):
-    """The inverse of `permute`: (H, hd/2, 2, ...) -> (H, 2, hd/2, ...) per head."""
-    shape = rows.shape
-    return rows.reshape(n_heads, shape[0] // n_heads // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 
 
 def qk_heads(hf_key: str, n_heads: int, n_kv_heads: int) -> int | None:

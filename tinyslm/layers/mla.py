@@ -34,13 +34,15 @@ Two exact ways to attend over the cached latents (choose with `set_decode_path`)
               space*: every head attends to the cache itself - it is MQA with a single key head
               [c | k_pe] of width r + dr whose first r columns double as the value. No expansion;
               cost ~ T*S*H*(2r + dr) + T*H*r*(dn+dv).
-    auto      absorbed when T*(2r - dn - dv) < r*(dn + dv), else naive (fewer multiply-adds).
+    auto      whichever needs fewer multiply-adds for this call's T new and S total positions.
 
-Where each wins: decoding one token (T = 1) at a long context S, naive re-expands all S
-latents every step (DeepSeek-V2-Lite: ~2.1M multiply-adds per cached token per layer) while
-absorbed does ~17K: absorbed wins by two orders of magnitude. A long prefill (T = S) amortises
-the expansion over T queries, and the absorbed attention is wider (2r + dr = 1088 vs
-dqk + dv = 320 per head), so naive wins once T exceeds r*(dn+dv) / (2r-dn-dv) (~171 for Lite).
+The two costs differ by  naive - absorbed = H*r*(dn+dv)*(S-T) - T*S*H*(2r-dn-dv):  naive expands the S - T
+cached latents it did not just compute, absorbed attends with a wider head. Where each wins: decoding one token
+(T = 1) at a long context S, naive re-expands all S latents every step (DeepSeek-V2-Lite: ~2.1M multiply-adds
+per cached token per layer) while absorbed does ~17K: absorbed wins by two orders of magnitude. A prompt over
+an empty cache (T = S) has nothing to re-expand, and the absorbed attention is wider (2r + dr = 1088 vs
+dqk + dv = 320 per head): naive wins at every length. A chunk of T new tokens after a long cache (S >> T)
+is absorbed's while T < r*(dn+dv) / (2r-dn-dv) (`crossover_tokens`, ~171 for Lite).
 Both give the same numbers up to float rounding (tests/reference/test_mla.py).
 
 The RoPE layout is the checkpoint family's: DeepSeek-V2 weights pair dims (2i, 2i+1)
@@ -194,7 +196,7 @@ class MLAttention(nn.Module):
             latent = cache.update(latent, step.start)  # (B, S, r + dr)
         mask = step.mask(None, latent.shape[1], None)  # (T, S) causal, or None for one new token
         causal = step.causal(None, latent.shape[1], None)  # a prompt from position 0 (attend's flag)
-        if self._path(x.shape[1]) == "absorbed":
+        if self._path(x.shape[1], latent.shape[1]) == "absorbed":
             out = self._attend_absorbed(q_nope, q_pe, latent, mask, causal)
         else:
             out = self._attend_naive(q_nope, q_pe, latent, mask, causal)
@@ -221,15 +223,18 @@ class MLAttention(nn.Module):
         out = attend(q, k, v, scale=self.scale, mask=mask, causal=causal, backend=self.backend)  # (B, H, T, r)
         return torch.einsum("bhtr,hvr->bhtv", out, w_uv)  # (B, H, T, dv): W_uv applied once, after
 
-    def _path(self, t: int) -> str:
+    def _path(self, t: int, s: int) -> str:
+        """The path for T = t new positions over S = s in all: "auto" compares the two costs (module docstring)."""
         if self.decode == "auto":
-            return "absorbed" if t < self.crossover_tokens() else "naive"
+            wider = 2 * self.kv_lora_rank - self.dn - self.dv
+            return "absorbed" if self.kv_lora_rank * (self.dn + self.dv) * (s - t) > t * s * wider else "naive"
         if self.decode not in DECODE_PATHS:
             raise ConfigError(f"MLA decode path must be one of {', '.join(DECODE_PATHS)}; found {self.decode!r}")
         return self.decode
 
     def crossover_tokens(self) -> float:
-        """New tokens per call above which naive needs fewer multiply-adds than absorbed: r(dn+dv)/(2r-dn-dv)."""
+        """New tokens per call above which naive needs fewer multiply-adds than absorbed, over a cache much longer
+        than the call (S >> T): r(dn+dv)/(2r-dn-dv)."""
         wider = 2 * self.kv_lora_rank - self.dn - self.dv
         return float("inf") if wider <= 0 else self.kv_lora_rank * (self.dn + self.dv) / wider
 

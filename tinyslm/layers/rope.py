@@ -10,8 +10,9 @@ only on the *difference* of the two positions. Two conventions decide which dims
     "interleaved" (Meta's original, DeepSeek-V2 weights):              pairs (2i, 2i + 1)
         (x0, x1) -> (x0*cos - x1*sin, x0*sin + x1*cos)   i.e. complex multiplication
 
-The two give identical attention only if the q/k weights are permuted accordingly, so the
-layout is a property of the checkpoint family, not of this module.
+The two give identical attention only if the q/k weights are permuted accordingly (`permute`, the
+permutation llama.cpp's converter applies to q_proj and k_proj rows), so the layout is a property of the
+checkpoint family, not of this module.
 
 Partial rotary (Phi-2, StableLM, Pythia): only the first d = partial_rotary_factor * hd dims are
 rotated; the rest pass through unchanged.
@@ -40,19 +41,37 @@ from ..errors import ConfigError
 from ..rope_scaling import LONGROPE_LISTS, ROPE_TYPES, rope_type_of  # noqa: F401  (the dict's schema; re-exported)
 
 
+def permute(rows, n_heads: int):
+    """Split-half row order -> interleaved pairs, per head: the q/k projection rows (or any array whose first axis
+    is n_heads * hd) that make the interleaved layout compute what the split-half one computes with `rows`
+    (llama.cpp's convert_hf_to_gguf.py, LlamaModel.permute). A torch tensor or a numpy array."""
+    shape = rows.shape
+    return rows.reshape(n_heads, 2, shape[0] // n_heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def unpermute(rows, n_heads: int):
+    """The inverse of `permute`: (H, hd/2, 2, ...) -> (H, 2, hd/2, ...) per head."""
+    shape = rows.shape
+    return rows.reshape(n_heads, shape[0] // n_heads // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
 def _base_inv_freq(theta: float, d: int) -> torch.Tensor:  # (d/2,)
     return 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
 
 
 def compute_inv_freq(
-    d: int, theta: float, scaling: dict[str, Any] | None, max_seq_len: int, seq_len: int | None = None
+    d: int, theta: float, scaling: dict[str, Any] | None = None, max_seq_len: int | None = None,
+    seq_len: int | None = None,
 ) -> tuple[torch.Tensor, float]:
     """inv_freq (d/2,) and the factor cos/sin are multiplied by, for one RoPE variant.
 
-    `seq_len` matters for the length-dependent variants only: dynamic (theta grows past max_seq_len)
-    and longrope (long_factor past the original context; short_factor when None).
+    `max_seq_len` (the model's context) is needed by dynamic, yarn and longrope only. `seq_len` matters for the
+    length-dependent variants only: dynamic (theta grows past max_seq_len) and longrope (long_factor past the
+    original context; short_factor when None).
     """
     rope_type, p = rope_type_of(scaling, d), dict(scaling or {})
+    if max_seq_len is None and rope_type in ("dynamic", "yarn", "longrope"):
+        raise ConfigError(f"rope_type {rope_type!r} depends on the model's context: give max_seq_len")
     if rope_type == "default":
         return _base_inv_freq(theta, d), 1.0
     factor = p.get("factor")

@@ -12,7 +12,7 @@ command.py      `tinyslm train`;  bench.py  `tinyslm train-bench`
 
 from .distributed import world_from_env
 from .optim import lr_at, make_optimizer, param_groups
-from .trainer import TrainConfig, TrainError, TrainResult, evaluate, train
+from .trainer import TrainConfig, TrainError, TrainResult, evaluate, loss_sum, next_token_loss, train
 
-__all__ = ["TrainConfig", "TrainResult", "TrainError", "train", "evaluate", "make_optimizer", "param_groups", "lr_at",
-           "world_from_env"]  # fmt: skip
+__all__ = ["TrainConfig", "TrainResult", "TrainError", "train", "evaluate", "next_token_loss", "loss_sum",
+           "make_optimizer", "param_groups", "lr_at", "world_from_env"]  # fmt: skip

@@ -159,10 +159,16 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if machine.native_bf16() else None  # AVX512-BF16 / AMX, or TINYSLM_NATIVE_BF16
 
 
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy (nats) of logits (B, T, V) against targets (B, T), the inputs shifted by one
+    (targets[:, t] is the token after position t), IGNORE targets left out; computed from float32 logits.
+    reduction: "mean" over the targets counted, or "sum"."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction=reduction)
+
+
 def loss_sum(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy (nats) over the targets that are not IGNORE; from float32 logits."""
-    logits = model(inputs)  # (B, T, V)
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    """Summed next-token cross-entropy (nats) of model(inputs) over the targets that are not IGNORE."""
+    return next_token_loss(model(inputs), targets, reduction="sum")  # (B, T, V) logits
 
 
 def train(

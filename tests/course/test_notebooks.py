@@ -61,6 +61,18 @@ def test_lesson_is_py_percent_and_converts_to_a_notebook(lesson):
     assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
 
 
+CODING = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")  # PEP 263: read on a file's first two lines
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_a_lesson_imports_tinyslm_first_and_declares_no_encoding_by_accident(lesson):
+    lines = lesson.read_text().splitlines()
+    assert not any(CODING.match(line) for line in lines[:2]), f"{lesson.name}: Python reads this as an encoding line"
+    imports = [line for line in lines if re.match(r"(import|from) \w", line)]
+    # tinyslm before torch: libgomp reads its spin-wait setting when torch loads (tinyslm/__init__.py)
+    assert imports[0].startswith("import tinyslm"), f"{lesson.name}: first import is {imports[0]!r}"
+
+
 @pytest.mark.parametrize("prefix", KERNEL_LESSONS)
 def test_lesson_runs_in_a_jupyter_kernel(prefix, tmp_path, monkeypatch):
     jupytext = pytest.importorskip("jupytext")

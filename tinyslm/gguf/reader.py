@@ -67,14 +67,14 @@ class GGUFFile:
         if size < 24:  # magic, version and two counts
             raise CheckpointError(f"{self.path}: truncated GGUF file ({size} bytes, shorter than its header)")
         self._map = np.memmap(self.path, mode="c")  # copy-on-write: tensors may be handed out as they lie
-        header = _Header(self._map, self.path)
-        self.metadata: dict[str, Any] = header.metadata
+        stat = self.path.stat()
+        metadata, infos, offset = _parsed(self._map, self.path, (stat.st_dev, stat.st_ino, stat.st_mtime_ns, size))
+        self.metadata: dict[str, Any] = dict(metadata)  # (a copy: the cached one stays as the file says)
         self.tensors: dict[str, GGUFTensor] = {}
-        infos = header.tensor_infos
         alignment = self.metadata.get("general.alignment", 32)
         if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
             raise CheckpointError(f"{self.path}: general.alignment must be a power of two, found {alignment!r}")
-        data_start = -(-header.offset // alignment) * alignment
+        data_start = -(-offset // alignment) * alignment
         for name, kind, shape, start, n_bytes in _check_tensor_infos(gguf, self.path, data_start, infos, size):
             raw = self._map[start : start + n_bytes]
             if kind in ("F32", "F16"):
@@ -127,6 +127,21 @@ _NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 
 
 MAX_NESTING = 8  # arrays of arrays: none of llama.cpp's keys nests at all
 LIST_LIMIT = 1 << 20  # numeric arrays longer than this stay numpy views of the file (a vocabulary is ~150k)
+
+
+_PARSED: dict[tuple, tuple] = {}  # the last few files' headers, by path and (device, inode, mtime, size)
+
+
+def _parsed(buf: np.ndarray, path: Path, identity: tuple) -> tuple[dict[str, Any], list, int]:
+    """The header's (metadata, tensor infos, end offset), parsed once per file version: loading a model, its
+    tokenizer, its chat template and its end ids each open the file (a 49k-token vocabulary: 0.1-0.2 s a parse)."""
+    key = (str(path.resolve()), *identity)
+    if key not in _PARSED:
+        header = _Header(buf, path)
+        if len(_PARSED) >= 2:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = (header.metadata, header.tensor_infos, header.offset)
+    return _PARSED[key]
 
 
 class _Header:

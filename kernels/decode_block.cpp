@@ -59,15 +59,17 @@ struct DecodePlan : torch::CustomClassHolder {
 at::Tensor decode_stack(const at::Tensor& x, const c10::intrusive_ptr<DecodePlan>& plan, at::TensorList k_caches,
                         at::TensorList v_caches, const c10::List<std::optional<at::Tensor>>& cos,
                         const c10::List<std::optional<at::Tensor>>& sin, at::IntArrayRef slots, at::IntArrayRef n_keys,
-                        const std::optional<at::Tensor>& pad, const c10::List<std::optional<at::Tensor>>& key_slots) {
+                        const std::optional<at::Tensor>& pad,
+                        const std::optional<c10::List<std::optional<at::Tensor>>>& key_slots) {
   const int64_t depth = plan->size();
   TORCH_CHECK(depth > 0 && (int64_t)k_caches.size() == depth && (int64_t)v_caches.size() == depth &&
                   (int64_t)cos.size() == depth && (int64_t)sin.size() == depth && (int64_t)slots.size() == depth &&
-                  (int64_t)n_keys.size() == depth && (int64_t)key_slots.size() == depth,
+                  (int64_t)n_keys.size() == depth && (!key_slots.has_value() || (int64_t)key_slots->size() == depth),
               "decode_stack: a plan of ", depth, " blocks needs as many caches, angles, slots and key counts");
   std::vector<Block> steps(plan->blocks);  // copies that take this call's angles
   for (int64_t i = 0; i < depth; ++i)
-    check_step(steps[i], x, k_caches[i], v_caches[i], slots[i], n_keys[i], cos.get(i), sin.get(i), pad, key_slots.get(i));
+    check_step(steps[i], x, k_caches[i], v_caches[i], slots[i], n_keys[i], cos.get(i), sin.get(i), pad,
+               key_slots.has_value() ? key_slots->get(i) : std::optional<at::Tensor>());
   at::Tensor buffers[2] = {at::empty_like(x), at::empty_like(x)};  // each depth's output, the next one's input
   for (int64_t i = 0; i < depth; ++i)
     run_step(steps[i], i == 0 ? x : buffers[(i - 1) % 2], buffers[i % 2], k_caches[i], v_caches[i], slots[i], n_keys[i]);
@@ -83,10 +85,10 @@ TORCH_LIBRARY_FRAGMENT(tinyslm, m) {
       .def("size", &DecodePlan::size);
   m.def("decode_block(Tensor x, Tensor?[] norms, Tensor[] weights, int[] kinds, int[] rows, Tensor?[] biases, "
         "Tensor? cos, Tensor? sin, Tensor? alibi, Tensor(a!) k_cache, Tensor(b!) v_cache, int slot, int n_keys, "
-        "int[] options, float[] params, Tensor? pad, Tensor? key_slots) -> Tensor");
+        "int[] options, float[] params, Tensor? pad=None, Tensor? key_slots=None) -> Tensor");
   m.def("decode_stack(Tensor x, __torch__.torch.classes.tinyslm.DecodePlan plan, Tensor(a!)[] k_caches, "
-        "Tensor(b!)[] v_caches, Tensor?[] cos, Tensor?[] sin, int[] slots, int[] n_keys, Tensor? pad, "
-        "Tensor?[] key_slots) -> Tensor");
+        "Tensor(b!)[] v_caches, Tensor?[] cos, Tensor?[] sin, int[] slots, int[] n_keys, Tensor? pad=None, "
+        "Tensor?[]? key_slots=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tinyslm, CPU, m) {

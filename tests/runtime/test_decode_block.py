@@ -348,6 +348,17 @@ def test_wrong_arguments_to_the_stack_are_clear_errors():
         call(caches=(k, torch.zeros(1, 4, 8, 32)))
     with pytest.raises(RuntimeError, match="slot 3 of 2 keys outside a cache of 8 slots"):
         call(slots=(0, 3), n_keys=(1, 2))
+    pad = torch.zeros(1, dtype=torch.long)
+    assert torch.ops.tinyslm.decode_stack(x, plan, [k.clone(), k.clone()], [k.clone(), k.clone()], [cos] * 2, [cos] * 2,
+                                          [0, 0], [1, 1], pad, [None, None]).shape == (1, 256)  # fmt: skip
+    with pytest.raises(RuntimeError, match="pad must be \\(B,\\) contiguous int64"):
+        torch.ops.tinyslm.decode_stack(x, plan, [k, k], [k, k], [cos] * 2, [cos] * 2, [0, 0], [1, 1], pad.int())
+    with pytest.raises(RuntimeError, match="key_slots must be \\(S,\\) contiguous int64"):
+        torch.ops.tinyslm.decode_stack(x, plan, [k, k], [k, k], [cos] * 2, [cos] * 2, [0, 0], [1, 1], pad,
+                                       [torch.zeros(0, dtype=torch.long)] * 2)  # fmt: skip
+    with pytest.raises(RuntimeError, match="per-row angles must be \\(B, d\\)"):
+        torch.ops.tinyslm.decode_stack(x, plan, [k, k], [k, k], [torch.zeros(3, 32)] * 2, [torch.zeros(3, 32)] * 2,
+                                       [0, 0], [1, 1], pad)  # fmt: skip
 
 
 def test_blocks_the_step_does_not_compute_keep_the_module_path():

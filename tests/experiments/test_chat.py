@@ -118,10 +118,16 @@ def test_a_model_without_a_template_is_refused_naming_the_fix(tmp_path, monkeypa
     assert status == 0 and out.strip(), err
 
 
-def test_a_template_that_raises_is_one_line_exit_2(tmp_path):
-    folder = chat_folder(tmp_path, template="{{ raise_exception('system messages are not supported') }}")
-    status, err = run_cli("generate", str(folder), "--chat", "w1", "--max-new-tokens", "2")
-    assert status == 2 and "refused the conversation: system messages are not supported" in err, err
+@pytest.mark.parametrize("template, message", [
+    ("{{ raise_exception('system messages are not supported') }}", "refused the conversation: system messages are not supported"),
+    ("{{ messages[0].content }}{{ date_string }}", "needs a value nobody gave ('date_string' is undefined)"),
+])  # fmt: skip
+@pytest.mark.parametrize("command", ["generate", "chat"])
+def test_a_template_that_raises_or_needs_a_missing_value_is_one_line_exit_2(tmp_path, template, message, command):
+    folder = chat_folder(tmp_path, template=template)
+    argv = ["--chat", "w1", "--max-new-tokens", "2"] if command == "generate" else []
+    status, err = run_cli(command, str(folder), *argv)
+    assert status == 2 and message in err, err
 
 
 def test_system_and_template_go_with_chat_only(tmp_path):
@@ -141,3 +147,14 @@ def test_smollm2_answers_paris_through_generate_chat_and_chat(monkeypatch, capsy
                                 stdin=f"{question}\nAnd the capital of Italy?\n".encode())  # fmt: skip
     replies = out.strip().splitlines()
     assert status == 0 and "Paris" in replies[0] and "Rome" in replies[1], (out, err)
+
+
+def test_chat_notes_a_context_about_to_run_out_and_refuses_a_turn_that_cannot_fit(tmp_path, monkeypatch):
+    folder = chat_folder(tmp_path)
+    first = " ".join(f"w{i}" for i in range(24)).encode()  # 27 tokens with the template's, + 8 new fit in 40
+    lines = first + b"\nw1\n/reset\nw2\n"
+    status, out, err = chat_cli(monkeypatch, str(folder), "--context", "40", "--max-new-tokens", "8", stdin=lines)
+    assert status == 0
+    assert "positions used; /reset to start over" in err  # after the first turn: over 80% of 40
+    assert "would not fit the context of 40 positions: /reset" in err  # the second turn
+    assert "[conversation forgotten]" in err and len(out.strip().splitlines()) == 2  # turns 1 and 3 answered

@@ -54,8 +54,9 @@ gen = torch.Generator().manual_seed(0)
 # | `layernorm_1p` | LayerNorm with weight (1 + w) | Nemotron / Minitron |
 # | `layernorm_plain` | (x − μ) / sqrt(σ² + eps), nothing learned | OLMo (the first) |
 #
-# `make_norm(kind, D, eps)` builds the one a config names. Each starts as the identity scaling (w = 1, or
-# w = 0 for the "1p" kinds), which is what the count of their parameters shows: D, 2D, or nothing.
+# `make_norm(kind, D, eps)` builds the one a config names. Each starts as the identity scaling: w = 1, or
+# w = 0 for the "1p" kinds, which apply 1 + w. Their parameter counts differ: D for a weight alone, 2D for a
+# weight and a bias, nothing for OLMo's.
 
 # %%
 D = 64
@@ -129,7 +130,7 @@ with torch.no_grad():
 # %% [markdown]
 # ## bfloat16: where the cast happens
 #
-# Models run in bfloat16, which keeps 8 bits of mantissa. The statistics are computed in float32 either way;
+# Models run in bfloat16, which keeps 8 significant bits (7 stored). The statistics are computed in float32 either way;
 # what differs is *when* the result is rounded back to bfloat16. Llama rounds the normalised x and then
 # multiplies by w in bfloat16; Gemma multiplies by (1 + w) in float32 and rounds once at the end. Both
 # orders are reasonable, they are not the same function, and a reimplementation must follow the checkpoint's
@@ -219,7 +220,8 @@ show(fig)
 #
 # Write `rms_norm(x, weight, eps)` as Llama computes it: the statistics in float32, the normalised x cast back
 # to x's dtype, then times `weight`. The checker compares it with tinyslm's `RMSNorm` and transformers'
-# `LlamaRMSNorm`, including inputs so small that the place of eps decides the answer.
+# `LlamaRMSNorm`, including inputs so small that the place of eps decides the answer, and bfloat16 inputs,
+# compared bit for bit, where the order of the casts decides it.
 
 # %%
 def rms_norm(x, weight, eps):
@@ -233,7 +235,7 @@ lesson02.check_rms_norm(rms_norm)
 # ## Exercise 2: Gemma's RMSNorm
 #
 # Write `rms_norm_1p(x, weight, eps)`: the weight is stored zero-centred and applied as (1 + weight), in
-# float32, before the result is cast back to x's dtype.
+# float32, before the result is cast back to x's dtype. Its bfloat16 cases are compared bit for bit too.
 
 # %%
 def rms_norm_1p(x, weight, eps):

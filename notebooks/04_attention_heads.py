@@ -22,7 +22,7 @@
 #   Checkpoints*: https://arxiv.org/abs/2305.13245
 # - transformers' Llama attention and `repeat_kv`:
 #   https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py
-# - SmolLM-135M's model card (9 query heads, 3 KV heads): https://huggingface.co/HuggingFaceTB/SmolLM-135M
+# - SmolLM-135M's config.json (9 query heads, 3 KV heads): https://huggingface.co/HuggingFaceTB/SmolLM-135M/blob/main/config.json
 
 # %%
 import tinyslm  # first, before torch: it shortens OpenMP's spin-wait, which a busy machine pays for
@@ -34,7 +34,7 @@ import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tinyslm.course import FAST, lesson04, show
+from tinyslm.course import lesson04, show
 from tinyslm.layers.attention import Attention, set_attention_backend
 from tinyslm.layers.positions import Step
 from tinyslm.layers.rope import RotaryEmbedding
@@ -44,7 +44,6 @@ from tinyslm.tools.variants import derive
 torch.manual_seed(0)
 torch.set_num_threads(1)  # models this small gain nothing from more threads; on a busy machine threads wait
 transformers.utils.logging.disable_progress_bar()
-print("FAST" if FAST else "full", "setting")  # nothing here trains: both settings run the same cells
 
 # %% [markdown]
 # ## Who shares what

@@ -222,7 +222,7 @@ show(fig)
 # Four tiny random models from transformers' config classes (nothing downloaded): Llama (sequential, SwiGLU),
 # GPT-NeoX (parallel, two LayerNorms, GELU), Phi (parallel, one LayerNorm) and Gemma-2 (sandwich norms, GeGLU).
 # Each is saved to a temporary folder and loaded by tinyslm, which reads its block layout from config.json:
-# the logits agree, and `tinyslm.sizing.estimate_parameters` (which counts on the meta device, never building
+# the logits agree, and `tinyslm.sizing.estimate_parameters` (which counts on the meta device, never allocating
 # the model) gives transformers' own count.
 
 # %%

@@ -1,31 +1,18 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 07 · Sliding windows and the ring buffer
 #
 # **Goal.** See how a sliding-window layer limits each query to its last W keys, and why its KV cache then
 # needs only W slots, reused in a ring, to give exactly what full recomputation gives.
 #
-# **Assumes.** Lesson 05 (attention, causal masks, GQA) and lesson 06 (the KV cache and decoding token by
-# token); a little matplotlib.
+# **Assumes.** Lesson 01 (the causal mask), lesson 04 (attention, GQA) and lesson 06 (the KV cache and
+# decoding token by token); a little matplotlib.
 #
 # **You will see** (each one asserted):
 # - the windowed mask is the causal mask with everything older than W keys removed: row i keeps min(i + 1, W) keys;
 # - decoding token by token through a ring-buffer cache of W = 4 slots gives the same logits as a full forward
 #   with the windowed mask at every step, including each time the ring wraps around, and after a prompt longer
 #   than the window;
-# - the ring's memory stays at W positions however long the context, while a full layer's cache grows;
+# - the ring's memory stays at W positions however long the context, while a full layer's cache is sized by it;
 # - a tiny Gemma-2 (sliding and global layers alternating) loaded into tinyslm matches transformers past the
 #   window: float32 logits to 1e-5, and the same greedy tokens.
 #
@@ -148,7 +135,8 @@ prompt = 7
 cache = model.new_cache(batch=1, capacity=T)
 with torch.no_grad():
     chunk_logits = model(ids[:, :prompt], cache)  # (1, prompt, V)
-    assert cache[0].pos.tolist() == [4, 5, 6, 3]  # positions 3..6 kept, each in slot p % 4
+    kept = sorted(range(prompt - W, prompt), key=lambda p: p % W)  # positions 3..6, each in slot p % W
+    assert cache[0].pos.tolist() == kept
     steps = [model(ids[:, t : t + 1], cache)[:, -1] for t in range(prompt, T)]  # (1, V) each
 cached = torch.cat([chunk_logits, torch.stack(steps, dim=1)], dim=1)  # (1, T, V)
 assert torch.allclose(cached, logits, atol=1e-5 * scale)
@@ -156,8 +144,8 @@ assert torch.allclose(cached, logits, atol=1e-5 * scale)
 # %% [markdown]
 # ## 4. Memory
 #
-# A full layer's cache is allocated for the whole request (prompt + new tokens) and grows with it; a windowed
-# layer's ring is W slots whatever the request. `KVCache.nbytes` counts what is really allocated.
+# A full layer's cache is sized by the request's length (prompt + new tokens); a windowed layer's ring is W
+# slots whatever the request. `KVCache.nbytes` counts what is really allocated.
 
 # %%
 contexts = [8, 64, 512, 4096]
@@ -229,8 +217,9 @@ assert torch.equal(out, expected)
 # ## Exercises
 #
 # **1. The windowed causal mask.** Write `windowed_causal_mask(q_pos, k_pos, window)`: a boolean (T, S) tensor,
-# True where the query at position `q_pos[i]` may attend the key at position `k_pos[j]`. Keys come in any order
-# (ring slots), and a negative key position is an empty slot that is never attended.
+# True where the query at position `q_pos[i]` may attend the key at position `k_pos[j]`, that is where
+# k <= q and k > q - window (with q = q_pos[i], k = k_pos[j]). Keys come in any order (ring slots), and a
+# negative key position is an empty slot that is never attended.
 
 # %%
 def windowed_causal_mask(q_pos, k_pos, window):

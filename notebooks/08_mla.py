@@ -1,16 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 08 · Multi-head latent attention (MLA)
 #
@@ -18,14 +5,15 @@
 # from which every head's key and value are re-expanded, and the two exact ways to attend over it (expand the
 # latents, or absorb the up-projection into the query), with what each costs.
 #
-# **Assumes.** Lesson 05 (MHA, GQA, MQA) and lesson 06 (the KV cache), lesson 04 (RoPE); matrix products.
+# **Assumes.** Lesson 04 (MHA/GQA/MQA), lesson 03 (RoPE), lesson 06 (the KV cache); matrix products.
 #
 # **You will see** (each one asserted):
 # - the cache holds kv_lora_rank + qk_rope_head_dim numbers per token and layer, whatever the number of heads:
 #   in the cache tensors, in `model.cache_values_per_token()` and in `model_stats`;
 # - decoding token by token on the naive path and on the absorbed path gives the same logits (to 1e-5);
-# - the multiply-adds of each path, written as formulas here, are exactly what torch counts when the model runs,
-#   absorbed wins decoding and short chunks after a long cache (below `MLAttention.crossover_tokens()`), naive
+# - the difference between the two paths' multiply-adds, written as formulas here, is exactly the difference
+#   torch counts when the model runs; the `"auto"` path runs whichever costs less;
+# - absorbed wins decoding and short chunks after a long cache (below `MLAttention.crossover_tokens()`), naive
 #   wins longer chunks and every prompt that starts from an empty cache;
 # - a tiny random DeepSeek-V2 from transformers, loaded into tinyslm, gives transformers' logits on both paths.
 #
@@ -62,7 +50,8 @@ torch.manual_seed(0)
 # v (dv): they are functions of the cached latent, so they need not be cached. The RoPE part is split off
 # because a rotation depends on the position and could not be folded into a position-free projection.
 #
-# A tiny model with DeepSeek-V2-Lite's proportions (r = 4 dn, dr = dn / 2, dv != dn):
+# A tiny model with DeepSeek-V2-Lite's proportions (r = 4·dn, dr = dn/2; dv != dn here on purpose, so that a
+# dn/dv mix-up shows):
 
 # %%
 H, r, dn, dr, dv = 4, 32, 8, 4, 12
@@ -160,7 +149,9 @@ def absorbed_macs(t: int, s: int, h: int, r: int, dn: int, dr: int, dv: int) -> 
 # %% [markdown]
 # Are the formulas right? torch's `FlopCounterMode` counts the FLOPs (2 per multiply-add) of every matrix
 # product the model really runs. Run the same call on both paths; the difference must be exactly the formulas'
-# difference, times 2, times the layers:
+# difference, times 2, times the layers. (Each path's own count also holds the projections both share, which
+# the formulas leave out, so it is the difference that is compared.) The `"auto"` path compares the two costs
+# for each call's T and S, so it must count exactly the cheaper of the two:
 
 # %%
 def measured_flops(path: str, t: int, s: int) -> int:
@@ -175,11 +166,16 @@ def measured_flops(path: str, t: int, s: int) -> int:
     return counter.get_total_flops()
 
 
+picked = set()
 for t, s in [(1, 10), (1, 40), (5, 20), (24, 24)]:
-    measured = measured_flops("naive", t, s) - measured_flops("absorbed", t, s)
+    naive_flops, absorbed_flops = measured_flops("naive", t, s), measured_flops("absorbed", t, s)
+    measured = naive_flops - absorbed_flops
     formula = 2 * config.n_layers * (naive_macs(t, s, H, r, dn, dr, dv) - absorbed_macs(t, s, H, r, dn, dr, dv))
     print(f"T={t:2d} S={s:2d}: naive - absorbed = {measured:8,d} FLOPs measured, {formula:8,d} by the formulas")
     assert measured == formula
+    assert measured_flops("auto", t, s) == min(naive_flops, absorbed_flops)  # "auto" runs the cheaper path
+    picked.add("naive" if naive_flops < absorbed_flops else "absorbed")
+assert picked == {"naive", "absorbed"}  # the cases above make "auto" take each path at least once
 
 # %% [markdown]
 # Subtracting the two formulas gives the whole story in one line:
@@ -193,7 +189,8 @@ for t, s in [(1, 10), (1, 40), (5, 20), (24, 24)]:
 # - **decoding** (T = 1): naive re-expands every cached latent at every step; absorbed wins as soon as there is
 #   a cache, by a factor that grows towards r·(dn + dv) / (2r + dr);
 # - **a chunk of T tokens after a long cache** (S ≫ T): absorbed wins while T < r·(dn + dv) / (2r − dn − dv),
-#   the rule `MLAttention.crossover_tokens()` gives (and the `"auto"` path uses);
+#   the limit `MLAttention.crossover_tokens()` gives (the `"auto"` path compares the two costs exactly, for
+#   each call's own T and S, and so needs no limit);
 # - **a prompt from an empty cache** (S = T): there is nothing cached to expand, so the first term is zero and
 #   naive is cheaper at every length.
 
@@ -232,7 +229,7 @@ assert n / a > 100
 # a chunk after a long cache: absorbed exactly while T < crossover * (1 - T/S), which tends to crossover_tokens()
 for t, (n, a) in zip(chunks, chunk):
     assert (a < n) == (t < crossover * (1 - t / (cached + t))), t
-assert crossover * (1 - crossover / cached) > 0.99 * crossover
+# (with S = 32,768 and T ~ 171, the factor 1 - T/S is above 0.99: the crossover is crossover_tokens() to 1%)
 # a prompt from an empty cache (S = T): naive is cheaper at every length
 assert all(naive_macs(t, t, **lite_dims) < absorbed_macs(t, t, **lite_dims) for t in chunks)
 
@@ -290,7 +287,8 @@ lesson08.check_absorb_query(absorb_query)
 
 # %% [markdown]
 # **2. The latent cache's size.** Write `latent_cache_values(config, context)`: how many numbers the KV cache
-# of an MLA model (a `ModelConfig` with `attention="mla"`) holds for `context` tokens, over all its layers.
+# of an MLA model (a `ModelConfig` with `attention="mla"`) holds for `context` tokens of one sequence (batch 1),
+# over all its layers.
 
 # %%
 def latent_cache_values(config, context):

@@ -1,24 +1,12 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 09 · Sharing and scaling: where the parameters go
 #
 # **Goal.** See three ways small models spend a fixed parameter budget differently from a uniform stack:
-# OpenELM gives each layer its own width (layer-wise scaling), MobileLLM runs each block twice (block sharing),
-# and MobiLlama uses one FFN in every block (a shared FFN).
+# OpenELM gives each layer its own number of heads and FFN width (layer-wise scaling; the residual width stays
+# the same), MobileLLM runs each block twice (block sharing), and MobiLlama uses one FFN in every block (a
+# shared FFN).
 #
-# **Assumes.** Lesson 03 (a block: attention + FFN, and their parameter counts), lesson 05 (GQA), and what
+# **Assumes.** Lesson 05 (blocks: attention + FFN, and their parameter counts), lesson 04 (GQA), and what
 # `loss.backward()` does.
 #
 # **You will see** (each one asserted):
@@ -43,13 +31,13 @@ import tinyslm  # first, before torch: it shortens OpenMP's spin-wait, which a b
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 
 from tinyslm import CausalLM, ModelConfig
 from tinyslm.course import lesson09, show
 from tinyslm.layerwise import make_divisible, multipliers, openelm_layer_sizes
 from tinyslm.sizing import estimate_parameters
 from tinyslm.tools.stats import model_stats
+from tinyslm.train import next_token_loss
 
 torch.manual_seed(0)
 
@@ -63,14 +51,21 @@ def n_parameters(model: torch.nn.Module) -> int:
 # ## 1. OpenELM: layer-wise scaling
 #
 # A uniform transformer gives every layer the same heads and FFN width. OpenELM instead spaces two multipliers
-# linearly over the L layers, α for the query width and β for the FFN width, each rounded to 2 decimals:
+# linearly over the L layers, endpoints included (layer 0 gets the first value, layer L − 1 the last, as
+# `np.linspace(first, last, L)` spaces them), α for the query width and β for the FFN width, each rounded to 2
+# decimals:
 #
 #     query dims of layer l = make_divisible(α_l · dim, head_dim · groups),   heads = query dims / head_dim
 #     KV heads              = heads / groups
 #     FFN width             = make_divisible(β_l · dim, divisor)
 #
-# `make_divisible` rounds to the nearest multiple of the divisor, never below it and never more than 10% below
-# the value. OpenELM-270M: dim 1280, head_dim 64, 16 layers, α from 0.5 to 1.0, β from 0.5 to 4.0,
+# `make_divisible(value, divisor)` rounds to the nearest multiple of the divisor (a half rounds up), never below
+# the divisor itself, and never more than 10% below the value; exactly, as `tinyslm.layerwise` writes it:
+#
+#     m = max(divisor, int(value + divisor / 2) // divisor * divisor)
+#     if m < 0.9 * value: m += divisor
+#
+# OpenELM-270M: dim 1280, head_dim 64, 16 layers, α from 0.5 to 1.0, β from 0.5 to 4.0,
 # 4 query heads per KV head, FFN divisor 256.
 
 # %%
@@ -100,13 +95,13 @@ assert sizes["layer_n_heads"] == sorted(sizes["layer_n_heads"])  # widths only g
 assert sizes["layer_ffn_dim"][-1] > 6 * sizes["layer_ffn_dim"][0]
 
 # %% [markdown]
-# The parameters of one layer, written out (GQA attention with a per-head q/k RMSNorm, a SwiGLU FFN of three
-# matrices, two RMSNorms), and the model's total (a tied head: the embedding is stored once):
+# The parameters of one layer, written out (GQA attention with a q/k RMSNorm over each head's head_dim, one
+# weight shared by all heads, a SwiGLU FFN of three matrices, two RMSNorms), and the model's total (a tied head: the embedding is stored once):
 
 # %%
 def openelm_layer_parameters(dim: int, head_dim: int, heads: int, kv_heads: int, ffn: int) -> int:
     attention = dim * (heads + 2 * kv_heads) * head_dim + heads * head_dim * dim  # wq, wk, wv, wo
-    qk_norms = 2 * head_dim  # one RMSNorm over head_dim for q, one for k, shared by the heads
+    qk_norms = 2 * head_dim  # one RMSNorm over head_dim for q, one for k, each weight shared by all heads
     return attention + qk_norms + 3 * dim * ffn + 2 * dim  # + gate, up, down + attn_norm, ffn_norm
 
 
@@ -152,7 +147,7 @@ assert n_parameters(tiny) == openelm_parameters(tiny_openelm) == estimate_parame
 # ## 2. MobileLLM: run each block twice
 #
 # MobileLLM found that, below a billion parameters, depth matters more than width, and that depth can be had
-# for free: store L blocks and run each twice in a row (0, 0, 1, 1, ...). The weights are the same, so the
+# at no parameter cost: store L blocks and run each twice in a row (0, 0, 1, 1, ...). The weights are the same, so the
 # parameter count is unchanged; compute and the KV cache (one slot per depth step) double.
 
 # %%
@@ -177,19 +172,17 @@ assert stats.effective_depth == 4 and stats.parameters == n_parameters(shared)
 
 # %% [markdown]
 # What does training see? A Parameter used twice receives the sum of the gradients of both uses (autograd adds
-# them up). Train-step both models on the same tokens and compare:
+# them up). Train-step both models on the same tokens and compare. The loss is `tinyslm.train.next_token_loss`,
+# which takes targets already shifted: the logits of positions 0..T−2 against the tokens 1..T−1.
 
 # %%
 ids = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(0))  # (B, T)
-
-
-def next_token_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())  # predict token t + 1 from t
+targets = ids[:, 1:]  # (B, T - 1): position t predicts token t + 1
 
 
 for model in (shared, deep):
     model.zero_grad()
-    next_token_loss(model(ids), ids).backward()
+    next_token_loss(model(ids)[:, :-1], targets).backward()
 assert torch.allclose(shared(ids), deep(ids), atol=1e-6)  # the same function
 
 worst = 0.0
@@ -203,8 +196,8 @@ print(f"shared block grad vs the sum over its two uses: max difference {worst:.1
 
 # %% [markdown]
 # transformers has no MobileLLM class (the checkpoints ship their own code), but its Llama can run the same
-# thing: put the *same* decoder-layer module at two depths. We build a 2-layer Llama, give its weights to
-# tinyslm's shared model, and compare logits and the shared layer's gradient.
+# thing: put the *same* decoder-layer module at two depths. We build a Llama of 4 depths that hold 2 distinct
+# layer modules (0, 0, 1, 1), give its weights to tinyslm's shared model, and compare logits and the shared layer's gradient.
 
 # %%
 import transformers  # noqa: E402
@@ -237,7 +230,7 @@ assert shared.head.weight is shared.tok_emb.weight
 
 for model, logits_of in ((shared, lambda: shared(ids)), (hf, lambda: hf(ids, use_cache=False).logits)):
     model.zero_grad()
-    next_token_loss(logits_of(), ids).backward()
+    next_token_loss(logits_of()[:, :-1], targets).backward()
 with torch.no_grad():
     assert torch.allclose(shared(ids), hf(ids, use_cache=False).logits, atol=1e-5)
 for ours, theirs in names.items():
@@ -265,7 +258,7 @@ assert model_stats(mobillama_config).parameters == n_parameters(mobillama) == es
 
 for model in (mobillama, unshared):
     model.zero_grad()
-    next_token_loss(model(ids), ids).backward()
+    next_token_loss(model(ids)[:, :-1], targets).backward()
 for name, p in mobillama.blocks[0].ffn.named_parameters():
     total_grad = sum(block.ffn.get_parameter(name).grad for block in unshared.blocks)
     assert torch.allclose(p.grad, total_grad, atol=1e-6), name
@@ -301,7 +294,7 @@ mobillama.load_state_dict({ours: hf_params[theirs].detach() for ours, theirs in 
 
 for model, logits_of in ((mobillama, lambda: mobillama(ids)), (hf, lambda: hf(ids, use_cache=False).logits)):
     model.zero_grad()
-    next_token_loss(logits_of(), ids).backward()
+    next_token_loss(logits_of()[:, :-1], targets).backward()
 with torch.no_grad():
     assert torch.allclose(mobillama(ids), hf(ids, use_cache=False).logits, atol=1e-5)
 for ours, theirs in names.items():
@@ -313,8 +306,10 @@ print("tinyslm's shared FFN = transformers' Llama with one MLP module in every l
 #
 # **OpenELM's per-layer sizes.** Write `openelm_sizes(dim, head_dim, n_layers, qkv_multipliers, ffn_multipliers,
 # gqa_groups, ffn_divisor)`, with the multipliers given as (first, last) pairs, returning a dict with
-# `"layer_n_heads"`, `"layer_n_kv_heads"` and `"layer_ffn_dim"`, one int per layer. Write `make_divisible`
-# yourself too (its rule is in section 1), and remember the rounding of the multipliers.
+# `"layer_n_heads"`, `"layer_n_kv_heads"` and `"layer_ffn_dim"`, one int per layer. Space each multiplier
+# linearly from first to last over the n_layers, both endpoints included, and round each to 2 decimals. Write
+# `make_divisible` yourself too, exactly as section 1 gives it: m = max(divisor, int(value + divisor / 2) //
+# divisor · divisor), plus one more divisor if m < 0.9 · value.
 
 # %%
 def openelm_sizes(dim, head_dim, n_layers, qkv_multipliers, ffn_multipliers, gqa_groups, ffn_divisor):

@@ -3,8 +3,9 @@
 import torch.nn.functional as F
 
 
-def next_token_loss(logits, ids):
-    """Mean cross-entropy of predicting ids[:, t + 1] from the logits at position t.
+def shifted_loss(logits, ids):
+    """Mean cross-entropy of predicting ids[:, t + 1] from the logits at position t (the shift
+    done here, unlike tinyslm.train.next_token_loss, which takes targets already shifted).
     logits (B, T, V), ids (B, T) -> () over the B * (T - 1) predictions."""
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
 

@@ -17,36 +17,36 @@ def unwritten(*args):
     raise NotImplementedError  # your code here
 
 
-def test_next_token_loss_accepts_the_reference_solution():
-    assert lesson01.check_next_token_loss(SOLUTIONS.next_token_loss) is True
+def test_shifted_loss_accepts_the_reference_solution():
+    assert lesson01.check_shifted_loss(SOLUTIONS.shifted_loss) is True
 
 
-def test_next_token_loss_without_the_shift_fails():
+def test_shifted_loss_without_the_shift_fails():
     def no_shift(logits, ids):  # position t scored against its own token
         return F.cross_entropy(logits.flatten(0, 1), ids.flatten())
 
-    with pytest.raises(ExerciseFailed, match=r"next_token_loss\(logits \(2, 7, 11\), ids \(2, 7\)\): first differs"):
-        lesson01.check_next_token_loss(no_shift)
+    with pytest.raises(ExerciseFailed, match=r"shifted_loss\(logits \(2, 7, 11\), ids \(2, 7\)\): first differs"):
+        lesson01.check_shifted_loss(no_shift)
 
 
-def test_next_token_loss_summed_instead_of_averaged_fails():
+def test_shifted_loss_summed_instead_of_averaged_fails():
     def summed(logits, ids):
         return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
 
     with pytest.raises(ExerciseFailed, match=r"got .*, expected .*\|difference\|"):
-        lesson01.check_next_token_loss(summed)
+        lesson01.check_shifted_loss(summed)
 
 
-def test_next_token_loss_shifted_the_wrong_way_fails():
+def test_shifted_loss_shifted_the_wrong_way_fails():
     def backwards(logits, ids):  # logits at t + 1 against the token at t
         return F.cross_entropy(logits[:, 1:].flatten(0, 1), ids[:, :-1].flatten())
 
-    with pytest.raises(ExerciseFailed, match="next_token_loss"):
-        lesson01.check_next_token_loss(backwards)
+    with pytest.raises(ExerciseFailed, match="shifted_loss"):
+        lesson01.check_shifted_loss(backwards)
 
 
-def test_next_token_loss_unwritten_returns_false(capsys):
-    assert lesson01.check_next_token_loss(unwritten) is False
+def test_shifted_loss_unwritten_returns_false(capsys):
+    assert lesson01.check_shifted_loss(unwritten) is False
     assert "not written yet" in capsys.readouterr().out
 
 

@@ -55,6 +55,15 @@ def test_cache_update_rejects_a_copy_instead_of_writing_in_place():
         lesson06.check_cache_update(concatenates)
 
 
+def test_cache_update_rejects_returning_copies_instead_of_views():
+    def copies(k_cache, v_cache, k_new, v_new, start):  # right values, but copies of the buffers' slices
+        keys, values = SOLUTIONS.cache_update(k_cache, v_cache, k_new, v_new, start)
+        return keys.clone(), values.clone()
+
+    with pytest.raises(ExerciseFailed, match=r"start=0: returned keys are a view of the buffer \(no copy\): got False"):
+        lesson06.check_cache_update(copies)
+
+
 def test_cache_update_unwritten_is_not_attempted(capsys):
     assert lesson06.check_cache_update(unwritten) is False
     assert "not written yet" in capsys.readouterr().out

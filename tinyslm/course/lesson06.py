@@ -16,7 +16,8 @@ from .check import Exercise
 def check_cache_update(cache_update) -> bool:
     """Your cache_update(k_cache, v_cache, k_new, v_new, start) against tinyslm's KVBuffer.update (and what
     transformers' DynamicCache returns): a prompt, then single tokens, then a chunk, written at `start` into the
-    preallocated (B, K, S, hd) buffers in place, returning the keys and values of positions 0..start + T - 1."""
+    preallocated (B, K, S, hd) buffers in place, returning the keys and values of positions 0..start + T - 1 as
+    views of the buffers (sharing their memory)."""
     from transformers import DynamicCache  # noqa: PLC0415
 
     with Exercise("cache_update", against="tinyslm's KVBuffer.update and transformers' DynamicCache") as ex:
@@ -40,6 +41,9 @@ def check_cache_update(cache_update) -> bool:
                 ex.compare(f"{case}: returned keys vs transformers' DynamicCache", got[0], hf_k)
                 ex.compare(f"{case}: k_cache (written in place)", k_cache, reference.k)
                 ex.compare(f"{case}: v_cache (written in place)", v_cache, reference.v)
+                for what, view, buffer in (("keys", got[0], k_cache), ("values", got[1], v_cache)):
+                    shares = view.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+                    ex.compare(f"{case}: returned {what} are a view of the buffer (no copy)", shares, True)
                 start += t
     return ex.passed
 

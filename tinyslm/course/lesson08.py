@@ -18,7 +18,8 @@ from ..model import CausalLM
 from ..tools.stats import model_stats
 from .check import Exercise
 
-# (heads, r, dn, dr, dv, batch, new tokens): DeepSeek-V2-Lite proportions shrunk, dn == dv, one token, a wide r
+# (heads, r, dn, dr, dv, batch, new tokens): the lesson's model (DeepSeek-V2-Lite's r = 4 dn, dr = dn / 2, but
+# dv != dn), then dn == dv with one new token, then dr == dn with five
 ABSORB_CASES = [(4, 32, 8, 4, 12, 2, 3), (2, 10, 6, 2, 6, 1, 1), (3, 16, 4, 4, 8, 1, 5)]
 
 

@@ -90,11 +90,11 @@ class Sampler:
 
 
 def inverse_cdf(scores: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One draw per row from softmax(scores) (B, V) -> (B,): the first token whose cumulative probability reaches
-    u * total, u uniform in (0, 1] (never 0: a token of probability 0 can never be the first to reach it)."""
-    cdf = scores.softmax(dim=-1, dtype=torch.float64).cumsum(dim=-1)  # (B, V), float64: exact to the last token
-    u = 1 - torch.rand(scores.shape[0], 1, dtype=torch.float64, generator=generator)  # (B, 1) in (0, 1]
-    return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_(max=scores.shape[-1] - 1).squeeze(1)
+    """One draw per row from softmax(scores) (B, V) -> (B,): the first token whose cumulative probability exceeds
+    u * total, u uniform in [0, 1) (strictly exceeds: a token of probability 0 adds nothing, so it is never first)."""
+    cdf = scores.softmax(dim=-1).cumsum(dim=-1, dtype=torch.float64)  # (B, V): summed in float64, exact to the last token
+    u = torch.rand(scores.shape[0], 1, dtype=torch.float64, generator=generator)  # (B, 1)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=scores.shape[-1] - 1).squeeze(1)
 
 
 def repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

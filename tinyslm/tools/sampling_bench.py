@@ -1,5 +1,7 @@
 """`tinyslm bench MODEL --sampling`: what sampling costs beside greedy decoding, side by side in one process.
 
+A run's speed is 1 / the median time between its tokens (a shared machine's bursts of load move a mean more).
+
 Each round decodes the same prompt greedily, then with each sampler (SETTINGS), all on the fastest decoding
 path the model has (runtime.fast_decoding); `runs` rounds, interleaved, so that a machine whose speed drifts
 weighs on every row alike. A row's ratio is the median over rounds of its speed / that round's greedy speed.
@@ -46,7 +48,8 @@ def run_sampling_bench(path, dtype: str | None = None, prompt_tokens: int = 16, 
                                        sampler=Sampler(**options, seed=0))  # fmt: skip
                 else:
                     generate(model, prompt, new_tokens, on_token=stamp, decoder=decoder, seed=0, **options)
-                speeds[name].append((len(times) - 1) / (times[-1] - times[0]))
+                # the median time between tokens: a burst of load on a shared machine moves it less than the mean
+                speeds[name].append(1 / statistics.median(b - a for a, b in zip(times, times[1:])))
                 path_name = decoder.path
     rows = []
     for name, values in speeds.items():

@@ -34,7 +34,7 @@ import torch
 import transformers
 
 from tinyslm.course import lesson10, show
-from tinyslm.tools.parity import check_parity, decoder_layers, record_layer_outputs, relative
+from tinyslm.tools.parity import check_parity, compare_layers, relative
 
 torch.manual_seed(0)
 transformers.logging.set_verbosity_error()  # quiet: no "loading weights" bars in the lesson's output
@@ -114,9 +114,10 @@ for name, r in reports.items():
 # every decoder layer of both models records its output hidden states `(B, T, D)`, and the first layer whose
 # output differs is where to look. (Once one layer is wrong, every later layer is too: its input is wrong.)
 #
-# `check_parity` takes a folder, so to plant a bug we use the same public helpers it is built from:
-# `decoder_layers(model, n)` finds the layer list of either model, `record_layer_outputs(layers)` hooks it, and
-# `relative(a, b)` is the difference measure.
+# `check_parity` takes a folder; the comparison it runs inside is `compare_layers(ours, theirs, ids, n_layers)`,
+# which takes any two models, so a copy of ours with a planted bug too. It hooks the decoder layers of both
+# (`decoder_layers` finds them, `record_layer_outputs` records them), measures each layer with
+# `relative(a, b)` = max |a - b| / max |b|, and names the first layer past the tolerance.
 
 # %%
 N_LAYERS = 4
@@ -128,14 +129,8 @@ ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
 def layer_diffs(ours, theirs, ids):
-    """Run both models on ids; the relative difference of each decoder layer's output."""
-    our_out, our_hooks = record_layer_outputs(decoder_layers(ours, N_LAYERS))
-    their_out, their_hooks = record_layer_outputs(decoder_layers(theirs, N_LAYERS))
-    with torch.no_grad():
-        ours(ids), theirs(input_ids=ids)
-    for hook in our_hooks + their_hooks:
-        hook.remove()
-    return [relative(a, b) for a, b in zip(our_out, their_out)]  # one float per layer
+    """Run both models on ids; the relative difference of each decoder layer's output (one float per layer)."""
+    return compare_layers(ours, theirs, ids, N_LAYERS).layer_diffs
 
 
 healthy = layer_diffs(tinyslm.load_pretrained(folder), theirs, ids)
@@ -195,6 +190,7 @@ for diffs, planted in [(rope_bug, PLANTED), (transpose_bug, PLANTED_T)]:
     assert all(d <= 1e-5 for d in diffs[:planted]), diffs  # every layer before the bug agrees
     assert all(d > 1e-3 for d in diffs[planted:]), diffs  # the bug's layer and every later one do not
     assert next(i for i, d in enumerate(diffs) if d > 1e-5) == planted
+assert compare_layers(buggy, theirs, ids, N_LAYERS, tolerance=1e-5).first_diverging_layer == PLANTED
 with torch.no_grad():
     assert relative(buggy(ids), theirs(input_ids=ids).logits) > 1e-3  # the logits show *that*, not *where*
 

@@ -4,7 +4,7 @@
     model = tinyslm.load_pretrained("SmolLM2-135M-Instruct.Q4_1.gguf")   # or tinyslm.gguf.load_gguf(...)
     plain = tinyslm.gguf.model_from_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")  # the format alone: all dequantized
     tok = tinyslm.load_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")      # rebuilt from the metadata
-    tinyslm.gguf.write_gguf(model, "out.gguf", "q8_0", tokenizer_source="path/to/hf_folder")
+    tinyslm.gguf.write_gguf(model, "out.gguf", "q8_0", tokenizer="path/to/hf_folder")
 
     reader.py     open and check a file (truncation, types, sizes), dequantize
     config.py     metadata <-> config.json dict, per llama.cpp architecture

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -94,7 +94,36 @@ def record_layer_outputs(layers: nn.ModuleList) -> tuple[list[torch.Tensor], lis
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|."""
+    a, b = a.detach().float(), b.detach().float()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+class LayerComparison(NamedTuple):
+    layer_diffs: list[float]  # per decoder layer: relative difference of the two models' outputs
+    first_diverging_layer: int | None  # the first above the tolerance (None: every layer agrees)
+    logits_ours: torch.Tensor  # (B, T, V)
+    logits_theirs: torch.Tensor  # (B, T, V)
+
+
+@torch.no_grad()
+def compare_layers(ours: nn.Module, theirs: nn.Module, ids: torch.Tensor, n_layers: int,
+                   tolerance: float = DEFAULT_TOLERANCE) -> LayerComparison:  # fmt: skip
+    """Run ids (B, T) through two models (any two, e.g. tinyslm's and transformers', or a model and a copy with a
+    planted bug) with hooks on their n_layers decoder layers: each layer's relative difference, the first one past
+    `tolerance`, and both logits. Where two models diverge, the first diverging layer is where to look."""
+    our_out, our_hooks = record_layer_outputs(decoder_layers(ours, n_layers))
+    their_out, their_hooks = record_layer_outputs(decoder_layers(theirs, n_layers))
+    try:
+        logits_ours = ours(ids)
+        out = theirs(input_ids=ids)
+        logits_theirs = out.logits if hasattr(out, "logits") else out
+    finally:
+        for h in our_hooks + their_hooks:
+            h.remove()
+    diffs = [relative(a, b) for a, b in zip(our_out, their_out)]
+    first = next((i for i, d in enumerate(diffs) if d > tolerance), None)
+    return LayerComparison(diffs, first, logits_ours, logits_theirs)
 
 
 @torch.inference_mode()
@@ -164,16 +193,8 @@ def check_parity(
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, config.vocab_size, (batch, min(length, config.max_seq_len - new_tokens)), generator=gen)
 
-    our_layers, their_layers = decoder_layers(ours, config.n_layers), decoder_layers(theirs, config.n_layers)
-    our_out, our_hooks = record_layer_outputs(our_layers)
-    their_out, their_hooks = record_layer_outputs(their_layers)
     progress(f"comparing logits and per-layer outputs on a {tuple(ids.shape)} batch")
-    with torch.no_grad():
-        logits_ours, logits_theirs = ours(ids), theirs(input_ids=ids).logits
-    for h in our_hooks + their_hooks:
-        h.remove()
-    layer_diffs = [relative(a, b) for a, b in zip(our_out, their_out)]
-    first_bad = next((i for i, d in enumerate(layer_diffs) if d > tolerance), None)
+    layer_diffs, first_bad, logits_ours, logits_theirs = compare_layers(ours, theirs, ids, config.n_layers, tolerance)
 
     prompt = ids[:1]
     progress(f"decoding {new_tokens} greedy tokens with both")

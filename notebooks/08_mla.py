@@ -36,6 +36,7 @@ from tinyslm import CausalLM, ModelConfig
 from tinyslm.course import FAST, lesson08, show
 from tinyslm.layers.mla import MLACache, MLAttention, set_decode_path
 from tinyslm.tools.stats import model_stats
+from tinyslm.tools.variants import derive
 
 torch.manual_seed(0)
 
@@ -86,6 +87,31 @@ print(f"DeepSeek-V2-Lite: {512 + 64} cached vs {lite_expanded} expanded per toke
       f"({lite_expanded / 576:.1f}x); {lite_stats.kv_cache_bytes_at_context / 2**30:.2f} GiB at 32K tokens in bf16")  # fmt: skip
 assert lite_stats.kv_cache_values_per_token == 27 * 576
 assert lite_stats.kv_cache_bytes_at_context == 27 * 576 * 32768 * 2
+
+# %% [markdown]
+# The same comparison across all four attention types, on one shape: `derive` makes the MHA, GQA, MQA and MLA
+# variants of one config (lesson 04 met the first three), and `model_stats` gives each one's cache at each
+# context. Every line is straight: a cache grows by the same bytes with every token, and only that slope differs.
+
+# %%
+base = ModelConfig(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536,
+                   max_seq_len=8192)  # fmt: skip  (SmolLM-135M's shape)
+variants = {"MHA": derive(base, "mha"), "GQA (K=3)": derive(base, "gqa", n_kv_heads=3), "MQA": derive(base, "mqa"),
+            "MLA": derive(base, "mla")}  # fmt: skip
+contexts = [512, 1024, 2048, 4096, 8192]
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for name, variant in variants.items():
+    per_token = model_stats(variant, torch.bfloat16).kv_cache_bytes_per_token
+    sizes = [model_stats(variant, torch.bfloat16, context=c).kv_cache_bytes_at_context for c in contexts]
+    assert sizes == [per_token * c for c in contexts]  # linear in the context
+    ax.plot(contexts, [b / 2**20 for b in sizes], marker="o", label=f"{name}: {per_token / 1024:.1f} KiB/token")
+mla = variants["MLA"]
+assert model_stats(mla, torch.bfloat16).kv_cache_bytes_per_token == mla.n_layers * (
+    mla.kv_lora_rank + mla.qk_rope_head_dim) * 2  # the latent and the shared RoPE key, in bf16
+ax.set(xlabel="context (tokens)", ylabel="KV cache (MiB, bf16)", title="one shape, four attention types")
+ax.legend(fontsize=8)
+fig.tight_layout()
+show(fig)
 
 # %% [markdown]
 # ## 2. Two exact ways to attend: naive and absorbed

@@ -1,6 +1,6 @@
 """Hostile command-line options, drawn by hypothesis: a run that ends, or one clear refusal, never a crash or a hang.
 
-For each command a user runs on a model (inspect, generate, convert, train), hypothesis draws a set of its options
+For each command a user runs on a model (inspect, generate, chat, convert, train), hypothesis draws a set of its options
 from the parser itself (so a new option is covered the day it is added), each with a value of the wrong kind or at
 an edge: empty, negative, zero, NaN, 1e308, a 40-digit integer, a lone surrogate, a terminal escape, a path that is
 a folder or missing. `tinyslm` must then exit 0, or 2 with one line `error: ...` (argparse's own refusals print its
@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import sys
+from unittest import mock
 
 import pytest
 from hf_models import write_hf_checkpoint
@@ -29,7 +32,7 @@ SIZES = {"--steps", "--batch-size", "--seq-len", "--grad-accum", "--eval-batches
 SMALL = ["", "-1", "0", "1", "2", "3.5", "nan", "x", "1,2"]
 SKIP = {"-h", "--help", "--threads", "--device", "--fsdp", "--resume"}  # --threads: the suite's; --fsdp: torchrun's
 # put before the drawn options (argparse keeps the last value): a run that gets past its options is small
-PINNED = {"generate": ["--max-new-tokens", "2"],
+PINNED = {"generate": ["--max-new-tokens", "2"], "chat": ["--max-new-tokens", "2"],
           "train": ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress", "--eval-batches", "1"]}
 
 
@@ -75,20 +78,23 @@ def paths(tmp_path_factory) -> dict[str, str]:
     config = root / "tiny.toml"
     config.write_text('name = "tiny"\nfamily = "llama"\nvocab_size = 300\ndim = 32\nn_layers = 1\nn_heads = 4\n'
                       'n_kv_heads = 2\nffn_dim = 64\nmax_seq_len = 32\n')  # fmt: skip
+    template = root / "chat.jinja"
+    template.write_text("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:")
     return {"folder": str(folder), "gguf": str(gguf), "corpus": str(corpus), "config": str(config), "root": str(root),
-            "missing": str(root / "no-such-file"), "tokenizer": str(folder / "tokenizer.json")}  # fmt: skip
+            "missing": str(root / "no-such-file"), "tokenizer": str(folder / "tokenizer.json"),
+            "template": str(template)}  # fmt: skip
 
 
 def positionals(command: str, paths: dict[str, str]) -> st.SearchStrategy[list[str]]:
     model = st.sampled_from([paths["folder"], paths["gguf"], paths["missing"], paths["root"], paths["corpus"]])
-    if command in ("inspect", "generate"):
+    if command in ("inspect", "generate", "chat"):
         return model.map(lambda m: [m])
     if command == "convert":
         return model.map(lambda m: [m, "OUT.gguf" if not m.endswith(".gguf") else "OUT"])
     return st.sampled_from([paths["config"], paths["folder"], paths["missing"]]).map(lambda c: [c])
 
 
-@pytest.mark.parametrize("command", ["inspect", "generate", "convert", "train"])
+@pytest.mark.parametrize("command", ["inspect", "generate", "chat", "convert", "train"])
 def test_hostile_options_end_in_a_run_or_one_line_refusal(paths, tmp_path_factory, command):
     path_values = [paths["missing"], paths["root"], paths["corpus"], paths["tokenizer"]]
     drawn = st.lists(st.sampled_from(options(command)), max_size=4, unique_by=lambda a: a.dest).flatmap(
@@ -104,9 +110,12 @@ def test_hostile_options_end_in_a_run_or_one_line_refusal(paths, tmp_path_factor
         argv = [command, *positional, *PINNED.get(command, []), *[part for option in drawn for part in option], *extra]
         if command == "train" and not any(o[0] == "--data" for o in drawn):
             argv += ["--data", paths["corpus"]]
-        if command == "generate" and not any(o[0] in ("--ids", "--prompt") for o in drawn):
+        if command == "generate" and not any(o[0] in ("--ids", "--prompt", "--chat") for o in drawn):
             argv += ["--ids", "1,2"]
-        with guarded(), contextlib.chdir(out):  # (a relative path drawn as a value lands in the example's folder)
+        if command == "chat" and not any(o[0] == "--template" for o in drawn):
+            argv += ["--template", paths["template"]]  # (the tiny checkpoint has none of its own)
+        stdin = io.TextIOWrapper(io.BytesIO(b"hello\n/system be brief\n\xff\n/reset\nhello again\n"))
+        with guarded(), contextlib.chdir(out), mock.patch.object(sys, "stdin", stdin):  # (relative paths land in out)
             status, err = run_cli(*argv)
         assert status in (0, 2), f"tinyslm {argv!r}: exit status {status}: {err}"
         assert status == 0 or len(err.strip().splitlines()) == 1, f"tinyslm {argv!r}: {err}"

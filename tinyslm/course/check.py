@@ -17,6 +17,10 @@ shape or dtype that differs, or the first differing position with both values an
 from __future__ import annotations
 
 import math
+import site
+import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -113,4 +117,21 @@ class Exercise:
             return True
         if issubclass(kind, ExerciseFailed):
             return False
+        if not _through_student_code(tb):  # the checker's own setup failed: its traceback, not the student's fault
+            return False
         raise ExerciseFailed(f"{self.name} raised {kind.__name__}: {error}") from error
+
+
+_LIBRARY_DIRS = tuple(
+    str(Path(p).resolve()) for p in {Path(__file__).parents[1], sys.prefix, sys.base_prefix, *site.getsitepackages()}
+)
+
+
+def _through_student_code(tb) -> bool:
+    """Whether the exception passed through a function defined outside tinyslm and the installed libraries (the
+    student's, in a notebook cell or a script) on its way up."""
+    for frame in traceback.extract_tb(tb):
+        name = frame.filename
+        if name.startswith("<") or not str(Path(name).resolve()).startswith(_LIBRARY_DIRS):
+            return True
+    return False

@@ -13,8 +13,9 @@ renders it (transformers/utils/chat_template_utils.py): Jinja's sandbox (a templ
 code), trim_blocks and lstrip_blocks, the loop-control extension, a `tojson` that keeps non-ASCII text,
 `raise_exception(message)` and `strftime_now(format)`, and the tokenizer's special tokens (bos_token, eos_token,
 ...) as variables. One difference, on purpose: a variable the template prints or loops over but nobody gave is an
-error naming it, where Jinja would print nothing (`{% if x %}` on a missing x is still just false). The rendered
-text is then tokenized without adding a BOS: the template writes every special token itself.
+error naming it, where Jinja would print nothing (`{% if x %}` on a missing x is still just false, and a special
+token the tokenizer lacks still prints as nothing). The rendered text is then tokenized without adding a BOS:
+the template writes every special token itself.
 """
 
 from __future__ import annotations
@@ -37,17 +38,33 @@ FIX = "give a template file with --template FILE (Python: load_chat_template(pat
 
 
 class _MissingVariable(jinja2.Undefined):
-    """A variable nobody gave: false in an `if` (as in transformers), an error where its value is used."""
+    """A variable nobody gave: false in an `if` and of length 0 (as in transformers), an error where its value is
+    printed or looped over; a special token the tokenizer does not have prints as nothing, as in transformers."""
 
     __slots__ = ()
 
     def __str__(self) -> str:
+        if self._undefined_obj is jinja2.utils.missing and self._undefined_name in SPECIAL_TOKENS:
+            return ""
         self._fail_with_undefined_error()
 
     def __iter__(self):
         self._fail_with_undefined_error()
 
-    __len__ = __iter__
+
+class _Generation(jinja2.ext.Extension):
+    """transformers' `{% generation %}...{% endgeneration %}`: marks the assistant's tokens (for training masks);
+    rendering, the body as it is."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+    def _body(self, caller) -> str:
+        return caller()
 
 
 def _raise_exception(message: str):
@@ -64,7 +81,8 @@ def _strftime_now(format: str) -> str:
 
 def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols], undefined=_MissingVariable
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols, _Generation],
+        undefined=_MissingVariable,
     )
     env.filters["tojson"] = _tojson
     env.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now)
@@ -121,8 +139,9 @@ def _named(value: Any, where: str) -> str:
                          f"{type(value).__name__}")  # fmt: skip
 
 
-def folder_chat_template(folder: Path) -> ChatTemplate:
-    """A checkpoint folder's chat template (text None where it has none) and its special tokens."""
+def folder_chat_template(folder: Path, text: bool = True) -> ChatTemplate:
+    """A checkpoint folder's chat template (text None where it has none, or where text=False: only the special
+    tokens are wanted, another template replaces this one) and its special tokens."""
     config_file = folder / "tokenizer_config.json"
     config = read_json(config_file, TokenizerError) if config_file.is_file() else {}
     special = {}
@@ -132,6 +151,8 @@ def folder_chat_template(folder: Path) -> ChatTemplate:
             token = token.get("content")
         if isinstance(token, str):
             special[key] = token
+    if not text:
+        return ChatTemplate(None, str(folder), special)
     if (folder / "chat_template.jinja").is_file():  # transformers 5 writes it beside tokenizer_config.json
         file = folder / "chat_template.jinja"
         return ChatTemplate(read_text(file, TokenizerError), str(file), special)

@@ -142,7 +142,10 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: 
     turns): input_ids are the tokens after the cache.length it holds, and the returned ids start with them;
     it is left holding every token fed through the model (the last new token is not: it was never fed).
     """
-    if isinstance(input_ids, (list, tuple)) and input_ids and isinstance(input_ids[0], (list, tuple)):
+    rows = isinstance(input_ids, (list, tuple)) and input_ids and any(
+        isinstance(p, (list, tuple)) or (isinstance(p, torch.Tensor) and p.dim() == 1) for p in input_ids)
+    if rows:  # prompts of different lengths (lists, or 1-D tensors; left_pad checks each)
+        input_ids = [p.tolist() if isinstance(p, torch.Tensor) else p for p in input_ids]
         if attention_mask is not None:
             raise GenerationError("give prompts as a list of id lists or as a padded tensor with attention_mask, not both")
         input_ids, attention_mask = left_pad(input_ids)
@@ -179,7 +182,11 @@ def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_toke
                       "an extreme norm eps or a zeroed weight?); greedy decoding picks token 0", RuntimeWarning,
                       stacklevel=3)  # fmt: skip
     for i in range(max_new_tokens):
-        token = pick(logits[:, -1], out[:, : prompt_len + i])  # (B,): argmax, or a draw (sampling.py)
+        seen = out[:, : prompt_len + i]  # (B, T + i): what a repetition penalty looks at
+        if padding is not None:  # a padded row's padding is not its text: repeat its first real token there instead
+            first = out.gather(1, padding[:, None].to(device))  # (B, 1)
+            seen = torch.where(torch.arange(seen.shape[1], device=device) < padding[:, None].to(device), first, seen)
+        token = pick(logits[:, -1], seen)  # (B,): argmax, or a draw (sampling.py)
         if eos is not None:
             token = torch.where(finished, eos[0], token)
             finished |= torch.isin(token, eos)

@@ -93,7 +93,7 @@ def inverse_cdf(scores: torch.Tensor, generator: torch.Generator | None) -> torc
     """One draw per row from softmax(scores) (B, V) -> (B,): the first token whose cumulative probability exceeds
     u * total, u uniform in [0, 1) (strictly exceeds: a token of probability 0 adds nothing, so it is never first)."""
     cdf = scores.softmax(dim=-1).cumsum(dim=-1, dtype=torch.float64)  # (B, V): summed in float64, exact to the last token
-    u = torch.rand(scores.shape[0], 1, dtype=torch.float64, generator=generator)  # (B, 1)
+    u = torch.rand(scores.shape[0], 1, dtype=torch.float64, generator=generator).to(cdf.device)  # (B, 1)
     return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=scores.shape[-1] - 1).squeeze(1)
 
 

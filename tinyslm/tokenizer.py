@@ -58,5 +58,7 @@ def load_chat_template(path: str | Path, template: str | Path | None = None) -> 
     path = Path(path).expanduser()
     if not path.exists():
         raise TokenizerError(f"{path}: no such file or folder")
-    found = gguf_chat_template(path) if is_gguf(path) else folder_chat_template(path if path.is_dir() else path.parent)
-    return found if template is None else found.with_text(template)
+    own = template is None  # a given template replaces the checkpoint's: that one is not even read
+    folder = path if path.is_dir() else path.parent
+    found = gguf_chat_template(path, text=own) if is_gguf(path) else folder_chat_template(folder, text=own)
+    return found if own else found.with_text(template)

@@ -9,6 +9,7 @@ GGUF's metadata). Which file a checkpoint's tokenizer is, is decided in tokenize
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import sentencepiece as spm
@@ -32,6 +33,10 @@ class Tokenizer:
 
 
 class SentencePieceTokenizer(Tokenizer):
+    """A `tokenizer.model`. Its control pieces (`<s>`, `</s>`) and `<unk>` written in the text are those tokens, as
+    a chat template writes them (sentencepiece alone would spell them out character by character); the text
+    between them is encoded as text, each stretch on its own (Meta's Llama-2 chat layout: `<s>[INST] ...`)."""
+
     def __init__(self, path: Path, add_bos: bool = True):
         self.sp = spm.SentencePieceProcessor()
         try:
@@ -42,9 +47,18 @@ class SentencePieceTokenizer(Tokenizer):
         self.bos_id = self.sp.bos_id() if self.sp.bos_id() >= 0 else None
         self.eos_id = self.sp.eos_id() if self.sp.eos_id() >= 0 else None
         self.vocab_size = self.sp.get_piece_size()
+        self.specials = {self.sp.id_to_piece(i): i for i in range(self.vocab_size)
+                         if self.sp.is_control(i) or self.sp.is_unknown(i)}  # fmt: skip
+        longest_first = sorted(self.specials, key=len, reverse=True)
+        self._split = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")") if self.specials else None
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        ids = self.sp.encode(text)
+        if self._split is None or not any(piece in text for piece in self.specials):
+            ids = self.sp.encode(text)
+        else:
+            ids = []
+            for part in self._split.split(text):
+                ids += [self.specials[part]] if part in self.specials else self.sp.encode(part) if part else []
         if add_special_tokens and self.add_bos and self.bos_id is not None:
             ids = [self.bos_id] + ids
         return ids

@@ -168,3 +168,16 @@ def test_bench_contention_measures_quiet_and_loaded_side_by_side_and_cleans_up(t
     assert machine.describe() in table and "loaded/quiet" in table and "beside 2 busy processes" in table
     assert main(["bench", str(tmp_path), "--contention", "0", "--prompt-tokens", "8"]) == 2
     assert "--contention" in capsys.readouterr().err
+
+
+def test_bench_sampling_prints_each_sampler_beside_greedy(tmp_path, capsys):
+    write_hf_checkpoint(tmp_path, "LlamaConfig", **TINY)
+    capsys.readouterr()
+    assert main(["bench", str(tmp_path), "--sampling", "--runs", "2", "--prompt-tokens", "8", "--new-tokens", "4", "--json"]) == 0
+    rows = {r["setting"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["greedy"]["ratio_to_greedy"] == 1.0
+    assert {"temperature 0.7", "temperature 0.7, multinomial draw", "temperature 0.7, top_p 0.9"} <= set(rows)
+    assert all(len(r["tokens_per_s"]) == 2 and r["median_tokens_per_s"] > 0 for r in rows.values())
+    for argv in (["--new-tokens", "1"], ["--runs", "0"]):  # no time between tokens, no round: refused up front
+        assert main(["bench", str(tmp_path), "--sampling", "--prompt-tokens", "8", *argv]) == 2
+        assert "--sampling needs" in capsys.readouterr().err

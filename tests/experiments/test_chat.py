@@ -158,3 +158,20 @@ def test_chat_notes_a_context_about_to_run_out_and_refuses_a_turn_that_cannot_fi
     assert "positions used; /reset to start over" in err  # after the first turn: over 80% of 40
     assert "would not fit the context of 40 positions: /reset" in err  # the second turn
     assert "[conversation forgotten]" in err and len(out.strip().splitlines()) == 2  # turns 1 and 3 answered
+
+
+def test_a_seeded_chat_is_reproducible_and_does_not_replay_one_draw_each_turn(tmp_path, monkeypatch):
+    import tinyslm.chat.session as session_module  # noqa: PLC0415
+
+    folder = chat_folder(tmp_path)
+    seeds = []
+    real = session_module.generate
+    monkeypatch.setattr(session_module, "generate", lambda *a, **k: (seeds.append(k["seed"]), real(*a, **k))[1])
+    runs = []
+    for _ in range(2):
+        chat = session(folder, temperature=1.5, seed=3)
+        runs.append([chat.say("w1 w2", 8), chat.say("w1 w2", 8)])
+        chat.reset()
+        runs[-1].append(chat.say("w1 w2", 8))
+    assert runs[0] == runs[1] and runs[0][2] == runs[0][0]  # the same seed, the same conversation; reset restarts it
+    assert seeds == [3, 4, 3] * 2  # turn k draws with seed + k

@@ -163,3 +163,25 @@ def test_bad_messages_are_refused(tmp_path):
     _, folder = saved(tmp_path, TEMPLATES["smollm2"])
     with pytest.raises(TokenizerError, match="message 0"):
         tinyslm.load_chat_template(folder).render(["hello"])
+
+
+@pytest.mark.parametrize("template", [
+    "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}",  # transformers' tag
+    "{{ sep_token }}{{ mask_token }}{{ messages[0].content }}",  # special tokens this tokenizer does not have
+    "{{ not_given|length }}{{ messages[0].content }}",  # the length of a missing value
+])  # fmt: skip
+def test_what_transformers_renders_despite_a_missing_value_renders_the_same(template, tmp_path):
+    tok, folder = saved(tmp_path, template)
+    messages = CONVERSATIONS["one question"]
+    assert tinyslm.load_chat_template(folder).render(messages) == reference(tok, messages)
+
+
+def test_a_given_template_replaces_a_checkpoints_broken_one(tmp_path):
+    _, folder = saved(tmp_path, None)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = [{"name": "tool_use", "template": "TOOLS"}]  # no default: unusable
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    mine = tmp_path / "mine.jinja"
+    mine.write_text(TEMPLATES["zephyr"])
+    rendered = tinyslm.load_chat_template(folder, template=mine).render(CONVERSATIONS["one question"])
+    assert rendered == reference(hf_tokenizer(TEMPLATES["zephyr"]), CONVERSATIONS["one question"])

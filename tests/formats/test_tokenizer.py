@@ -212,6 +212,23 @@ def test_llama2_tokenizer_encodes_the_published_ids(llama2):
     assert (llama2.bos_id, llama2.eos_id, llama2.vocab_size) == (1, 2, 32000)
 
 
+def test_control_pieces_in_the_text_are_their_tokens_as_a_chat_template_writes_them(sp_folder):
+    """`<s>` and `</s>` written by a chat template are the BOS and EOS tokens (sentencepiece alone spells them out
+    character by character); the text between them is encoded as text, each stretch on its own."""
+    tok = load_tokenizer(sp_folder)
+    text = "<s>[INST] hello [/INST] world </s><s>[INST] again"
+    ids = tok.encode(text, add_special_tokens=False)
+    plain = tok.sp.encode
+    assert ids == [1, *plain("[INST] hello [/INST] world "), 2, 1, *plain("[INST] again")]
+    assert tok.encode(text) == [1, *ids]  # add_bos: one more in front, as before
+    assert tok.encode("no special pieces here") == [1, *plain("no special pieces here")]
+
+
+def test_llama2_chat_layout_encodes_as_meta_writes_it(llama2):
+    # Meta's chat format: BOS, then "[INST] {prompt} [/INST]" encoded as text (llama/generation.py)
+    assert llama2.encode("<s>[INST] Hi [/INST]", add_special_tokens=False) == [1, *llama2.sp.encode("[INST] Hi [/INST]")]
+
+
 def test_llama2_tokenizer_decodes_the_published_ids_back(llama2):
     assert llama2.decode(LLAMA2_IDS) == LLAMA2_TEXT
     assert llama2.decode([1] + LLAMA2_IDS + [2]) == LLAMA2_TEXT

@@ -201,3 +201,33 @@ def test_the_native_step_decodes_padded_batches(name, dtype, checkpoints):
                 assert out[row, width:].tolist() == alone(model, prompt), row
     finally:
         model.float()
+
+
+def test_a_repetition_penalty_sees_each_rows_text_not_its_padding(checkpoints):
+    """The padding token (0) is no token of a padded row: penalising it would decode the row otherwise than alone."""
+    _, model = checkpoints("smollm")
+    prompts = prompts_for(model.config.vocab_size, [2, 9], seed=4)
+    with torch.no_grad():
+        top = int(model(torch.tensor([prompts[0]]))[0, -1].argmax())
+        saved = model.head.weight[0].clone()
+        model.head.weight[0] = model.head.weight[top] * 1.1  # token 0: the row's likeliest next token, by a margin
+        assert int(model(torch.tensor([prompts[0]]))[0, -1].argmax()) == 0
+    try:
+        alone_row = tinyslm.generate(model, torch.tensor([prompts[0]]), 6, repetition_penalty=1.8, fast=False)[0, 2:]
+        batch = tinyslm.generate(model, prompts, 6, repetition_penalty=1.8, fast=False)
+        assert batch[0, 9:].tolist() == alone_row.tolist()
+        assert batch[1, 9:].tolist() == tinyslm.generate(model, torch.tensor([prompts[1]]), 6, repetition_penalty=1.8,
+                                                         fast=False)[0, 9:].tolist()  # fmt: skip
+    finally:
+        with torch.no_grad():
+            model.head.weight[0] = saved
+
+
+def test_prompts_as_1d_tensors_and_a_reused_cache_forget_their_padding(checkpoints):
+    _, model = checkpoints("smollm")
+    prompts = prompts_for(model.config.vocab_size, [3, 6], seed=6)
+    as_lists = tinyslm.generate(model, prompts, 4)
+    assert torch.equal(tinyslm.generate(model, [torch.tensor(p) for p in prompts], 4), as_lists)
+    cache = model.new_cache(2, 16)
+    model(torch.tensor([[0, 0, 0] + prompts[0], prompts[1]]), cache, padding=torch.tensor([3, 0]))
+    assert cache.truncate(0) and cache.padding is None

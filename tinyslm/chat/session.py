@@ -93,9 +93,12 @@ class ChatSession:
                 on_text(text[len(shown):])
                 shown = text
 
+        sampling = dict(self.sampling)
+        if sampling.get("seed") is not None:  # turn k draws with seed + k: reproducible, not each turn the same draws
+            sampling["seed"] += len(self.messages) // 2
         try:
             generate(self.model, torch.tensor([ids[same:]]), max_new_tokens, eos_token_id=self.end_ids or None,
-                     on_token=on_token, decoder=self.decoder, cache=self.cache, **self.sampling)  # fmt: skip
+                     on_token=on_token, decoder=self.decoder, cache=self.cache, **sampling)  # fmt: skip
         except BaseException:  # (Ctrl-C mid-reply): the cache holds an unknown part of it; the next turn recomputes
             self.held = []
             if not self.cache.truncate(0):

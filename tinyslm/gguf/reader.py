@@ -68,7 +68,7 @@ class GGUFFile:
             raise CheckpointError(f"{self.path}: truncated GGUF file ({size} bytes, shorter than its header)")
         self._map = np.memmap(self.path, mode="c")  # copy-on-write: tensors may be handed out as they lie
         stat = self.path.stat()
-        metadata, infos, offset = _parsed(self._map, self.path, (stat.st_dev, stat.st_ino, stat.st_mtime_ns, size))
+        metadata, infos, offset = _parsed(self._map, self.path, (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, size))
         self.metadata: dict[str, Any] = dict(metadata)  # (a copy: the cached one stays as the file says)
         self.tensors: dict[str, GGUFTensor] = {}
         alignment = self.metadata.get("general.alignment", 32)
@@ -129,11 +129,12 @@ MAX_NESTING = 8  # arrays of arrays: none of llama.cpp's keys nests at all
 LIST_LIMIT = 1 << 20  # numeric arrays longer than this stay numpy views of the file (a vocabulary is ~150k)
 
 
-_PARSED: dict[tuple, tuple] = {}  # the last few files' headers, by path and (device, inode, mtime, size)
+_PARSED: dict[tuple, tuple] = {}  # the last few files' headers, by path and (device, inode, mtime, ctime, size)
 
 
 def _parsed(buf: np.ndarray, path: Path, identity: tuple) -> tuple[dict[str, Any], list, int]:
-    """The header's (metadata, tensor infos, end offset), parsed once per file version: loading a model, its
+    """The header's (metadata, tensor infos, end offset), parsed once per file version (any write changes the
+    ctime, which `touch -r` or `cp -p` cannot set back): loading a model, its
     tokenizer, its chat template and its end ids each open the file (a 49k-token vocabulary: 0.1-0.2 s a parse)."""
     key = (str(path.resolve()), *identity)
     if key not in _PARSED:

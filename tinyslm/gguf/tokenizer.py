@@ -176,8 +176,9 @@ SPECIAL_IDS = {"bos_token": "tokenizer.ggml.bos_token_id", "eos_token": "tokeniz
                "pad_token": "tokenizer.ggml.padding_token_id"}  # fmt: skip
 
 
-def gguf_chat_template(path: str | Path) -> ChatTemplate:
-    """A GGUF's chat template (tokenizer.chat_template; text None where it has none) and its special tokens."""
+def gguf_chat_template(path: str | Path, text: bool = True) -> ChatTemplate:
+    """A GGUF's chat template (tokenizer.chat_template; text None where it has none, or where text=False: only the
+    special tokens are wanted) and its special tokens."""
     file = GGUFFile(gguf_path(path))
     tokens = file.get("tokenizer.ggml.tokens")
     special = {}
@@ -185,10 +186,11 @@ def gguf_chat_template(path: str | Path) -> ChatTemplate:
         i = file.get(id_key)
         if type(i) is int and isinstance(tokens, list) and 0 <= i < len(tokens) and isinstance(tokens[i], str):
             special[key] = tokens[i]
-    text = file.get("tokenizer.chat_template")
-    if text is not None and not isinstance(text, str):
-        raise TokenizerError(f"{file.path}: tokenizer.chat_template must be a string, found {type(text).__name__}")
-    return ChatTemplate(text, f"{file.path}: tokenizer.chat_template", special)
+    template = file.get("tokenizer.chat_template") if text else None
+    if template is not None and not isinstance(template, str):
+        raise TokenizerError(f"{file.path}: tokenizer.chat_template must be a string, found {type(template).__name__}; "
+                             "give a template file with --template FILE")  # fmt: skip
+    return ChatTemplate(template, f"{file.path}: tokenizer.chat_template", special)
 
 
 def gguf_tokenizer(path: str | Path) -> Tokenizer:
@@ -248,7 +250,10 @@ def tokenizer_metadata(folder: Path) -> dict[str, Any]:
 
 def _chat_template(folder: Path) -> dict[str, str]:
     """The folder's chat template as GGUF metadata (llama.cpp and Ollama read it from there), if it has one."""
-    text = folder_chat_template(folder).text
+    try:
+        text = folder_chat_template(folder).text
+    except TokenizerError:  # several named templates and none the default, say: the GGUF goes without one
+        return {}
     return {} if text is None else {"tokenizer.chat_template": text}
 
 

@@ -128,6 +128,8 @@ class KVCache:
         if length < self.length and not all(layer.keeps_every_position for layer in self.layers):
             return False
         self.length = length
+        if length == 0:
+            self.padding = None  # an empty cache starts a new request
         return True
 
     @property

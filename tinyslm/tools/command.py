@@ -368,6 +368,9 @@ def cmd_generate(args) -> int:
 def generate_batch(args) -> int:
     """`generate --prompt A --prompt B ...`: one padded batch (tinyslm.generate's rows of different lengths)."""
     choice = sampling_options(args)
+    for option in ("system", "template"):
+        if getattr(args, option) is not None:
+            raise UsageError(f"--{option} goes with --chat (a conversation); --prompt is raw text")
     if any(stop == "" for stop in args.stop):
         raise UsageError("--stop: an empty stop text would stop before the first token; give some text")
     for i, text in enumerate(args.prompt, 1):
@@ -435,6 +438,9 @@ def cmd_bench(args) -> int:
             f"of {config.max_seq_len}"
         )
     if args.sampling:
+        if args.new_tokens < 2 or args.runs < 1:
+            raise UsageError("--sampling needs --new-tokens of at least 2 (a speed is a time between tokens) and "
+                             "--runs of at least 1")  # fmt: skip
         machine.use_threads(args.threads)
         rows = run_sampling_bench(args.checkpoint, args.dtype, args.prompt_tokens, args.new_tokens, runs=args.runs)
         print(json.dumps(rows, indent=2) if args.json else format_sampling_bench(rows, args.checkpoint, args.new_tokens))

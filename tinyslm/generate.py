@@ -140,7 +140,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: 
     tinyslm.runtime.fast_decoding yields faster ones. `sampler`: how each token is chosen from the
     logits (sampling.py; default: argmax, greedy). `cache`: a cache to continue (a chat keeps one between
     turns): input_ids are the tokens after the cache.length it holds, and the returned ids start with them;
-    it is left holding every token fed through the model (the last new token is not: it was never fed).
+    it is left holding every token fed through the model (the last new token is not: it was never fed), and
+    cache.tokens their ids, which a repetition penalty in the next call counts as the row's text too.
     """
     rows = isinstance(input_ids, (list, tuple)) and input_ids and any(
         isinstance(p, (list, tuple)) or (isinstance(p, torch.Tensor) and p.dim() == 1) for p in input_ids)
@@ -169,8 +170,11 @@ def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_toke
         return input_ids
     eos = None if eos_token_id in (None, []) else torch.tensor(eos_token_id, device=device).reshape(-1)
     batch, prompt_len = input_ids.shape
+    reused = cache is not None
     cache = decoder.new_cache(batch, prompt_len, max_new_tokens, padding is not None) if cache is None else decoder.reuse(cache)
     cache.padding = None if padding is None else padding.to(device)  # the model's forward reads it every step
+    # the ids a kept cache already holds (a chat's earlier turns): part of each row's text, for a repetition penalty
+    before = cache.tokens if reused and cache.tokens is not None and cache.tokens.shape[1] == cache.length else None
     out = torch.empty(batch, prompt_len + max_new_tokens, dtype=torch.long, device=device)
     out[:, :prompt_len] = input_ids
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -186,6 +190,8 @@ def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_toke
         if padding is not None:  # a padded row's padding is not its text: repeat its first real token there instead
             first = out.gather(1, padding[:, None].to(device))  # (B, 1)
             seen = torch.where(torch.arange(seen.shape[1], device=device) < padding[:, None].to(device), first, seen)
+        if before is not None:
+            seen = torch.cat((before, seen), dim=1)
         token = pick(logits[:, -1], seen)  # (B,): argmax, or a draw (sampling.py)
         if eos is not None:
             token = torch.where(finished, eos[0], token)
@@ -194,6 +200,8 @@ def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_toke
         if on_token is not None:
             on_token(token)
         if i == max_new_tokens - 1 or (eos is not None and bool(finished.all())):
+            fed = out[:, : prompt_len + i]  # what went through the model (the last token was picked, never fed)
+            cache.tokens = fed.clone() if before is None else torch.cat((before, fed), dim=1)
             return out[:, : prompt_len + i + 1]
         logits = decoder.step(token[:, None], cache)  # (B, 1, V)
         check_logits(logits, i + 1)

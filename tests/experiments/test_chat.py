@@ -66,6 +66,19 @@ def test_each_turn_decodes_what_its_whole_prompt_decodes_from_scratch(tmp_path, 
     assert chat.messages == [] and chat.used == 0
 
 
+@pytest.mark.parametrize("extra", [{}, {"sliding_window": 6}], ids=["full cache", "ring buffer past its window"])
+def test_a_repetition_penalty_counts_the_earlier_turns_held_in_the_cache(tmp_path, extra):
+    folder = chat_folder(tmp_path, **extra)
+    model = tinyslm.load_pretrained(folder)
+    chat = ChatSession(model, tinyslm.load_tokenizer(folder), tinyslm.load_chat_template(folder), [], context=200,
+                       repetition_penalty=1.8)  # fmt: skip
+    for text in ["w1 w2 w3", "w4", "w5 w6 w7"]:
+        prompt = chat.prompt_ids(text)
+        reply = chat.say(text, 8)
+        scratch = tinyslm.generate(model, torch.tensor([prompt]), 8, repetition_penalty=1.8, fast=False)
+        assert reply == chat.tokenizer.decode(scratch[0, len(prompt) :].tolist())
+
+
 def test_a_turn_that_does_not_fit_is_refused_naming_reset(tmp_path):
     chat = session(chat_folder(tmp_path))
     with pytest.raises(tinyslm.GenerationError, match="/reset"):

@@ -115,6 +115,7 @@ class KVCache:
         self.capacity = capacity
         self.length = 0  # slots already stored; the next token's slot
         self.padding: torch.Tensor | None = None  # (B,) left-padding slots per row of a padded batch (positions.Step)
+        self.tokens: torch.Tensor | None = None  # (B, length) the ids it holds, where generate recorded them
 
     def __getitem__(self, step: int) -> LayerCache:
         return self.layers[step]
@@ -128,6 +129,8 @@ class KVCache:
         if length < self.length and not all(layer.keeps_every_position for layer in self.layers):
             return False
         self.length = length
+        if self.tokens is not None:
+            self.tokens = self.tokens[:, :length]
         if length == 0:
             self.padding = None  # an empty cache starts a new request
         return True

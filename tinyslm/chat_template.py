@@ -20,6 +20,7 @@ the template writes every special token itself.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TokenizerError
 from .files import read_json, read_text
+from .tokenizer_types import token_text
 
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 FIX = "give a template file with --template FILE (Python: load_chat_template(path, template=FILE))"
@@ -89,6 +91,12 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return env
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(text: str) -> jinja2.Template:
+    """A template compiled once (a chat renders the same one every turn)."""
+    return _environment().from_string(text)
+
+
 @dataclass
 class ChatTemplate:
     """A checkpoint's chat template: `render(messages)` gives the prompt text the model expects."""
@@ -112,7 +120,7 @@ class ChatTemplate:
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
                 raise TokenizerError(f"message {i}: expected {{'role': str, 'content': ...}}, found {message!r}")
         try:
-            template = _environment().from_string(self.text)
+            template = _compiled(self.text)
         except jinja2.TemplateSyntaxError as exc:
             raise TokenizerError(f"{self.source}: not a valid Jinja template (line {exc.lineno}: {exc.message})") from None
         context = {**self.special_tokens, "tools": None, "documents": None, **variables}
@@ -146,9 +154,7 @@ def folder_chat_template(folder: Path, text: bool = True) -> ChatTemplate:
     config = read_json(config_file, TokenizerError) if config_file.is_file() else {}
     special = {}
     for key in SPECIAL_TOKENS:
-        token = config.get(key)
-        if isinstance(token, dict):  # {"content": "<s>", ...} in older tokenizer_config files
-            token = token.get("content")
+        token = token_text(config.get(key))
         if isinstance(token, str):
             special[key] = token
     if not text:

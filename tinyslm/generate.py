@@ -177,6 +177,7 @@ def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_toke
     before = cache.tokens if reused and cache.tokens is not None and cache.tokens.shape[1] == cache.length else None
     out = torch.empty(batch, prompt_len + max_new_tokens, dtype=torch.long, device=device)
     out[:, :prompt_len] = input_ids
+    text, held = _row_text(out, input_ids, padding, before)  # what a repetition penalty looks at: (B, held + T + n)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
     logits = decoder.prefill(input_ids, cache)  # (B, 1, V), not (B, T, V)
@@ -186,17 +187,13 @@ def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_toke
                       "an extreme norm eps or a zeroed weight?); greedy decoding picks token 0", RuntimeWarning,
                       stacklevel=3)  # fmt: skip
     for i in range(max_new_tokens):
-        seen = out[:, : prompt_len + i]  # (B, T + i): what a repetition penalty looks at
-        if padding is not None:  # a padded row's padding is not its text: repeat its first real token there instead
-            first = out.gather(1, padding[:, None].to(device))  # (B, 1)
-            seen = torch.where(torch.arange(seen.shape[1], device=device) < padding[:, None].to(device), first, seen)
-        if before is not None:
-            seen = torch.cat((before, seen), dim=1)
-        token = pick(logits[:, -1], seen)  # (B,): argmax, or a draw (sampling.py)
+        token = pick(logits[:, -1], text[:, : held + prompt_len + i])  # (B,): argmax, or a draw (sampling.py)
         if eos is not None:
             token = torch.where(finished, eos[0], token)
             finished |= torch.isin(token, eos)
         out[:, prompt_len + i] = token
+        if text is not out:
+            text[:, held + prompt_len + i] = token
         if on_token is not None:
             on_token(token)
         if i == max_new_tokens - 1 or (eos is not None and bool(finished.all())):
@@ -206,6 +203,24 @@ def _decode(decoder: Decoder, pick: Sampler, input_ids, max_new_tokens, eos_toke
         logits = decoder.step(token[:, None], cache)  # (B, 1, V)
         check_logits(logits, i + 1)
     return out
+
+
+def _row_text(out: torch.Tensor, input_ids: torch.Tensor, padding, before) -> tuple[torch.Tensor, int]:
+    """Each row's text for a repetition penalty, (B, H + T + n), and H: `out` itself, unless a padded row's
+    padding (not its text: its first real token stands in for it) or the ids a kept cache holds (`before`,
+    (B, H), in front) make it differ; then a buffer that decoding fills beside `out`."""
+    if padding is None and before is None:
+        return out, 0
+    prompt = input_ids
+    if padding is not None:
+        pad = padding.to(input_ids.device)[:, None]  # (B, 1)
+        slots = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+        prompt = torch.where(slots < pad, input_ids.gather(1, pad), input_ids)  # (B, T)
+    head = prompt if before is None else torch.cat((before, prompt), dim=1)  # (B, H + T)
+    text = torch.empty(out.shape[0], head.shape[1] + out.shape[1] - input_ids.shape[1], dtype=out.dtype,
+                       device=out.device)  # fmt: skip
+    text[:, : head.shape[1]] = head
+    return text, head.shape[1] - input_ids.shape[1]
 
 
 def check_logits(logits: torch.Tensor, step: int) -> None:

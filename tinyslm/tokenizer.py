@@ -17,7 +17,7 @@ from .errors import TokenizerError
 from .files import file_bool, read_json, regular_file
 from .gguf.loader import is_gguf
 from .gguf.tokenizer import gguf_chat_template, gguf_tokenizer
-from .tokenizer_types import JSONTokenizer, SentencePieceTokenizer, Tokenizer
+from .tokenizer_types import JSONTokenizer, SentencePieceTokenizer, Tokenizer, token_text
 
 __all__ = ["load_tokenizer", "load_chat_template", "Tokenizer", "JSONTokenizer", "SentencePieceTokenizer"]
 
@@ -34,9 +34,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if (folder / "tokenizer_config.json").exists():
         special = read_json(folder / "tokenizer_config.json", TokenizerError)
         for key in ("bos_token", "eos_token"):
-            token = special.get(key)
-            if isinstance(token, dict):  # {"content": "<s>", ...} in older tokenizer_config files
-                token = token.get("content")
+            token = token_text(special.get(key))
             if token is not None and not isinstance(token, str):
                 raise TokenizerError(f"{folder / 'tokenizer_config.json'}: {key} must be a token string, found {token!r}")
     candidates = [path] if path.is_file() else [folder / "tokenizer.json", folder / "tokenizer.model"]

@@ -18,6 +18,11 @@ from tokenizers import Tokenizer as HFTokenizer
 from .errors import TokenizerError
 
 
+def token_text(value):
+    """A special token as tokenizer_config.json writes it: "<s>", or {"content": "<s>", ...} in older files."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
 class Tokenizer:
     """Common interface; see SentencePieceTokenizer and JSONTokenizer."""
 
@@ -86,8 +91,7 @@ class JSONTokenizer(Tokenizer):
         return self
 
     def _token_id(self, token) -> int | None:
-        if isinstance(token, dict):  # {"content": "<s>", ...} in older tokenizer_config files
-            token = token.get("content")
+        token = token_text(token)
         return None if token is None else self.tok.token_to_id(token)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

@@ -36,12 +36,11 @@ class ChatSession:
         self.system = system
         self.messages: list[dict[str, str]] = []
         self.cache = None  # allocated on the first turn, kept until reset
-        self.held: list[int] = []  # the tokens the cache holds, in order
         self.reused = 0  # tokens of the last turn's prompt read from the cache, not computed
 
     def reset(self, system: str | None = None) -> None:
         """Forget the conversation (and, with `system`, start the next one with that system message)."""
-        self.messages, self.held = [], []
+        self.messages = []
         if self.cache is not None and not self.cache.truncate(0):
             self.cache = None
         if system is not None:
@@ -54,8 +53,14 @@ class ChatSession:
         return self.tokenizer.encode(text, add_special_tokens=False)  # the template wrote the special tokens
 
     @property
+    def held(self) -> list[int]:
+        """The tokens the cache holds, in order (generate records them in it: KVCache.tokens)."""
+        tokens = self.cache.tokens if self.cache is not None else None
+        return [] if tokens is None else tokens[0].tolist()
+
+    @property
     def used(self) -> int:
-        return len(self.held)
+        return self.cache.length if self.cache is not None else 0
 
     def near_full(self) -> bool:
         return self.used >= NEAR_FULL * self.context
@@ -78,7 +83,7 @@ class ChatSession:
         same = min(same, len(ids) - 1)  # at least one token goes through the model: its logits pick the first
         if not self.cache.truncate(same):  # a sliding-window layer cannot go back: compute it all again
             self.cache, same = self.model.new_cache(1, self.context), 0
-        self.held, self.reused = list(ids[:same]), same
+        self.reused = same
 
         new: list[int] = []
         shown = ""
@@ -100,11 +105,9 @@ class ChatSession:
             generate(self.model, torch.tensor([ids[same:]]), max_new_tokens, eos_token_id=self.end_ids or None,
                      on_token=on_token, decoder=self.decoder, cache=self.cache, **sampling)  # fmt: skip
         except BaseException:  # (Ctrl-C mid-reply): the cache holds an unknown part of it; the next turn recomputes
-            self.held = []
             if not self.cache.truncate(0):
                 self.cache = None
             raise
-        self.held = ids + new[:-1]  # the last new token was picked, never fed
         reply = self.tokenizer.decode([t for t in new if t not in self.end_ids])
         self.messages += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
         return reply

@@ -30,7 +30,7 @@ from tokenizers.models import BPE
 from ..chat_template import ChatTemplate, folder_chat_template
 from ..errors import TokenizerError
 from ..files import file_bool, read_json, shown
-from ..tokenizer_types import JSONTokenizer, Tokenizer
+from ..tokenizer_types import JSONTokenizer, Tokenizer, token_text
 from .loader import gguf_path
 from .reader import GGUFFile
 
@@ -170,22 +170,27 @@ def _merges_from_scores(tokens: list[str], meta: dict, source: str) -> list[tupl
     return [(a, b) for a, b, _ in merges]
 
 
-# the special tokens a chat template may name, and the GGUF key of each one's id (llama.cpp spells "seperator")
+# tokenizer_config.json's special tokens and the GGUF key of each one's id, both ways (convert writes these)
 SPECIAL_IDS = {"bos_token": "tokenizer.ggml.bos_token_id", "eos_token": "tokenizer.ggml.eos_token_id",
-               "unk_token": "tokenizer.ggml.unknown_token_id", "sep_token": "tokenizer.ggml.seperator_token_id",
-               "pad_token": "tokenizer.ggml.padding_token_id"}  # fmt: skip
+               "unk_token": "tokenizer.ggml.unknown_token_id", "pad_token": "tokenizer.ggml.padding_token_id"}  # fmt: skip
+SEPARATOR_ID = {"sep_token": "tokenizer.ggml.seperator_token_id"}  # (llama.cpp's spelling) one more a template may name
+
+
+def special_tokens(meta: dict[str, Any], keys: dict[str, str] = SPECIAL_IDS) -> dict[str, str]:
+    """The special tokens as text (bos_token -> "<s>", ...) whose ids GGUF metadata declares, of `keys`."""
+    tokens, found = meta.get("tokenizer.ggml.tokens"), {}
+    for key, id_key in keys.items():
+        i = meta.get(id_key)
+        if type(i) is int and isinstance(tokens, list) and 0 <= i < len(tokens) and isinstance(tokens[i], str):
+            found[key] = tokens[i]
+    return found
 
 
 def gguf_chat_template(path: str | Path, text: bool = True) -> ChatTemplate:
     """A GGUF's chat template (tokenizer.chat_template; text None where it has none, or where text=False: only the
     special tokens are wanted) and its special tokens."""
     file = GGUFFile(gguf_path(path))
-    tokens = file.get("tokenizer.ggml.tokens")
-    special = {}
-    for key, id_key in SPECIAL_IDS.items():
-        i = file.get(id_key)
-        if type(i) is int and isinstance(tokens, list) and 0 <= i < len(tokens) and isinstance(tokens[i], str):
-            special[key] = tokens[i]
+    special = special_tokens(file.metadata, SPECIAL_IDS | SEPARATOR_ID)
     template = file.get("tokenizer.chat_template") if text else None
     if template is not None and not isinstance(template, str):
         raise TokenizerError(f"{file.path}: tokenizer.chat_template must be a string, found {type(template).__name__}; "
@@ -207,7 +212,7 @@ def tokenizer_metadata(folder: Path) -> dict[str, Any]:
     """GGUF tokenizer metadata for an HF folder's tokenizer.model (sentencepiece) or byte-level tokenizer.json,
     written as llama.cpp's convert_hf_to_gguf.py writes them."""
     config = read_json(folder / "tokenizer_config.json", TokenizerError) if (folder / "tokenizer_config.json").is_file() else {}
-    special = {k: (v.get("content") if isinstance(v, dict) else v) for k, v in config.items() if k.endswith("_token")}
+    special = {k: token_text(v) for k, v in config.items() if k.endswith("_token")}
     if (folder / "tokenizer.model").is_file() and not (folder / "tokenizer.json").is_file():
         sp = spm.SentencePieceProcessor()
         sp.Load(str(folder / "tokenizer.model"))
@@ -242,9 +247,9 @@ def tokenizer_metadata(folder: Path) -> dict[str, Any]:
             "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": kinds, "tokenizer.ggml.merges": merges,
             "tokenizer.ggml.add_bos_token": file_bool(config.get("add_bos_token"), False, str(folder / "tokenizer_config.json"),
                                                       "add_bos_token", TokenizerError)}  # fmt: skip
-    for name, key in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
+    for key, id_key in SPECIAL_IDS.items():
         if special.get(key) in vocab:
-            meta[f"tokenizer.ggml.{name}_token_id"] = vocab[special[key]]
+            meta[id_key] = vocab[special[key]]
     return meta | _chat_template(folder)
 
 
@@ -272,13 +277,8 @@ def write_tokenizer_files(meta: dict[str, Any], folder: Path, source: str) -> No
     """tokenizer.json + tokenizer_config.json for the tokenizer in GGUF metadata (GGUF -> HF folder)."""
     tok = tokenizer_from_metadata(meta, source)
     tok.tok.save(str(folder / "tokenizer.json"))
-    tokens = meta["tokenizer.ggml.tokens"]
     config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-                              "add_bos_token": tok.tok.post_processor is not None}  # fmt: skip
-    for name, key in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
-        i = meta.get(f"tokenizer.ggml.{name}_token_id")
-        if isinstance(i, int) and 0 <= i < len(tokens):
-            config[key] = tokens[i]
+                              "add_bos_token": tok.tok.post_processor is not None, **special_tokens(meta)}  # fmt: skip
     if isinstance(meta.get("tokenizer.chat_template"), str):
         config["chat_template"] = meta["tokenizer.chat_template"]
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")

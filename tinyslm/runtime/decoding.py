@@ -48,24 +48,22 @@ class FastDecoder(Decoder):
         self.path = "native step" if native else "module path"
 
     def new_cache(self, batch: int, prompt_len: int, max_new_tokens: int, padded: bool = False) -> KVCache:
-        self.compile_s, self.compiled = None, None
-        self.path = "native step" if self.native else "module path"
-        if self.native or self.fast is False or padded:  # (the compiled step does not take padded rows yet)
-            return super().new_cache(batch, prompt_len, max_new_tokens)
-        if not supports_compiled(self.model):
-            if self.fast:
-                raise GenerationError("fast=True: the compiled decoding step supports MHA/GQA/MQA attention only "
-                                      "(this model has MLA)")  # fmt: skip
-        elif self.fast or max_new_tokens >= AUTO_COMPILE_TOKENS or "_tinyslm_compiled_step" in self.model.__dict__:
-            cache = static_cache(self.model, batch, prompt_len + max_new_tokens)
-            self.compiled, self.path = compiled_step(self.model), "compiled step"
-            self.compile_s = self.compiled.warm_up(cache)  # compiles now (once per cache shape), not mid-decoding
-            return cache
-        self.path = "module path"
-        return super().new_cache(batch, prompt_len, max_new_tokens)
+        if not (self.native or self.fast is False or padded):  # (the compiled step does not take padded rows yet)
+            if not supports_compiled(self.model):
+                if self.fast:
+                    raise GenerationError("fast=True: the compiled decoding step supports MHA/GQA/MQA attention "
+                                          "only (this model has MLA)")  # fmt: skip
+            elif self.fast or max_new_tokens >= AUTO_COMPILE_TOKENS or "_tinyslm_compiled_step" in self.model.__dict__:
+                cache = static_cache(self.model, batch, prompt_len + max_new_tokens)
+                self.compiled, self.path = compiled_step(self.model), "compiled step"
+                self.compile_s = self.compiled.warm_up(cache)  # compiles now (once per cache shape), not mid-decoding
+                return cache
+        return self.reuse(super().new_cache(batch, prompt_len, max_new_tokens))
 
     def reuse(self, cache: KVCache) -> KVCache:
-        self.compile_s, self.compiled = None, None  # a kept cache is the model's own: no static one to compile for
+        """A cache of the model's own (a kept one, or a request's that is not compiled): the native step or the
+        module path, nothing compiled."""
+        self.compile_s, self.compiled = None, None
         self.path = "native step" if self.native else "module path"
         return cache
 

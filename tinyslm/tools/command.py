@@ -254,10 +254,25 @@ class _Stopped(Exception):
     """A --stop text appeared: decoding ends here."""
 
 
+def load_for_generation(args):
+    """The model as `generate` decodes it (loaded, quantized if asked, its attention backend set) and the seconds
+    loading took."""
+    t_load = time.perf_counter()
+    model = load_pretrained(args.checkpoint, dtype=args.dtype, allow_pickle=args.allow_pickle)
+    if args.quantize is not None:
+        quantize(model, args.quantize, group_size=args.group_size)
+    t_load = time.perf_counter() - t_load
+    set_attention_backend(model, args.attention)
+    return model, t_load
+
+
+def generation_end_ids(path, model, tokenizer) -> list[int]:
+    """The end ids the checkpoint declares, or (it declares none) the tokenizer's eos."""
+    ids = end_ids(path, model.config)
+    return ids or ([tokenizer.eos_id] if tokenizer is not None and tokenizer.eos_id is not None else [])
+
+
 def cmd_generate(args) -> int:
-    if args.prompt is not None and len(args.prompt) > 1:
-        return generate_batch(args)
-    args.prompt = args.prompt[0] if args.prompt is not None else None
     choice = sampling_options(args)
     sampler = Sampler(**choice)
     if any(stop == "" for stop in args.stop):
@@ -267,6 +282,9 @@ def cmd_generate(args) -> int:
     for option in ("system", "template"):
         if getattr(args, option) is not None and args.chat is None:
             raise UsageError(f"--{option} goes with --chat (a conversation); --prompt is raw text")
+    if args.prompt is not None and len(args.prompt) > 1:
+        return generate_batch(args, choice, sampler)
+    args.prompt = args.prompt[0] if args.prompt is not None else None
     text = args.prompt if args.prompt is not None else args.chat
 
     machine.say(machine.busy_note(machine.use_threads(args.threads)))
@@ -279,12 +297,7 @@ def cmd_generate(args) -> int:
         too_big = [i for i in ids if abs(i) >= 2**63]  # beyond int64: no vocabulary is that large
         if too_big:
             raise UsageError(f"--ids: token id {too_big[0]} is out of range (no vocabulary has that many tokens)")
-    t_load = time.perf_counter()
-    model = load_pretrained(args.checkpoint, dtype=args.dtype, allow_pickle=args.allow_pickle)
-    if args.quantize is not None:
-        quantize(model, args.quantize, group_size=args.group_size)
-    t_load = time.perf_counter() - t_load
-    set_attention_backend(model, args.attention)
+    model, t_load = load_for_generation(args)
     if text is not None:
         try:  # (bytes that are not UTF-8 reach Python's argv as lone surrogates: no tokenizer encodes them)
             text.encode("utf-8")
@@ -294,9 +307,7 @@ def cmd_generate(args) -> int:
         tokenizer = load_tokenizer(args.checkpoint)
         ids = tokenizer.encode(text) if args.chat is None else chat_prompt(args, tokenizer)
     prompt = check_request(model, torch.tensor([ids], dtype=torch.long), args.max_new_tokens)
-    eos = end_ids(args.checkpoint, model.config) or None
-    if eos is None and tokenizer is not None and tokenizer.eos_id is not None:
-        eos = [tokenizer.eos_id]
+    eos = generation_end_ids(args.checkpoint, model, tokenizer) or None
 
     new: list[int] = []
     times: list[float] = []
@@ -365,14 +376,9 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def generate_batch(args) -> int:
-    """`generate --prompt A --prompt B ...`: one padded batch (tinyslm.generate's rows of different lengths)."""
-    choice = sampling_options(args)
-    for option in ("system", "template"):
-        if getattr(args, option) is not None:
-            raise UsageError(f"--{option} goes with --chat (a conversation); --prompt is raw text")
-    if any(stop == "" for stop in args.stop):
-        raise UsageError("--stop: an empty stop text would stop before the first token; give some text")
+def generate_batch(args, choice: dict, sampler: Sampler) -> int:
+    """`generate --prompt A --prompt B ...` (its options checked by cmd_generate): one padded batch
+    (tinyslm.generate's rows of different lengths)."""
     for i, text in enumerate(args.prompt, 1):
         if not text:
             raise UsageError(f"--prompt number {i} is empty: give every prompt some text")
@@ -381,15 +387,10 @@ def generate_batch(args) -> int:
         except UnicodeEncodeError as exc:
             raise UsageError(f"--prompt number {i} is not valid UTF-8 text (at character {exc.start})") from None
     machine.say(machine.busy_note(machine.use_threads(args.threads)))
-    t_load = time.perf_counter()
-    model = load_pretrained(args.checkpoint, dtype=args.dtype, allow_pickle=args.allow_pickle)
-    if args.quantize is not None:
-        quantize(model, args.quantize, group_size=args.group_size)
-    t_load = time.perf_counter() - t_load
-    set_attention_backend(model, args.attention)
+    model, t_load = load_for_generation(args)
     tokenizer = load_tokenizer(args.checkpoint)
     prompts = [tokenizer.encode(text) for text in args.prompt]
-    eos = end_ids(args.checkpoint, model.config) or ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
+    eos = generation_end_ids(args.checkpoint, model, tokenizer)
     times: list[float] = []
     t0 = time.perf_counter()
     with fast_decoding(model, FAST_CHOICES[args.fast]) as decoder:
@@ -410,7 +411,7 @@ def generate_batch(args) -> int:
         print(f"[load {t_load:.2f} s | {len(prompts)} prompts of {min(map(len, prompts))}-{width} tokens, prefill "
               f"{1000 * (times[0] - t0):.1f} ms | {produced} new tokens in {len(times)} steps, decode {decode} | "
               f"{args.attention} attention, {torch.get_num_threads()} threads, "
-              f"{'sampled' if Sampler(**choice).samples else 'greedy'}, decoded by the {decoder.path}]")  # fmt: skip
+              f"{'sampled' if sampler.samples else 'greedy'}, decoded by the {decoder.path}]")  # fmt: skip
     return 0
 
 

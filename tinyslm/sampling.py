@@ -22,8 +22,8 @@ on every run. Two ways to draw from the same distribution:
     multinomial   torch.multinomial, as transformers draws: `generate(do_sample=True)` after
                   `torch.manual_seed(seed)` draws the same tokens. It spends one exponential random number per
                   vocabulary entry (49,152 for SmolLM2: about a millisecond, a fifth of a fast decoding step)
-    inverse_cdf   one uniform number u per row, and the first token whose cumulative probability (float64) reaches
-                  u: the same distribution for a tenth of the cost, other tokens for the same seed
+    inverse_cdf   one uniform number u per row, and the first token whose cumulative probability (float64)
+                  exceeds u: the same distribution for a tenth of the cost, other tokens for the same seed
 
 The reference decoder draws as transformers does; the runtime's fast paths (tinyslm.generate's default) draw by
 inverse_cdf (tinyslm/runtime/decoding.py).

@@ -48,8 +48,7 @@ class Step:
                  padding: torch.Tensor | None = None):  # fmt: skip
         self.start, self.length, self.padding = start, length, padding
         self.slots = torch.arange(start, start + length, device=device)  # (T,)
-        # (T,), or per row (B, T) with padding (a padding slot's own position clamped to 0: nothing reads it)
-        self.positions = self.slots if padding is None else (self.slots[None] - padding[:, None]).clamp(min=0)
+        self.positions = self.key_positions(self.slots)  # (T,), or per row (B, T) with padding
         self.tables = tables or {}  # {"global": (cos, sin) (T, d) or (B, 1, T, d), ...}
         self._masks: dict = {}
 
@@ -62,7 +61,8 @@ class Step:
         return step
 
     def key_positions(self, k_slots: torch.Tensor) -> torch.Tensor:
-        """The positions of keys in slots k_slots (S,): (S,), or per row (B, S) with padding."""
+        """The positions of the tokens in slots k_slots (S,): (S,), or per row (B, S) with padding (a padding slot's
+        own position clamped to 0: nothing reads it)."""
         return k_slots if self.padding is None else (k_slots[None] - self.padding[:, None]).clamp(min=0)
 
     def rope(self, key: str = "global") -> tuple[torch.Tensor, torch.Tensor] | None:

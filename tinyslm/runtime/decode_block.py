@@ -16,7 +16,7 @@ Phi-2's one), RMSNorm or LayerNorm (each with Gemma's or Nemotron's 1 + w, OLMo'
 gated or plain FFNs (SiLU, GELU, tanh GELU, ReLU, squared ReLU), biases anywhere, RoPE over all or part of
 head_dim or none (learned positions, ALiBi), QK-norms, q/k/v clipping, sandwich norms, soft-capped scores,
 sliding windows, MiniCPM's residual scale; and left-padded batches of prompts of different lengths (each row's
-RoPE angles at its own position, its padding keys masked: `_padding`). Not: MLA, StableLM's per-head q/k norms,
+RoPE angles at its own position, its padding keys masked: `_key_slots`). Not: MLA, StableLM's per-head q/k norms,
 interleaved RoPE.
 
 `native_decode(model)` makes the model's run_blocks (the one seam: how its forward runs the blocks)
@@ -189,12 +189,10 @@ def _angles(step, key: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     return tuple(t[:, 0, 0].contiguous() if step.padding is not None else t[0] for t in rope)
 
 
-def _padding(step, cache) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """A padded batch's (pad, key_slots) for the kernel: each row's padding slots, and which slot index each cache
-    slot holds (a ring buffer's positions; None: slot j holds index j); None, None without padding."""
-    if step.padding is None:
-        return None, None
-    return step.padding.contiguous(), cache.pos if type(cache) is RingKVBuffer else None
+def _key_slots(step, cache) -> torch.Tensor | None:
+    """For a padded batch, which slot index each of a layer cache's slots holds (a ring buffer's positions), for
+    the kernel to mask each row's padding by (step.padding); None: slot j holds index j, or no padding."""
+    return cache.pos if step.padding is not None and type(cache) is RingKVBuffer else None
 
 
 def block_step(block: nn.Module, args: NativeArgs, x: torch.Tensor, step, cache=None) -> torch.Tensor:
@@ -211,7 +209,7 @@ def block_step(block: nn.Module, args: NativeArgs, x: torch.Tensor, step, cache=
     cos, sin = _angles(step, block.attn.rope_key)
     out = torch.ops.tinyslm.decode_block(x.reshape(x.shape[0], x.shape[2]).contiguous(), *args.head, cos, sin,
                                          args.alibi, cache.k, cache.v, slot, n_keys, *args.tail,
-                                         *_padding(step, cache))  # fmt: skip
+                                         step.padding, _key_slots(step, cache))  # fmt: skip
     return out.view(x.shape)  # (B, 1, D)
 
 
@@ -262,7 +260,7 @@ def _native_stack(model: nn.Module, stack: StackPlan, x: torch.Tensor, step, cac
     out = torch.ops.tinyslm.decode_stack(x.reshape(x.shape[0], x.shape[2]).contiguous(), stack.plan,
                                          [layer.k for layer in layers], [layer.v for layer in layers], list(cos),
                                          list(sin), [w[0] for w in wheres], [w[1] for w in wheres], step.padding,
-                                         [_padding(step, layer)[1] for layer in layers])  # fmt: skip
+                                         [_key_slots(step, layer) for layer in layers])  # fmt: skip
     return out.view(x.shape)  # (B, 1, D)
 
 

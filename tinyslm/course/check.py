@@ -31,11 +31,8 @@ class ExerciseFailed(AssertionError):
 
 
 def _index(flat: int, shape: torch.Size) -> tuple[int, ...]:
-    out = []
-    for size in reversed(shape):
-        out.append(flat % size)
-        flat //= size
-    return tuple(reversed(out))
+    """The index in `shape` of element `flat` of the flattened tensor."""
+    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape))
 
 
 def _kind(t: torch.Tensor) -> str:
